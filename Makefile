@@ -1,0 +1,19 @@
+# Entry points named in the README. PYTHON defaults to the project's .venv when it exists.
+PYTHON ?= $(if $(wildcard .venv/bin/python),.venv/bin/python,python3)
+PYTEST = $(PYTHON) -m pytest
+
+.PHONY: setup test test-slow demo bench
+
+setup:
+	bash tools/setup_env.sh
+
+# Fast tests (the default run). pytest's exit code 5 (nothing collected) is a failure here.
+test:
+	$(PYTEST) -q -m "not slow"
+
+# Tests that take minutes on a 2-core CPU (distributed, kill/resume, short trainings); CI runs them.
+test-slow:
+	$(PYTEST) -q -m slow
+
+demo:
+	$(PYTHON) tools/demo_pipeline.py --out output/demo

@@ -1,0 +1,23 @@
+"""Weight files: safe loading, atomic saving, and converters for weights from elsewhere."""
+from .io import (
+    UnsafeWeightsError,
+    atomic_write,
+    load_state_dict_checked,
+    load_state_dict_file,
+    read_safetensors_metadata,
+    save_safetensors,
+)
+from .torchvision import from_torchvision, is_torchvision_resnet, is_torchvision_vgg16, to_torchvision
+
+__all__ = [
+    "UnsafeWeightsError",
+    "atomic_write",
+    "from_torchvision",
+    "is_torchvision_resnet",
+    "is_torchvision_vgg16",
+    "load_state_dict_checked",
+    "load_state_dict_file",
+    "read_safetensors_metadata",
+    "save_safetensors",
+    "to_torchvision",
+]

@@ -1,0 +1,311 @@
+"""The ResNet family of He et al. (CVPR 2016), table-driven by depth as in the paper's Table 1.
+
+Module names follow detectron2 (``stem``, ``res2``..``res5``, ``conv1..conv3`` each carrying its
+``norm``, ``shortcut``), so detectron2 checkpoints load unchanged and the classifier trained by
+``tools/pretrain_cls.py`` is the detector's backbone with only the ``linear`` head dropped.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from detectron2.layers import CNNBlockBase, Conv2d, get_norm
+from detectron2.modeling.backbone.resnet import BasicBlock as _D2BasicBlock
+from detectron2.modeling.backbone.resnet import BasicStem
+from detectron2.modeling.backbone.resnet import BottleneckBlock as _D2BottleneckBlock
+from detectron2.modeling.backbone.resnet import ResNet as _D2ResNet
+from fvcore.nn import weight_init
+from torch import nn
+
+__all__ = [
+    "RESNET_SPECS",
+    "SHORTCUTS",
+    "NORMS",
+    "STAGE_NAMES",
+    "FEATURE_STRIDES",
+    "ZeroPadShortcut",
+    "BasicBlock",
+    "BottleneckBlock",
+    "ResNet",
+    "build_resnet",
+    "build_resnet_stem_and_stages",
+    "make_resnet_stage",
+]
+
+# Table 1: block type and number of blocks in conv2_x .. conv5_x.
+RESNET_SPECS = {
+    18: ("basic", (2, 2, 2, 2)),
+    34: ("basic", (3, 4, 6, 3)),
+    50: ("bottleneck", (3, 4, 6, 3)),
+    101: ("bottleneck", (3, 4, 23, 3)),
+    152: ("bottleneck", (3, 8, 36, 3)),
+}
+SHORTCUTS = ("A", "B", "C")
+NORMS = ("BN", "FrozenBN", "SyncBN", "GN")
+STAGE_NAMES = ("res2", "res3", "res4", "res5")
+FEATURE_STRIDES = {"stem": 4, "res2": 4, "res3": 8, "res4": 16, "res5": 32}
+STEM_CHANNELS = 64
+
+
+def _check_choice(name, value, valid):
+    if value not in valid:
+        raise ValueError(f"unknown {name} {value!r}; valid values: {', '.join(map(repr, valid))}")
+
+
+class ZeroPadShortcut(nn.Module):
+    """Option A shortcut: identity, subsampled by ``stride``, with zero channels appended for
+    increased dimensions. Parameter free."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int):
+        super().__init__()
+        if out_channels < in_channels:
+            raise ValueError(
+                f"option A cannot reduce channels ({in_channels} -> {out_channels})"
+            )
+        self.extra_channels = out_channels - in_channels
+        self.stride = stride
+
+    def forward(self, x):
+        if self.stride > 1:
+            x = x[:, :, :: self.stride, :: self.stride]
+        if self.extra_channels:
+            x = F.pad(x, (0, 0, 0, 0, 0, self.extra_channels))
+        return x
+
+
+def _make_shortcut(in_channels, out_channels, stride, shortcut, plain, norm):
+    """The shortcut module for one block (None means identity, or no shortcut when ``plain``)."""
+    if plain:
+        return None
+    changes_shape = in_channels != out_channels or stride != 1
+    if shortcut == "A" and changes_shape:
+        return ZeroPadShortcut(in_channels, out_channels, stride)
+    if shortcut == "C" or (shortcut == "B" and changes_shape):
+        conv = Conv2d(
+            in_channels,
+            out_channels,
+            kernel_size=1,
+            stride=stride,
+            bias=False,
+            norm=get_norm(norm, out_channels),
+        )
+        weight_init.c2_msra_fill(conv)
+        return conv
+    return None
+
+
+class _ResidualMixin:
+    """Shared forward of both block types: conv-BN-ReLU chain, then the shortcut (unless plain)."""
+
+    def _set_shortcut(self, in_channels, out_channels, stride, shortcut, plain, norm):
+        _check_choice("shortcut", shortcut, SHORTCUTS)
+        self.plain = plain
+        self.shortcut = _make_shortcut(in_channels, out_channels, stride, shortcut, plain, norm)
+
+    @property
+    def convs(self):
+        """The residual branch's convolutions (each with its norm) in order."""
+        return [m for name, m in self.named_children() if name.startswith("conv")]
+
+    def forward(self, x):
+        convs = self.convs
+        out = x
+        for conv in convs[:-1]:
+            out = F.relu_(conv(out))
+        out = convs[-1](out)
+        if not self.plain:
+            out = out + (x if self.shortcut is None else self.shortcut(x))
+        return F.relu_(out)
+
+
+class BasicBlock(_ResidualMixin, _D2BasicBlock):
+    """Two 3x3 convolutions (ResNet-18/34), detectron2's block with shortcut options A/B/C and
+    the paper's plain (no shortcut) variant."""
+
+    def __init__(self, in_channels, out_channels, *, stride=1, norm="BN", shortcut="B", plain=False):
+        _D2BasicBlock.__init__(self, in_channels, out_channels, stride=stride, norm=norm)
+        self._set_shortcut(in_channels, out_channels, stride, shortcut, plain, norm)
+
+
+class BottleneckBlock(_ResidualMixin, _D2BottleneckBlock):
+    """1x1-3x3-1x1 bottleneck (ResNet-50/101/152). ``stride_in_1x1`` puts the stride on the first
+    1x1 (MSRA/Caffe, the paper) instead of the 3x3 (torchvision v1.5)."""
+
+    def __init__(
+        self,
+        in_channels,
+        out_channels,
+        *,
+        bottleneck_channels,
+        stride=1,
+        norm="BN",
+        stride_in_1x1=True,
+        dilation=1,
+        shortcut="B",
+        plain=False,
+    ):
+        _D2BottleneckBlock.__init__(
+            self,
+            in_channels,
+            out_channels,
+            bottleneck_channels=bottleneck_channels,
+            stride=stride,
+            norm=norm,
+            stride_in_1x1=stride_in_1x1,
+            dilation=dilation,
+        )
+        self._set_shortcut(in_channels, out_channels, stride, shortcut, plain, norm)
+
+
+def make_resnet_stage(
+    depth: int,
+    stage: str,
+    *,
+    in_channels: int | None = None,
+    first_stride: int | None = None,
+    norm: str = "BN",
+    shortcut: str = "B",
+    plain: bool = False,
+    stride_in_1x1: bool = True,
+    dilation: int = 1,
+) -> list[CNNBlockBase]:
+    """The blocks of one stage (``'res2'``..``'res5'``) of a ResNet of the given depth.
+
+    ``in_channels``/``first_stride`` default to the values the stage has inside the full network;
+    the C4 detector's RoI head passes them explicitly when it runs ``res5`` on pooled features.
+    """
+    _check_choice("depth", depth, tuple(RESNET_SPECS))
+    _check_choice("stage", stage, STAGE_NAMES)
+    _check_choice("norm", norm, NORMS)
+    kind, counts = RESNET_SPECS[depth]
+    idx = STAGE_NAMES.index(stage)
+    expansion = 1 if kind == "basic" else 4
+    width = STEM_CHANNELS * 2**idx
+    out_channels = width * expansion
+    if in_channels is None:
+        in_channels = STEM_CHANNELS if idx == 0 else width // 2 * expansion
+    if first_stride is None:
+        first_stride = 1 if idx == 0 or dilation > 1 else 2
+    options = dict(norm=norm, shortcut=shortcut, plain=plain)
+    if kind == "basic":
+        if dilation != 1:
+            raise ValueError(f"dilation={dilation} needs a bottleneck ResNet (depth 50/101/152)")
+        block_class = BasicBlock
+    else:
+        block_class = BottleneckBlock
+        options.update(bottleneck_channels=width, stride_in_1x1=stride_in_1x1, dilation=dilation)
+    return _D2ResNet.make_stage(
+        block_class,
+        counts[idx],
+        stride_per_block=[first_stride] + [1] * (counts[idx] - 1),
+        in_channels=in_channels,
+        out_channels=out_channels,
+        **options,
+    )
+
+
+def build_resnet_stem_and_stages(
+    depth: int,
+    *,
+    stages=STAGE_NAMES,
+    in_channels: int = 3,
+    norm: str = "BN",
+    shortcut: str = "B",
+    plain: bool = False,
+    stride_in_1x1: bool = True,
+    zero_init_residual: bool = False,
+):
+    """The stem and the list of stages (lists of blocks) named in ``stages``, all built alike."""
+    _check_choice("depth", depth, tuple(RESNET_SPECS))
+    _check_choice("norm", norm, NORMS)
+    _check_choice("shortcut", shortcut, SHORTCUTS)
+    if list(stages) != list(STAGE_NAMES[: len(stages)]):
+        raise ValueError(f"stages must be a prefix of {STAGE_NAMES}, got {tuple(stages)}")
+    stem = BasicStem(in_channels, STEM_CHANNELS, norm=norm)
+    built = [
+        make_resnet_stage(
+            depth, s, norm=norm, shortcut=shortcut, plain=plain, stride_in_1x1=stride_in_1x1
+        )
+        for s in stages
+    ]
+    if zero_init_residual:
+        for blocks in built:
+            for block in blocks:
+                zero_init_last_norm(block)
+    return stem, built
+
+
+def zero_init_last_norm(block) -> None:
+    """Start a residual branch at zero: its last norm's scale is 0 (Goyal et al., 2017)."""
+    norm = block.convs[-1].norm
+    if not hasattr(norm, "weight") or norm.weight is None:
+        raise ValueError(f"zero_init_residual needs a norm with a scale, got {type(norm).__name__}")
+    with torch.no_grad():
+        norm.weight.zero_()
+
+
+class ResNet(_D2ResNet):
+    """A ResNet classifier: ``model(x)`` gives logits, ``model.forward_features(x)`` the dict of
+    stage outputs ``stem, res2..res5``. Built by :func:`build_resnet`."""
+
+    def __init__(self, stem, stages, num_classes=1000, freeze_at=0, **arch):
+        super().__init__(
+            stem,
+            stages,
+            num_classes=num_classes or None,
+            freeze_at=freeze_at,
+        )
+        # Every option needed to rebuild this network, recorded with exported weights.
+        self.arch = dict(arch, num_classes=num_classes or 0)
+
+    def forward_features(self, x) -> dict[str, torch.Tensor]:
+        """Outputs of the stem and every stage (strides 4, 4, 8, 16, 32)."""
+        if x.dim() != 4:
+            raise ValueError(f"expected an (N, C, H, W) tensor, got shape {tuple(x.shape)}")
+        x = self.stem(x)
+        outputs = {"stem": x}
+        for name, stage in zip(self.stage_names, self.stages):
+            x = stage(x)
+            outputs[name] = x
+        return outputs
+
+    def forward(self, x):
+        """Class logits (N, num_classes); the pooled features when built with no classifier."""
+        if self.num_classes is None:
+            last = self.forward_features(x)[self.stage_names[-1]]
+            return torch.flatten(F.adaptive_avg_pool2d(last, 1), 1)
+        return super().forward(x)["linear"]
+
+
+def build_resnet(
+    depth: int,
+    num_classes: int = 1000,
+    *,
+    shortcut: str = "B",
+    plain: bool = False,
+    norm: str = "BN",
+    stride_in_1x1: bool = True,
+    zero_init_residual: bool = False,
+    freeze_at: int = 0,
+    in_channels: int = 3,
+) -> ResNet:
+    """ResNet-``depth`` (18/34/50/101/152) of the paper's Table 1.
+
+    ``shortcut``: 'A' zero-padding, 'B' projection when dimensions change (default), 'C'
+    projection everywhere; ``plain=True`` drops all shortcuts. ``norm``: 'BN', 'FrozenBN',
+    'SyncBN' or 'GN'. ``stride_in_1x1=True`` is the paper's (MSRA) placement, False
+    torchvision's. ``freeze_at`` (0..5) freezes the stem and stages up to res{freeze_at}, as
+    detectron2's ``MODEL.BACKBONE.FREEZE_AT``. ``num_classes=0`` builds no classifier head.
+    """
+    if not 0 <= freeze_at <= 5:
+        raise ValueError(f"freeze_at must be in 0..5, got {freeze_at}")
+    arch = dict(
+        depth=depth,
+        shortcut=shortcut,
+        plain=plain,
+        norm=norm,
+        stride_in_1x1=stride_in_1x1,
+        zero_init_residual=zero_init_residual,
+        in_channels=in_channels,
+    )
+    stem, stages = build_resnet_stem_and_stages(**arch)
+    return ResNet(stem, stages, num_classes=num_classes, freeze_at=freeze_at, **arch)
