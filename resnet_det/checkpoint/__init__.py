@@ -1,4 +1,5 @@
 """Weight files: safe loading, atomic saving, and converters for weights from elsewhere."""
+from .export import BACKBONE_FORMAT, load_backbone, save_backbone
 from .io import (
     UnsafeWeightsError,
     atomic_write,
@@ -10,6 +11,9 @@ from .io import (
 from .torchvision import from_torchvision, is_torchvision_resnet, is_torchvision_vgg16, to_torchvision
 
 __all__ = [
+    "BACKBONE_FORMAT",
+    "load_backbone",
+    "save_backbone",
     "UnsafeWeightsError",
     "atomic_write",
     "from_torchvision",

@@ -1,0 +1,49 @@
+"""The backbone file handed from classification pretraining to the detector.
+
+``<name>.safetensors`` holds the network's state dict without its classifier head (keys
+``stem.*``, ``res2.*``..``res5.*`` or ``conv1_1.*``..``fc7.*``) and, in its metadata, the
+architecture options; ``<name>.json`` beside it repeats them for people and other tools.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .io import atomic_write, load_state_dict_file, read_safetensors_metadata, save_safetensors
+
+__all__ = ["BACKBONE_FORMAT", "CLASSIFIER_PREFIXES", "save_backbone", "load_backbone"]
+
+BACKBONE_FORMAT = "resnet_det.backbone/1"
+# Classifier layers dropped on export: ResNet's ``linear``, VGG-16's ``fc8``.
+CLASSIFIER_PREFIXES = ("linear.", "fc8.")
+# Pretraining normalises RGB images in 0..255 with these (torchvision's ImageNet statistics),
+# so a detector using the backbone must set INPUT.FORMAT RGB and the same PIXEL_MEAN/STD.
+PIXEL_MEAN_RGB = (123.675, 116.28, 103.53)
+PIXEL_STD_RGB = (58.395, 57.12, 57.375)
+
+
+def save_backbone(model, path, extra: dict | None = None) -> Path:
+    """Export ``model`` (a ResNet or VGG16 of this package) without its classifier head."""
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        path = path.with_suffix(".safetensors")
+    state = {k: v for k, v in model.state_dict().items() if not k.startswith(CLASSIFIER_PREFIXES)}
+    meta = {
+        "format": BACKBONE_FORMAT,
+        "arch": dict(model.arch, num_classes=0),
+        "input_format": "RGB",
+        "pixel_mean": list(PIXEL_MEAN_RGB),
+        "pixel_std": list(PIXEL_STD_RGB),
+        **(extra or {}),
+    }
+    save_safetensors(state, path, metadata=meta)
+    with atomic_write(path.with_suffix(".json"), mode="w") as f:
+        json.dump(meta, f, indent=2, sort_keys=True)
+    return path
+
+
+def load_backbone(path) -> tuple[dict, dict | None]:
+    """``(state_dict, metadata)`` of a backbone file; metadata is None for foreign files."""
+    state = load_state_dict_file(path)
+    meta = read_safetensors_metadata(path) if str(path).endswith(".safetensors") else None
+    return state, meta
