@@ -12,7 +12,22 @@ from .resnet import (
 )
 from .vgg import VGG16, build_vgg16
 
+
+
+def build_model(arch: dict):
+    """Rebuild a network from its ``model.arch`` record (as stored in exported backbone files)."""
+    options = dict(arch)
+    name = options.pop("name", None)
+    builders = {"resnet": build_resnet, "vgg16": build_vgg16}
+    if name not in builders:
+        raise ValueError(f"unknown architecture name {name!r}; valid: {sorted(builders)}")
+    if name == "resnet":
+        return build_resnet(options.pop("depth"), **options)
+    return build_vgg16(**options)
+
+
 __all__ = [
+    "build_model",
     "FEATURE_STRIDES",
     "NORMS",
     "RESNET_SPECS",

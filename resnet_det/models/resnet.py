@@ -255,7 +255,7 @@ class ResNet(_D2ResNet):
             freeze_at=freeze_at,
         )
         # Every option needed to rebuild this network, recorded with exported weights.
-        self.arch = dict(arch, num_classes=num_classes or 0)
+        self.arch = dict(name="resnet", **arch, num_classes=num_classes or 0)
 
     def forward_features(self, x) -> dict[str, torch.Tensor]:
         """Outputs of the stem and every stage (strides 4, 4, 8, 16, 32)."""

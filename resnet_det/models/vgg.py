@@ -36,7 +36,7 @@ class VGG16(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.num_classes = num_classes or 0
         self.fc8 = nn.Linear(FC_DIM, num_classes) if num_classes else None
-        self.arch = dict(arch="vgg16", num_classes=self.num_classes, in_channels=in_channels)
+        self.arch = dict(name="vgg16", num_classes=self.num_classes, in_channels=in_channels)
         self._init_weights()
 
     def _init_weights(self):
