@@ -7,9 +7,10 @@ import warnings
 __version__ = "0.1.0"
 
 with warnings.catch_warnings():
-    # fvcore (imported by detectron2.layers) scripts a function at import time; torch 2.14
+    # fvcore and detectron2.modeling script functions at import time; torch 2.14
     # deprecates torch.jit.script, which is not ours to act on.
     warnings.filterwarnings("ignore", message=r"`torch.jit.script` is deprecated", category=FutureWarning)
     import detectron2.layers  # noqa: F401
+    import detectron2.modeling  # noqa: F401
 
 from . import models  # noqa: E402,F401
