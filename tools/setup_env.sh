@@ -2,14 +2,14 @@
 # Set up (or refresh) the development environment: a virtual environment in .venv with
 # torch, torchvision, detectron2 and this package in editable mode. Safe to re-run.
 #
-#   bash tools/setup_env.sh            # uses ./.venv (created if missing)
+#   bash tools/setup_env.sh            # the active virtualenv, else ./.venv (created if missing)
 #   VENV=/path/to/env bash tools/setup_env.sh
 #   VENV=none bash tools/setup_env.sh  # install into the python already on PATH
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PYTHON=${PYTHON:-python3}
-VENV=${VENV:-.venv}
+VENV=${VENV:-${VIRTUAL_ENV:-.venv}}
 if [ "$VENV" != "none" ]; then
   if [ ! -x "$VENV/bin/python" ]; then
     echo "[setup] creating virtual environment $VENV"
@@ -18,13 +18,16 @@ if [ "$VENV" != "none" ]; then
   PYTHON="$VENV/bin/python"
 fi
 PIP=("$PYTHON" -m pip --disable-pip-version-check)
+# Some machines configure pip with local index folders that may not exist; pip warns once per
+# package about those. Drop only that line so real errors stay visible (pipefail keeps status).
+pip_quiet() { "${PIP[@]}" "$@" 2>&1 | { grep -v "is ignored: it is neither a file nor a directory" || true; }; }
 
-"${PIP[@]}" install -q --upgrade "pip>=23" wheel
+pip_quiet install -q --upgrade "pip>=23" wheel
 echo "[setup] torch + torchvision"
-"${PIP[@]}" install -q "torch==2.14.1" "torchvision==0.29.1"
+pip_quiet install -q "torch==2.14.1" "torchvision==0.29.1"
 
 echo "[setup] detectron2 dependencies"
-"${PIP[@]}" install -q "setuptools<81" fvcore iopath pycocotools omegaconf hydra-core yacs \
+pip_quiet install -q "setuptools<81" fvcore iopath pycocotools omegaconf hydra-core yacs \
   termcolor tabulate cloudpickle tensorboard matplotlib safetensors tqdm "numpy>=1.24" pillow
 
 # detectron2 has no official PyPI release. Keep a detectron2 the user already has (for
@@ -36,7 +39,7 @@ else
   echo "[setup] detectron2 (sal-detectron2 wheel, python code only)"
   SITE=$("$PYTHON" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
   TMP=$(mktemp -d)
-  "${PIP[@]}" install -q --no-deps --python-version 3.10 --only-binary=:all: \
+  pip_quiet install -q --no-deps --python-version 3.10 --only-binary=:all: \
     --target "$TMP" "sal-detectron2==0.7.2"
   # Only the package and its metadata: the wheel also carries a top-level `tools` folder.
   for d in "$TMP"/detectron2 "$TMP"/sal_detectron2-*.dist-info; do
@@ -48,5 +51,5 @@ else
 fi
 
 echo "[setup] resnet_det (editable) + dev tools"
-"${PIP[@]}" install -q --no-build-isolation -e ".[dev]"
+pip_quiet install -q --no-build-isolation -e ".[dev]"
 "$PYTHON" -c "import resnet_det; print('[setup] resnet_det', resnet_det.__version__, 'ready')"
