@@ -1,5 +1,6 @@
-# Entry points named in the README. PYTHON defaults to the project's .venv when it exists.
-PYTHON ?= $(if $(wildcard .venv/bin/python),.venv/bin/python,python3)
+# Entry points named in the README. PYTHON: the project's .venv if it exists, else the active
+# virtualenv (where tools/setup_env.sh installs when one is active), else python3.
+PYTHON ?= $(firstword $(wildcard .venv/bin/python $(VIRTUAL_ENV)/bin/python) python3)
 PYTEST = $(PYTHON) -m pytest
 
 .PHONY: setup test test-slow demo bench
