@@ -10,6 +10,7 @@ from .resnet import (
     build_resnet_stem_and_stages,
     make_resnet_stage,
 )
+from .fuse import fuse_conv_bn
 from .vgg import VGG16, build_vgg16
 
 
@@ -38,5 +39,6 @@ __all__ = [
     "build_resnet",
     "build_resnet_stem_and_stages",
     "build_vgg16",
+    "fuse_conv_bn",
     "make_resnet_stage",
 ]

@@ -113,7 +113,7 @@ class _ResidualMixin:
             out = F.relu_(conv(out))
         out = convs[-1](out)
         if not self.plain:
-            out = out + (x if self.shortcut is None else self.shortcut(x))
+            out += x if self.shortcut is None else self.shortcut(x)
         return F.relu_(out)
 
 
