@@ -1,0 +1,171 @@
+"""A detectron2 DatasetMapper that reads hostile image files safely.
+
+Use it with ``build_detection_train_loader(cfg, mapper=RobustDatasetMapper(cfg, True))`` (and
+``build_detection_test_loader(cfg, name, mapper=RobustDatasetMapper(cfg, False))``).
+In training, an unreadable image (zero bytes, truncated, not an image, too many pixels,
+size different from its annotation) is skipped: the mapper returns None, detectron2's
+MapDataset draws another image, and a warning names the file and counts the skips in this
+worker. In evaluation, or with DATASETS.STRICT True, the same cases raise ImageError naming
+the file, because skipping would change the metric.
+"""
+import copy
+import logging
+
+import numpy as np
+import torch
+from detectron2.config import configurable
+from detectron2.data import DatasetMapper
+from detectron2.data import detection_utils as utils
+from detectron2.data import transforms as T
+from PIL import Image, ImageFile, UnidentifiedImageError
+
+__all__ = ["ImageError", "read_image_checked", "RobustDatasetMapper"]
+
+logger = logging.getLogger(__name__)
+
+# Pillow names of single-channel 16/32-bit integer modes (16-bit PNG, 16-bit TIFF).
+_WIDE_INT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+
+
+class ImageError(ValueError):
+    """An image file cannot be used; the message names the file, the reason and the fix."""
+
+
+def read_image_checked(file_name, format=None, expected_hw=None, max_pixels=None, strict=False):
+    """Read an image like detectron2's `read_image`, raising ImageError naming the file.
+
+    Handles 16-bit images (scaled to 8 bits instead of clipped), refuses images above
+    `max_pixels` before decoding them, and checks the size against `expected_hw` (height,
+    width). When only the un-rotated pixels match `expected_hw`, the annotation was made
+    without the EXIF rotation: the rotation is ignored with a warning (an error if `strict`).
+    """
+    try:
+        with open(file_name, "rb") as f:
+            image = Image.open(f)
+            width, height = image.size
+            if max_pixels and width * height > max_pixels:
+                raise ImageError(
+                    f"{file_name}: {width}x{height} = {width * height} pixels is above "
+                    f"DATASETS.MAX_IMAGE_PIXELS={max_pixels}; downscale the image (and its "
+                    "boxes) or raise DATASETS.MAX_IMAGE_PIXELS"
+                )
+            # Decode now, inside the try, so truncation errors name this file.
+            image.load()
+    except ImageError:
+        raise
+    except FileNotFoundError:
+        raise ImageError(f"{file_name}: file not found; run the dataset check") from None
+    except Image.DecompressionBombError as e:
+        raise ImageError(f"{file_name}: {e}; downscale the image") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        # Zero-byte files and non-images raise UnidentifiedImageError; truncated JPEG/PNG
+        # raise OSError (unless ImageFile.LOAD_TRUNCATED_IMAGES, which this respects).
+        raise ImageError(
+            f"{file_name}: cannot decode image ({type(e).__name__}: {e}); "
+            "re-encode or remove the file"
+        ) from None
+    if image.mode in _WIDE_INT_MODES:
+        image = _to_8bit(image, file_name)
+    elif image.mode == "F":
+        raise ImageError(f"{file_name}: float image (mode F) is not supported; save it as 8-bit")
+    oriented = utils._apply_exif_orientation(image)
+    if expected_hw is not None:
+        expected_hw = tuple(int(v) for v in expected_hw)
+        oriented_hw = (oriented.height, oriented.width)
+        raw_hw = (image.height, image.width)
+        if oriented_hw != expected_hw:
+            if raw_hw == expected_hw:
+                message = (
+                    f"{file_name}: the annotation size {expected_hw} (h, w) matches the stored "
+                    f"pixels, not the EXIF-rotated image {oriented_hw}"
+                )
+                if strict:
+                    raise ImageError(message + "; rotate the file or its annotation")
+                logger.warning(message + ": ignoring the EXIF rotation for this image")
+                oriented = image
+            else:
+                raise ImageError(
+                    f"{file_name}: image is {oriented_hw} (h, w) but its annotation says "
+                    f"{expected_hw}; fix the width/height in the annotation file"
+                )
+    return utils.convert_PIL_to_numpy(oriented, format)
+
+
+def _to_8bit(image, file_name):
+    # PIL's convert("RGB") clips 16-bit values at 255, which turns most images white.
+    array = np.asarray(image, dtype=np.int64)
+    if array.min() < 0 or array.max() > 65535:
+        raise ImageError(
+            f"{file_name}: integer image values {array.min()}..{array.max()} are outside "
+            "16-bit range; save it as 8 or 16-bit"
+        )
+    return Image.fromarray((array // 257).astype(np.uint8), mode="L")
+
+
+class RobustDatasetMapper(DatasetMapper):
+    """detectron2's DatasetMapper with :func:`read_image_checked` and skip-or-raise on bad files."""
+
+    @configurable
+    def __init__(self, is_train, *, strict=False, max_image_pixels=None, **kwargs):
+        super().__init__(is_train, **kwargs)
+        self.strict = strict
+        self.max_image_pixels = max_image_pixels or None
+        self.num_skipped = 0
+        if self.max_image_pixels and Image.MAX_IMAGE_PIXELS is not None:
+            # PIL refuses images above twice its own limit at open(); let the config decide.
+            Image.MAX_IMAGE_PIXELS = max(Image.MAX_IMAGE_PIXELS, self.max_image_pixels)
+
+    @classmethod
+    def from_config(cls, cfg, is_train=True):
+        """DatasetMapper's arguments plus DATASETS.STRICT and DATASETS.MAX_IMAGE_PIXELS."""
+        ret = super().from_config(cfg, is_train)
+        ret["strict"] = bool(cfg.DATASETS.get("STRICT", False))
+        ret["max_image_pixels"] = cfg.DATASETS.get("MAX_IMAGE_PIXELS", Image.MAX_IMAGE_PIXELS)
+        return ret
+
+    def __call__(self, dataset_dict):
+        """Map one dataset dict; returns None for a skipped image (training, not strict)."""
+        dataset_dict = copy.deepcopy(dataset_dict)
+        expected = None
+        if "height" in dataset_dict and "width" in dataset_dict:
+            expected = (dataset_dict["height"], dataset_dict["width"])
+        try:
+            image = read_image_checked(
+                dataset_dict["file_name"],
+                self.image_format,
+                expected,
+                self.max_image_pixels,
+                strict=self.strict,
+            )
+        except ImageError as e:
+            if self.strict or not self.is_train:
+                raise
+            self.num_skipped += 1
+            logger.warning(f"skipped image #{self.num_skipped} in this worker: {e}")
+            return None
+        return self._map_image(dataset_dict, image)
+
+    def _map_image(self, dataset_dict, image):
+        # The rest of DatasetMapper.__call__ (detectron2 v0.6+), after its image read.
+        if "sem_seg_file_name" in dataset_dict:
+            sem_seg_gt = utils.read_image(dataset_dict.pop("sem_seg_file_name"), "L").squeeze(2)
+        else:
+            sem_seg_gt = None
+        aug_input = T.AugInput(image, sem_seg=sem_seg_gt)
+        transforms = self.augmentations(aug_input)
+        image, sem_seg_gt = aug_input.image, aug_input.sem_seg
+        image_shape = image.shape[:2]
+        dataset_dict["image"] = torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1)))
+        if sem_seg_gt is not None:
+            dataset_dict["sem_seg"] = torch.as_tensor(sem_seg_gt.astype("long"))
+        if self.proposal_topk is not None:
+            utils.transform_proposals(
+                dataset_dict, image_shape, transforms, proposal_topk=self.proposal_topk
+            )
+        if not self.is_train:
+            dataset_dict.pop("annotations", None)
+            dataset_dict.pop("sem_seg_file_name", None)
+            return dataset_dict
+        if "annotations" in dataset_dict:
+            self._transform_annotations(dataset_dict, transforms, image_shape)
+        return dataset_dict
