@@ -1,0 +1,85 @@
+"""Shared plumbing of the benchmarks: alternated timing, machine description, result files.
+
+Benchmarks run by hand (never in CI with timing asserts). Each contender is timed in the same
+process, alternating, after warm-up; the median of the repeats is reported.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+
+def machine_info() -> dict:
+    """CPU model, thread count, torch version and device: printed with every result."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    info = {
+        "cpu": cpu,
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+    }
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name()
+    return info
+
+
+def sync(device):
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+
+
+def time_alternating(contenders: dict, *, repeats: int, warmup: int, device="cpu") -> dict:
+    """Median seconds per call of each zero-argument callable, calls interleaved A, B, A, B..."""
+    for _ in range(warmup):
+        for fn in contenders.values():
+            fn()
+    times = {name: [] for name in contenders}
+    for _ in range(repeats):
+        for name, fn in contenders.items():
+            sync(device)
+            start = time.perf_counter()
+            fn()
+            sync(device)
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(ts) for name, ts in times.items()}
+
+
+def matmul_ceiling(device="cpu", n=2048, repeats=5) -> float:
+    """Measured multiply-adds per second of a large fp32 matmul: the machine's practical peak."""
+    a = torch.randn(n, n, device=device)
+    b = torch.randn(n, n, device=device)
+    seconds = time_alternating({"mm": lambda: a @ b}, repeats=repeats, warmup=2, device=device)["mm"]
+    return n**3 / seconds
+
+
+def write_result(name: str, payload: dict, out_dir="benchmarks/results") -> Path:
+    """Write ``payload`` (with the machine description) as json; returns the path."""
+    path = Path(out_dir) / f"{name}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"machine": machine_info(), **payload}
+    path.write_text(json.dumps(payload, indent=2))
+    return path
+
+
+def print_table(rows: list[dict], columns: list[str]) -> None:
+    """A plain fixed-width table of ``rows`` (dicts) over ``columns``."""
+    widths = [max(len(c), *(len(_fmt(r.get(c))) for r in rows)) for c in columns]
+    print("  ".join(c.ljust(w) for c, w in zip(columns, widths)))
+    for r in rows:
+        print("  ".join(_fmt(r.get(c)).ljust(w) for c, w in zip(columns, widths)))
+
+
+def _fmt(v):
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
