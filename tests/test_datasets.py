@@ -151,7 +151,8 @@ def test_config_registers_coco_json_and_sets_strict(tmp_path):
     add_dataset_config(cfg)
     assert cfg.DATASETS.STRICT is False
     json_file, image_dir = write_coco(tmp_path, coco_dict())
-    cfg.merge_from_list(["DATASETS.COCO_JSON_REGISTER", f"[['my_ds', '{json_file}', '{image_dir}']]",
+    entries = f"[['my_ds', '{json_file}', '{image_dir}']]"
+    cfg.merge_from_list(["DATASETS.COCO_JSON_REGISTER", entries,
                          "DATASETS.STRICT", "True"])
     try:
         register_all_datasets(cfg)
@@ -504,7 +505,8 @@ def test_png_named_jpg_cmyk_and_grayscale_load_as_rgb(tmp_path):
     Image.fromarray(pixels[..., 0]).save(gray, quality=100)
     out = read_image_checked(str(gray), "BGR", (30, 40))
     assert out.shape == (30, 40, 3)
-    assert (out[..., 0] == out[..., 2]).all() and np.abs(out[..., 0].astype(int) - pixels[..., 0]).mean() < 3
+    assert (out[..., 0] == out[..., 2]).all()
+    assert np.abs(out[..., 0].astype(int) - pixels[..., 0]).mean() < 3
 
 
 def test_16bit_image_is_scaled_not_clipped(tmp_path):

@@ -72,14 +72,16 @@ def check_cli_output(stdout, out_json, gt, dt):
 
 def test_cli_prints_the_12_pycocotools_numbers_and_saves_them(coco_run, tmp_path, capsys):
     gt, dt, _ = coco_run
-    spec = importlib.util.spec_from_file_location("eval_coco", os.path.join(REPO, "tools", "eval_coco.py"))
+    script = os.path.join(REPO, "tools", "eval_coco.py")
+    spec = importlib.util.spec_from_file_location("eval_coco", script)
     tool = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(tool)
     out = tmp_path / "sub" / "stats.json"
     assert tool.main(["--gt", gt, "--dt", dt, "--out", str(out)]) == 0
     check_cli_output(capsys.readouterr().out, out, gt, dt)
     assert tool.main(["--gt", gt, "--dt", str(tmp_path / "missing.json")]) == 2
-    assert f"error: results json {tmp_path / 'missing.json'} does not exist" in capsys.readouterr().err
+    missing = tmp_path / "missing.json"
+    assert f"error: results json {missing} does not exist" in capsys.readouterr().err
 
 
 @pytest.mark.slow

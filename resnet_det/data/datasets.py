@@ -274,11 +274,14 @@ def sanitize_boxes(dataset_dicts, problems, tolerance=CLIP_TOLERANCE_PX, describ
     """
     for record in dataset_dicts:
         width, height = record["width"], record["height"]
-        source = describe(record) if describe else f"{record['file_name']} (image id {record.get('image_id')})"
+        if describe is not None:
+            source = describe(record)
+        else:
+            source = f"{record['file_name']} (image id {record.get('image_id')})"
         kept = []
         for index, ann in enumerate(record.get("annotations", [])):
             where = f"{source} object {index}"
-            box = BoxMode.convert(list(ann["bbox"]), ann["bbox_mode"], BoxMode.XYXY_ABS)
+            box = _to_xyxy(ann["bbox"], ann["bbox_mode"])
             x0, y0, x1, y1 = box
             if not all(math.isfinite(v) for v in box):
                 problems.add("non-finite box (dropped)", where, f"bbox={ann['bbox']}")
@@ -300,10 +303,28 @@ def sanitize_boxes(dataset_dicts, problems, tolerance=CLIP_TOLERANCE_PX, describ
                     f"bbox={ann['bbox']} in {width}x{height} image",
                 )
             if clipped != box:
-                ann = dict(ann, bbox=BoxMode.convert(clipped, BoxMode.XYXY_ABS, ann["bbox_mode"]))
+                ann = dict(ann, bbox=_from_xyxy(clipped, ann["bbox_mode"]))
             kept.append(ann)
         record["annotations"] = kept
     return dataset_dicts
+
+
+def _to_xyxy(bbox, mode):
+    # BoxMode.convert builds a tensor per call: minutes for COCO's 860k boxes; this is plain.
+    if mode == BoxMode.XYWH_ABS:
+        x, y, w, h = (float(v) for v in bbox)
+        return [x, y, x + w, y + h]
+    if mode == BoxMode.XYXY_ABS:
+        return [float(v) for v in bbox]
+    return [float(v) for v in BoxMode.convert(list(bbox), mode, BoxMode.XYXY_ABS)]
+
+
+def _from_xyxy(box, mode):
+    if mode == BoxMode.XYWH_ABS:
+        return [box[0], box[1], box[2] - box[0], box[3] - box[1]]
+    if mode == BoxMode.XYXY_ABS:
+        return list(box)
+    return list(BoxMode.convert(list(box), BoxMode.XYXY_ABS, mode))
 
 
 # ---------------------------------------------------------------------------- COCO
@@ -385,7 +406,8 @@ def _validate_coco(data, json_file, problems):
 
     kept = []
     for index, ann in enumerate(annotations):
-        where = f"{json_file} annotations[{index}] (id {ann.get('id') if isinstance(ann, dict) else '?'})"
+        ann_id = ann.get("id") if isinstance(ann, dict) else "?"
+        where = f"{json_file} annotations[{index}] (id {ann_id})"
         if not isinstance(ann, dict):
             problems.add("annotation is not an object (dropped)", where, f"{ann!r:.100}")
             continue
@@ -495,8 +517,9 @@ def load_voc_instances_checked(dirname, split, class_names, strict=None):
             listed,
             "correct the <name> tags, or register the dataset with the full class list",
         )
+    annotations_dir = os.path.join(dirname, "Annotations")
     sanitize_boxes(
-        dicts, problems, describe=lambda r: os.path.join(dirname, "Annotations", r["image_id"] + ".xml")
+        dicts, problems, describe=lambda r: os.path.join(annotations_dir, r["image_id"] + ".xml")
     )
     problems.finish("skipped or repaired", "correct the listed xml files")
     return dicts
