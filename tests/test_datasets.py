@@ -376,11 +376,15 @@ def test_check_datasets_lists_every_missing_path_with_the_fix(tmp_path):
     os.remove(os.path.join(voc, "JPEGImages", "x1.jpg"))
     ds.register_voc("chk_voc_missing", voc, "trainval")
     ds.register_voc("chk_voc_no_split", voc, "test")
+    open(os.path.join(voc, "ImageSets", "Main", "val.txt"), "w").write("\n")
+    ds.register_voc("chk_voc_empty_split", voc, "val")
     with pytest.raises(DatasetError) as info:
         check_datasets(["chk_coco_missing_image", "chk_coco_no_json", "chk_voc_missing",
-                        "chk_voc_no_split", "chk_voc_misng"])
+                        "chk_voc_no_split", "chk_voc_empty_split", "chk_voc_misng"])
     message = str(info.value)
-    assert "dataset check failed (6 problems)" in message
+    assert "dataset check failed (7 problems)" in message
+    assert f"split file {os.path.join(voc, 'ImageSets', 'Main', 'val.txt')} lists no images" \
+        in message
     assert f"1 of 2 image files are missing: {os.path.join(image_dir, 'b.jpg')}" in message
     assert f"annotation json {tmp_path / 'no.json'} does not exist" in message
     assert f"1 of 2 annotation files are missing: {os.path.join(voc, 'Annotations', 'x2.xml')}" \

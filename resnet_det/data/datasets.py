@@ -642,7 +642,7 @@ def _root_hint(name):
             f"generate the toy data with `python tools/make_toy_data.py --out {root}`, "
             f"or set {_TOY_ENV} to the folder holding VOC2007/ and coco/"
         )
-    if name in _WRAPPED_BUILTINS:
+    if name in _WRAPPED_BUILTINS or name in _builtin_coco_splits() or name.startswith("voc_"):
         root = os.environ.get(_D2_ENV, "datasets")
         layout = (
             "coco/{train2017,val2017}/ and coco/annotations/instances_{train,val}2017.json"
