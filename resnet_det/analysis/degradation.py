@@ -1,0 +1,389 @@
+"""The degradation study of the paper's Figure 6: plain and residual nets of several depths trained
+with one recipe on one dataset, their training and test error plotted against iterations.
+
+Data are small enough to hold in memory (the toy shapes, a small ImageNet-layout folder resized
+to ``image_size``, or CIFAR-10), so batches are cut from tensors and no loader workers compete for
+the CPU; augmentation is the paper's CIFAR one (4-pixel padding, random crop, horizontal flip).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from ..checkpoint.io import (
+    atomic_write,
+    load_state_dict_checked,
+    load_state_dict_file,
+    read_safetensors_metadata,
+    save_safetensors,
+)
+from ..models.cifar import build_cifar_resnet
+
+__all__ = [
+    "DEFAULT_MODELS",
+    "StudyData",
+    "StudyRecipe",
+    "parse_model_spec",
+    "load_study_data",
+    "load_image_folder",
+    "augment_batch",
+    "evaluate_error",
+    "train_model",
+    "run_degradation_study",
+    "plot_error_curves",
+    "load_study_model",
+]
+
+# Three depths of each kind: small enough for a 2-core CPU, deep enough for plain nets to differ.
+DEFAULT_MODELS = ("plain-8", "plain-14", "plain-20", "resnet-8", "resnet-14", "resnet-20")
+STUDY_JSON = "curves.json"
+STUDY_PNG = "degradation.png"
+_SPEC = re.compile(r"^(plain|resnet)-?(\d+)$")
+
+
+def parse_model_spec(spec: str) -> tuple[int, bool]:
+    """``'plain-20'`` -> ``(20, True)``, ``'resnet-56'`` -> ``(56, False)``."""
+    match = _SPEC.match(spec.strip().lower())
+    if not match:
+        raise ValueError(
+            f"model spec {spec!r} not understood; write 'plain-DEPTH' or 'resnet-DEPTH' with "
+            f"DEPTH = 6n+2, e.g. plain-20 resnet-20"
+        )
+    return int(match.group(2)), match.group(1) == "plain"
+
+
+@dataclasses.dataclass
+class StudyData:
+    """Images as uint8 (N, 3, S, S) tensors with int64 labels, and how to normalise them."""
+
+    train_images: torch.Tensor
+    train_labels: torch.Tensor
+    test_images: torch.Tensor
+    test_labels: torch.Tensor
+    classes: list
+    source: dict
+    pixel_mean: list = None
+    pixel_std: list = None
+
+    def __post_init__(self):
+        if self.pixel_mean is None:
+            # Per-channel statistics of the training set; the paper subtracts the per-pixel mean,
+            # per-channel mean/std is the same idea and is recorded with the weights.
+            x = self.train_images.float() / 255
+            self.pixel_mean = x.mean(dim=(0, 2, 3)).tolist()
+            self.pixel_std = x.std(dim=(0, 2, 3)).clamp_min(1e-3).tolist()
+
+    def normalize(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 images -> float network input."""
+        mean = torch.tensor(self.pixel_mean).view(1, -1, 1, 1)
+        std = torch.tensor(self.pixel_std).view(1, -1, 1, 1)
+        return (images.float() / 255 - mean) / std
+
+
+def load_image_folder(root, image_size: int = 32):
+    """``(images uint8 (N, 3, S, S), labels, classes)`` of a class-folder tree, every image
+    resized to ``image_size`` squared (torchvision ImageFolder)."""
+    from torchvision import datasets, transforms
+
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"image folder not found: {root} (expected {root}/<class>/*.JPEG)")
+    transform = transforms.Compose(
+        [transforms.Resize((image_size, image_size)), transforms.PILToTensor()]
+    )
+    dataset = datasets.ImageFolder(str(root), transform=transform)
+    images = torch.stack([dataset[i][0] for i in range(len(dataset))])
+    if images.shape[1] == 1:  # grayscale folders
+        images = images.expand(-1, 3, -1, -1).contiguous()
+    return images, torch.tensor(dataset.targets), list(dataset.classes)
+
+
+def load_study_data(
+    data_dir=None,
+    cifar10_dir=None,
+    image_size: int | None = None,
+    toy_train_per_class: int = 200,
+    toy_val_per_class: int = 50,
+    seed: int = 0,
+) -> StudyData:
+    """The study's dataset: CIFAR-10 binary from ``cifar10_dir``, else the ImageNet-layout tree
+    ``data_dir/{train,val}``, which is generated from the toy shapes first if it does not exist.
+    Folder images are resized to ``image_size`` (default 16, where six toy-scale nets train in
+    about ten CPU minutes); CIFAR-10 stays at 32."""
+    if (data_dir is None) == (cifar10_dir is None):
+        raise ValueError("give exactly one of data_dir (ImageNet layout) and cifar10_dir")
+    if cifar10_dir is not None:
+        from ..data.cifar import Cifar10Binary
+
+        train, test = Cifar10Binary(cifar10_dir, train=True), Cifar10Binary(cifar10_dir, False)
+        if image_size not in (None, 32):
+            raise ValueError(f"CIFAR-10 images are 32x32; got image_size={image_size}")
+        return StudyData(
+            train.images, train.targets, test.images, test.targets, list(train.classes),
+            source=dict(kind="cifar10", path=str(cifar10_dir), image_size=32),
+        )  # fmt: skip
+    image_size = image_size or 16
+    data_dir = Path(data_dir)
+    generated = False
+    if not data_dir.exists():
+        from ..data.toy import make_classification_tree
+
+        # Drawn at the generator's 64 px and resized on loading: the downscale's antialiasing
+        # keeps shape edges that drawing directly at 16-32 px would break into pixel noise.
+        make_classification_tree(str(data_dir), seed, toy_train_per_class, toy_val_per_class, 64)
+        generated = True
+    for split in ("train", "val"):
+        if not (data_dir / split).is_dir():
+            raise FileNotFoundError(
+                f"{data_dir} has no {split}/ folder; an ImageNet-layout dataset needs "
+                f"{data_dir}/train/<class>/* and {data_dir}/val/<class>/* (or pass a path that "
+                f"does not exist yet to generate the toy shapes there)"
+            )
+    train_x, train_y, classes = load_image_folder(data_dir / "train", image_size)
+    test_x, test_y, test_classes = load_image_folder(data_dir / "val", image_size)
+    if test_classes != classes:
+        raise ValueError(
+            f"{data_dir}: val/ classes {test_classes} differ from train/ classes {classes}"
+        )
+    source = dict(kind="folder", path=str(data_dir), image_size=image_size, generated=generated)
+    return StudyData(train_x, train_y, test_x, test_y, classes, source=source)
+
+
+def augment_batch(images: torch.Tensor, generator: torch.Generator, pad: int | None = None):
+    """The paper's CIFAR augmentation on a batch: zero-pad by ``pad`` (default: 1/8 of the side,
+    the paper's 4 px at 32 px), random crop back, random horizontal flip."""
+    n, _, h, w = images.shape
+    pad = max(1, h // 8) if pad is None else pad
+    padded = F.pad(images, (pad, pad, pad, pad))
+    offsets = torch.randint(0, 2 * pad + 1, (n, 2), generator=generator).tolist()
+    out = torch.stack([padded[k, :, i : i + h, j : j + w] for k, (i, j) in enumerate(offsets)])
+    flip = torch.rand(n, generator=generator) < 0.5
+    return torch.where(flip.view(-1, 1, 1, 1), out.flip(3), out)
+
+
+@dataclasses.dataclass
+class StudyRecipe:
+    """One training recipe shared by every model of a study (the paper's CIFAR recipe, scaled).
+
+    SGD with momentum and weight decay; ``lr`` divided by 10 at the ``lr_steps`` fractions of
+    ``iterations`` (the paper: 32k and 48k of 64k, i.e. 0.5 and 0.75)."""
+
+    iterations: int = 1200
+    batch_size: int = 32
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    lr_steps: tuple = (0.5, 0.75)
+    eval_period: int = 50
+    augment: bool = True
+    seed: int = 0
+
+
+# --- Training loop -------------------------------------------------------------------------
+# A minimal stand-in, kept separate from the study logic: resnet_det.classification (the
+# pretraining package) did not yet provide an optimizer/schedule builder or an evaluate()
+# usable on in-memory tensors when this was written. Swap these in when it does.
+
+
+def _build_optimizer_and_schedule(model, recipe: StudyRecipe):
+    optimizer = torch.optim.SGD(
+        model.parameters(),
+        lr=recipe.lr,
+        momentum=recipe.momentum,
+        weight_decay=recipe.weight_decay,
+    )
+    milestones = sorted({max(1, round(f * recipe.iterations)) for f in recipe.lr_steps})
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones, gamma=0.1)
+    return optimizer, scheduler
+
+
+@torch.no_grad()
+def evaluate_error(model, images, labels, normalize, batch_size: int = 256) -> float:
+    """Top-1 error (fraction) of ``model`` in eval mode on uint8 ``images``."""
+    was_training = model.training
+    model.eval()
+    wrong = 0
+    for start in range(0, len(labels), batch_size):
+        logits = model(normalize(images[start : start + batch_size]))
+        wrong += (logits.argmax(1) != labels[start : start + batch_size]).sum().item()
+    model.train(was_training)
+    return wrong / max(1, len(labels))
+
+
+def train_model(model, data: StudyData, recipe: StudyRecipe, log=None) -> dict:
+    """Train ``model`` with ``recipe``; returns its curves: iterations, training error (mean
+    minibatch error since the previous point, as the paper plots it), test error, training loss."""
+    optimizer, scheduler = _build_optimizer_and_schedule(model, recipe)
+    # The same generator seed for every model: all see the same batches in the same order.
+    gen = torch.Generator().manual_seed(recipe.seed)
+    n = len(data.train_labels)
+    batch_size = min(recipe.batch_size, n)
+    order, cursor = torch.randperm(n, generator=gen), 0
+    curves = dict(iteration=[], train_error=[], test_error=[], train_loss=[], lr=[])
+    wrong = seen = 0
+    loss_sum = 0.0
+    steps = 0
+    start = time.perf_counter()
+    model.train()
+    for it in range(1, recipe.iterations + 1):
+        if cursor + batch_size > n:
+            order, cursor = torch.randperm(n, generator=gen), 0
+        idx = order[cursor : cursor + batch_size]
+        cursor += batch_size
+        images, labels = data.train_images[idx], data.train_labels[idx]
+        if recipe.augment:
+            images = augment_batch(images, gen)
+        logits = model(data.normalize(images))
+        loss = F.cross_entropy(logits, labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        lr = optimizer.param_groups[0]["lr"]
+        scheduler.step()
+        wrong += (logits.detach().argmax(1) != labels).sum().item()
+        seen += len(labels)
+        loss_sum += loss.item()
+        steps += 1
+        if it % recipe.eval_period == 0 or it == recipe.iterations:
+            test_error = evaluate_error(model, data.test_images, data.test_labels, data.normalize)
+            curves["iteration"].append(it)
+            curves["train_error"].append(wrong / seen)
+            curves["test_error"].append(test_error)
+            curves["train_loss"].append(loss_sum / steps)
+            curves["lr"].append(lr)
+            if log:
+                log(
+                    f"  iter {it:5d}  loss {loss_sum / steps:.3f}  train err "
+                    f"{100 * wrong / seen:5.1f}%  test err {100 * test_error:5.1f}%  "
+                    f"lr {lr:g}  {time.perf_counter() - start:.0f}s"
+                )
+            wrong = seen = steps = 0
+            loss_sum = 0.0
+    curves["seconds"] = time.perf_counter() - start
+    return curves
+
+
+# --- The study --------------------------------------------------------------------------------
+
+
+def run_degradation_study(
+    models, data: StudyData, out_dir, recipe: StudyRecipe | None = None, log=print
+) -> dict:
+    """Train each model spec (``'plain-20'``, ``'resnet-20'``, ...) with one recipe on ``data``;
+    writes ``<name>.safetensors`` per model, ``curves.json`` and ``degradation.png`` in
+    ``out_dir`` and returns the json's content."""
+    recipe = recipe or StudyRecipe()
+    log = log or (lambda message: None)
+    specs = [(spec, *parse_model_spec(spec)) for spec in models]
+    for spec, depth, plain in specs:
+        build_cifar_resnet(depth, plain=plain)  # a bad depth fails now, not after hours
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    result = dict(
+        recipe=dataclasses.asdict(recipe),
+        data=dict(
+            data.source,
+            classes=list(data.classes),
+            num_train=len(data.train_labels),
+            num_test=len(data.test_labels),
+            pixel_mean=data.pixel_mean,
+            pixel_std=data.pixel_std,
+        ),
+        models={},
+    )
+    for spec, depth, plain in specs:
+        name = f"{'plain' if plain else 'resnet'}-{depth}"
+        log(f"{name}: training {recipe.iterations} iterations")
+        # Same initial weights for a given spec regardless of which models precede it.
+        torch.manual_seed(recipe.seed)
+        model = build_cifar_resnet(depth, plain=plain, num_classes=len(data.classes))
+        curves = train_model(model, data, recipe, log=log)
+        weights = save_safetensors(
+            model.state_dict(),
+            out_dir / f"{name}.safetensors",
+            metadata=dict(
+                arch=model.arch,
+                pixel_mean=data.pixel_mean,
+                pixel_std=data.pixel_std,
+                classes=list(data.classes),
+                iterations=recipe.iterations,
+            ),
+        )
+        result["models"][name] = dict(
+            depth=depth, plain=plain, weights=weights.name, **curves
+        )
+        _write_json(result, out_dir / STUDY_JSON)  # partial results survive an interrupted run
+    plot_error_curves(result, out_dir / STUDY_PNG)
+    return result
+
+
+def _write_json(obj, path):
+    with atomic_write(path, mode="w") as f:
+        json.dump(obj, f, indent=1)
+
+
+def plot_error_curves(result: dict, path, title: str | None = None) -> Path:
+    """Figure 6 style: training error (thin) and test error (bold) vs iterations, plain nets on
+    the left, ResNets on the right, one colour per depth."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    models = result["models"]
+    depths = sorted({m["depth"] for m in models.values()})
+    colors = dict(zip(depths, plt.get_cmap("tab10").colors))
+    kinds = [k for k in (True, False) if any(m["plain"] == k for m in models.values())]
+    fig, axes = plt.subplots(1, len(kinds), figsize=(6 * len(kinds), 4.5), squeeze=False)
+    ymax = max(
+        [max(m["train_error"] + m["test_error"], default=0) for m in models.values()] + [0.05]
+    )
+    for ax, plain in zip(axes[0], kinds):
+        for name, m in models.items():
+            if m["plain"] != plain:
+                continue
+            c = colors[m["depth"]]
+            x = m["iteration"]
+            ax.plot(x, [100 * e for e in m["train_error"]], color=c, lw=0.9, ls="--")
+            ax.plot(x, [100 * e for e in m["test_error"]], color=c, lw=2.4, label=name)
+        ax.set_title("plain networks" if plain else "ResNets")
+        ax.set_xlabel("iteration")
+        ax.set_ylabel("error (%)")
+        ax.set_ylim(0, min(100, 100 * ymax * 1.05))
+        ax.grid(alpha=0.3)
+        ax.legend(title="bold: test, thin dashed: train", fontsize=8, title_fontsize=8)
+    data = result.get("data", {})
+    fig.suptitle(
+        title
+        or f"{data.get('kind', '')} {data.get('path', '')}: {data.get('num_train', '?')} train / "
+        f"{data.get('num_test', '?')} test images, {result['recipe']['iterations']} iterations",
+        fontsize=9,
+    )
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def load_study_model(path):
+    """``(model in eval mode, metadata)`` from a ``<name>.safetensors`` written by the study."""
+    meta = read_safetensors_metadata(path)
+    if not meta or meta.get("arch", {}).get("name") != "cifar_resnet":
+        raise ValueError(
+            f"{path}: no CIFAR-ResNet architecture record in its metadata; expected a weights "
+            f"file written by tools/degradation_study.py"
+        )
+    arch = dict(meta["arch"])
+    arch.pop("name")
+    model = build_cifar_resnet(arch.pop("depth"), **arch)
+    load_state_dict_checked(model, load_state_dict_file(path), source=str(path))
+    return model.eval(), meta
+
