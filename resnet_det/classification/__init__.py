@@ -1,0 +1,50 @@
+"""Classification pretraining: ImageNet-layout data, the paper's and a modern recipe, training
+with exact resume, 1-crop/10-crop evaluation, and the backbone export for detection.
+
+Library use (no config file needed for the pieces)::
+
+    from resnet_det.classification import load_pretrain_cfg, train
+    cfg = load_pretrain_cfg("configs/pretrain/toy_resnet18.yaml", ["DATA.ROOT", "toy/imagenet"])
+    metrics = train(cfg)            # or train(cfg, resume=True)
+"""
+from .config import get_pretrain_cfg, load_pretrain_cfg, validate_pretrain_cfg
+from .data import (
+    DataLoaderWorkerError,
+    ImageFolderDataset,
+    TrainSampler,
+    UnreadableImageError,
+    build_test_loader,
+    build_train_loader,
+    check_class_tree,
+    iterate_loader,
+    load_image,
+    sample_seed,
+)
+from .engine import (
+    DivergenceError,
+    build_classifier,
+    build_datasets,
+    classification_loss,
+    evaluate,
+    evaluate_only,
+    last_checkpoint,
+    load_checkpoint,
+    plot_curves,
+    save_checkpoint,
+    schedule_lengths,
+    train,
+)
+from .solver import build_lr_scheduler, build_optimizer, scaled_lr
+from .transforms import MEAN, STD, MixCollate, build_eval_transform, build_train_transform
+
+__all__ = [
+    "get_pretrain_cfg", "load_pretrain_cfg", "validate_pretrain_cfg",
+    "DataLoaderWorkerError", "ImageFolderDataset", "TrainSampler", "UnreadableImageError",
+    "build_test_loader", "build_train_loader", "check_class_tree", "iterate_loader",
+    "load_image", "sample_seed",
+    "DivergenceError", "build_classifier", "build_datasets", "classification_loss", "evaluate",
+    "evaluate_only", "last_checkpoint", "load_checkpoint", "plot_curves", "save_checkpoint",
+    "schedule_lengths", "train",
+    "build_lr_scheduler", "build_optimizer", "scaled_lr",
+    "MEAN", "STD", "MixCollate", "build_eval_transform", "build_train_transform",
+]

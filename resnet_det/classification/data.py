@@ -1,0 +1,306 @@
+"""ImageNet-layout data for pretraining: robust decoding, folder checks, and a resumable sampler.
+
+Randomness is a function of the sample, not of the process that draws it: the sampler's order
+depends only on (seed, epoch) and each image's augmentation only on (seed, epoch, index). The
+same batches therefore come out for any number of workers, and a resumed run skips straight to
+its saved position without decoding the images it skips.
+"""
+from __future__ import annotations
+
+import logging
+import multiprocessing as mp
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+from torch.utils.data import DataLoader, Dataset, Sampler
+from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
+
+__all__ = [
+    "UnreadableImageError",
+    "DataLoaderWorkerError",
+    "load_image",
+    "check_class_tree",
+    "ImageFolderDataset",
+    "TrainSampler",
+    "sample_seed",
+    "build_train_loader",
+    "build_test_loader",
+    "iterate_loader",
+]
+
+logger = logging.getLogger(__name__)
+
+
+class UnreadableImageError(ValueError):
+    """An image file that cannot be decoded (or is refused as too large); names the file."""
+
+
+class DataLoaderWorkerError(RuntimeError):
+    """A data-loading worker died (killed, out of memory, crashed in C code)."""
+
+
+def _to_rgb(im: Image.Image) -> Image.Image:
+    """Any PIL mode -> 8-bit RGB."""
+    if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        # 16-bit images: PIL's convert() clips to 0..255 instead of scaling; scale the 0..65535
+        # range down ourselves.
+        arr = np.asarray(im, dtype=np.float64) / 257.0
+        return Image.fromarray(np.clip(arr + 0.5, 0, 255).astype(np.uint8), "L").convert("RGB")
+    if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+        # Transparent pixels carry arbitrary colours; compose on white as a viewer shows them.
+        rgba = im.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    return im.convert("RGB")  # L, 1, P, CMYK, YCbCr, LAB, RGB
+
+
+def load_image(path, *, max_pixels: int = 89_478_485, draft_short_side: int | None = None) -> Image.Image:
+    """Decode ``path`` to an 8-bit RGB PIL image, EXIF orientation applied.
+
+    Handles CMYK, grayscale, palette, RGBA/LA (composed on white) and 16-bit images, and any
+    format whatever the file's extension. Raises :class:`UnreadableImageError` naming the file
+    for empty, corrupt or truncated files and for images above ``max_pixels``.
+    ``draft_short_side`` lets the JPEG decoder downscale by 2/4/8 while the short side stays
+    at least that long (a large speed-up for big photos that are resized down anyway).
+    """
+    # PIL refuses images above twice this at open(); make its limit follow ours.
+    Image.MAX_IMAGE_PIXELS = max(int(max_pixels), 1)
+    try:
+        if os.path.getsize(path) == 0:
+            raise UnreadableImageError(f"{path}: empty file (0 bytes)")
+        with Image.open(path) as im:
+            w, h = im.size
+            if w * h > max_pixels:
+                raise UnreadableImageError(
+                    f"{path}: {w}x{h} = {w * h} pixels exceeds DATA.MAX_IMAGE_PIXELS={max_pixels} "
+                    f"(decompression-bomb guard); raise DATA.MAX_IMAGE_PIXELS if the file is trusted"
+                )
+            if draft_short_side and im.format == "JPEG":
+                im.draft("RGB", (draft_short_side, draft_short_side))
+            im.load()
+            return _to_rgb(ImageOps.exif_transpose(im))
+    except UnreadableImageError:
+        raise
+    except Image.DecompressionBombError as e:
+        raise UnreadableImageError(f"{path}: refused as a possible decompression bomb ({e}); raise DATA.MAX_IMAGE_PIXELS if the file is trusted") from e
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        # OSError covers truncated data ("image file is truncated"); SyntaxError/ValueError
+        # come from some of PIL's format plugins on malformed headers.
+        raise UnreadableImageError(f"{path}: cannot decode image ({type(e).__name__}: {e})") from e
+
+
+def check_class_tree(root, *, reference_classes=None) -> list[str]:
+    """Sorted class folder names under ``root``, after checking the tree is usable.
+
+    Raises ``FileNotFoundError``/``ValueError`` naming the folder for a missing root, a root
+    without class folders, class folders with no images, and (with ``reference_classes``, the
+    training classes) a class set that differs from the reference.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(
+            f"image folder {root} does not exist; expected {root}/<class>/<image> "
+            f"(ImageNet layout). Set DATA.ROOT / DATA.TRAIN_DIR / DATA.VAL_DIR."
+        )
+    try:
+        classes, _ = find_classes(str(root))
+    except FileNotFoundError as e:
+        raise FileNotFoundError(f"{root} holds no class folders; expected {root}/<class>/<image>") from e
+    empty = [c for c in classes if not any(_is_image(p) for p in _walk(root / c))]
+    if empty:
+        shown = ", ".join(str(root / c) for c in empty[:10])
+        raise ValueError(
+            f"{len(empty)} class folder(s) under {root} contain no images "
+            f"({', '.join(IMG_EXTENSIONS)}): {shown}{' ...' if len(empty) > 10 else ''}. "
+            f"Remove them or add images."
+        )
+    if reference_classes is not None and list(reference_classes) != classes:
+        missing = sorted(set(reference_classes) - set(classes))
+        extra = sorted(set(classes) - set(reference_classes))
+        raise ValueError(
+            f"classes of {root} differ from the training classes: missing folders "
+            f"{missing[:10]}{' ...' if len(missing) > 10 else ''}, extra folders "
+            f"{extra[:10]}{' ...' if len(extra) > 10 else ''}. Both trees need the same "
+            f"<class> folder names (e.g. ImageNet wnids)."
+        )
+    return classes
+
+
+def _walk(folder):
+    for dirpath, _, files in os.walk(folder, followlinks=True):
+        for f in files:
+            yield dirpath, f
+
+
+def _is_image(entry):
+    return entry[1].lower().endswith(IMG_EXTENSIONS)
+
+
+def sample_seed(seed: int, epoch: int, index: int) -> int:
+    """The augmentation seed of one training sample: a hash of (seed, epoch, index)."""
+    return int(np.random.SeedSequence([seed, epoch, index]).generate_state(1, np.uint64)[0] >> 1)
+
+
+class ImageFolderDataset(Dataset):
+    """``root/<class>/<image>`` samples decoded with :func:`load_image` and transformed.
+
+    ``dataset[i]`` (evaluation) or ``dataset[(i, epoch)]`` (training, as yielded by
+    :class:`TrainSampler`) returns ``(image, label, i)``. Training transforms run under a
+    private RNG seeded by :func:`sample_seed`. Unreadable images raise in ``strict`` mode;
+    otherwise they are replaced by the next readable sample, with a warning naming the file,
+    and counted in :attr:`num_skipped` (shared by all workers).
+    """
+
+    def __init__(self, root, transform=None, *, classes=None, strict=False, seed=0,
+                 max_pixels=89_478_485, draft_short_side=None):
+        self.root = Path(root)
+        self.classes = check_class_tree(self.root, reference_classes=classes)
+        self.class_to_idx = {c: i for i, c in enumerate(self.classes)}
+        # torchvision's folder walker: sorted, case-insensitive extensions, symlinks followed.
+        self.samples = make_dataset(str(self.root), self.class_to_idx, extensions=IMG_EXTENSIONS)
+        self.transform = transform
+        self.strict = strict
+        self.seed = seed
+        self.max_pixels = max_pixels
+        self.draft_short_side = draft_short_side
+        self._skipped = mp.Value("q", 0, lock=True)
+        self._inflight = None
+
+    def __len__(self):
+        return len(self.samples)
+
+    @property
+    def num_skipped(self) -> int:
+        """How many unreadable images were replaced so far (all workers together)."""
+        return int(self._skipped.value)
+
+    def track_workers(self, num_workers: int):
+        """Share a per-worker 'sample being decoded' slot, so a dead worker can be named."""
+        self._inflight = mp.Array("q", [-1] * max(num_workers, 1), lock=False)
+
+    def inflight_samples(self) -> list[str]:
+        """Paths that workers were decoding when last seen (for crash reports)."""
+        if self._inflight is None:
+            return []
+        return [self.samples[i][0] for i in self._inflight if i >= 0]
+
+    def __getitem__(self, key):
+        index, epoch = key if isinstance(key, tuple) else (key, None)
+        info = torch.utils.data.get_worker_info()
+        if self._inflight is not None and info is not None:
+            self._inflight[info.id] = index
+        for attempt in range(len(self.samples)):
+            i = (index + attempt) % len(self.samples)
+            path, label = self.samples[i]
+            try:
+                image = load_image(path, max_pixels=self.max_pixels, draft_short_side=self.draft_short_side)
+                break
+            except UnreadableImageError as e:
+                if self.strict:
+                    raise UnreadableImageError(f"{e} (DATA.STRICT is on; set it off to skip such images)") from e
+                with self._skipped.get_lock():
+                    self._skipped.value += 1
+                logger.warning("skipping unreadable image (%d so far): %s", self._skipped.value, e)
+        else:
+            raise UnreadableImageError(f"no readable image under {self.root}")
+        if self.transform is not None:
+            if epoch is None:
+                image = self.transform(image)
+            else:
+                # A private RNG stream per sample: the same crop/flip/jitter for a sample
+                # whichever worker decodes it and whether or not the run was resumed.
+                with torch.random.fork_rng(devices=[]):
+                    torch.manual_seed(sample_seed(self.seed, epoch, index))
+                    image = self.transform(image)
+        if self._inflight is not None and info is not None:
+            self._inflight[info.id] = -1
+        return image, label, index
+
+
+class TrainSampler(Sampler):
+    """Endless stream of ``(index, epoch)`` for one rank, starting at sample ``start``.
+
+    Each epoch is a permutation drawn from (seed, epoch), padded to a multiple of
+    ``world_size`` and split ``rank::world_size`` (the DistributedSampler contract: disjoint
+    shards that cover the data). Only the first ``samples_per_epoch`` of a rank's shard are
+    used (whole optimizer steps, like ``drop_last``).
+    """
+
+    def __init__(self, size: int, samples_per_epoch: int, *, seed=0, rank=0, world_size=1, start=0):
+        if samples_per_epoch <= 0 or samples_per_epoch * world_size > size + world_size:
+            raise ValueError(f"samples_per_epoch={samples_per_epoch} does not fit {size} samples over {world_size} ranks")
+        self.size, self.samples_per_epoch = size, samples_per_epoch
+        self.seed, self.rank, self.world_size, self.start = seed, rank, world_size, start
+
+    def epoch_indices(self, epoch: int) -> list[int]:
+        """This rank's sample indices for ``epoch``, in order."""
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        order = torch.randperm(self.size, generator=g)
+        padded = -(-self.size // self.world_size) * self.world_size
+        order = torch.cat([order, order[: padded - self.size]])
+        return order[self.rank :: self.world_size][: self.samples_per_epoch].tolist()
+
+    def __iter__(self):
+        epoch, offset = divmod(self.start, self.samples_per_epoch)
+        while True:
+            for index in self.epoch_indices(epoch)[offset:]:
+                yield index, epoch
+            epoch, offset = epoch + 1, 0
+
+
+def _loader_kwargs(num_workers, persistent, prefetch, timeout, seed):
+    kwargs = dict(
+        num_workers=num_workers,
+        pin_memory=torch.cuda.is_available(),
+        # The loader draws its workers' base seed from this generator, not from the global
+        # RNG, so creating a loader does not shift the training RNG stream (exact resume).
+        generator=torch.Generator().manual_seed(seed),
+    )
+    if num_workers > 0:
+        kwargs.update(persistent_workers=persistent, prefetch_factor=prefetch, timeout=timeout)
+    return kwargs
+
+
+def build_train_loader(dataset, batch_size, samples_per_epoch, *, seed=0, rank=0, world_size=1,
+                       start=0, num_workers=4, persistent_workers=True, prefetch_factor=2,
+                       timeout=600, collate_fn=None) -> DataLoader:
+    """An endless loader of ``(images, labels, indices)`` batches of ``batch_size`` for one rank,
+    beginning at sample ``start`` of the rank's stream (resume skips without decoding)."""
+    sampler = TrainSampler(len(dataset), samples_per_epoch, seed=seed, rank=rank,
+                           world_size=world_size, start=start)
+    if hasattr(dataset, "track_workers"):
+        dataset.track_workers(num_workers)
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, collate_fn=collate_fn,
+                      **_loader_kwargs(num_workers, persistent_workers, prefetch_factor, timeout, seed))
+
+
+def build_test_loader(dataset, batch_size, *, rank=0, world_size=1, num_workers=4,
+                      persistent_workers=False, prefetch_factor=2, timeout=600) -> DataLoader:
+    """A loader over this rank's share ``rank::world_size`` of ``dataset`` (no padding, so
+    summed counts over ranks are exact)."""
+    shard = torch.utils.data.Subset(dataset, range(rank, len(dataset), world_size))
+    return DataLoader(shard, batch_size=batch_size, shuffle=False,
+                      **_loader_kwargs(num_workers, persistent_workers, prefetch_factor, timeout, 0))
+
+
+def iterate_loader(loader, dataset=None):
+    """Iterate ``loader``; a dead worker becomes a :class:`DataLoaderWorkerError` naming the
+    samples it was decoding (instead of a bare 'worker exited unexpectedly')."""
+    it = iter(loader)
+    while True:
+        try:
+            yield next(it)
+        except StopIteration:
+            return
+        except RuntimeError as e:
+            msg = str(e)
+            if "DataLoader worker" not in msg and "timed out" not in msg:
+                raise
+            where = dataset.inflight_samples() if dataset is not None and hasattr(dataset, "inflight_samples") else []
+            raise DataLoaderWorkerError(
+                f"data loading failed ({msg.splitlines()[0]}); samples being decoded: "
+                f"{where or 'unknown'}. Check those files, memory limits, or DATA.NUM_WORKERS."
+            ) from e

@@ -1,0 +1,82 @@
+"""Train/eval transforms (torchvision.transforms.v2) and batch mixing for pretraining.
+
+Normalisation is fixed: RGB in [0, 1] with ImageNet mean/std, which equals the 0..255
+``PIXEL_MEAN``/``PIXEL_STD`` stored in the exported backbone file, so the detector sees the
+same input statistics as pretraining did.
+"""
+from __future__ import annotations
+
+import torch
+from torch.utils.data import default_collate
+from torchvision.transforms import v2
+
+from ..checkpoint.export import PIXEL_MEAN_RGB, PIXEL_STD_RGB
+
+__all__ = [
+    "MEAN",
+    "STD",
+    "build_train_transform",
+    "build_eval_transform",
+    "MixCollate",
+]
+
+MEAN = tuple(m / 255.0 for m in PIXEL_MEAN_RGB)  # (0.485, 0.456, 0.406)
+STD = tuple(s / 255.0 for s in PIXEL_STD_RGB)  # (0.229, 0.224, 0.225)
+
+
+def _to_normalized_float():
+    return [v2.ToDtype(torch.float32, scale=True), v2.Normalize(MEAN, STD)]
+
+
+def build_train_transform(recipe="paper", crop_size=224, resize_range=(256, 480), color_jitter=0.4):
+    """PIL image -> normalised float tensor, augmented.
+
+    ``paper`` (He et al. 2016, Sec. 3.4): short side resized to a random size in
+    ``resize_range``, random ``crop_size`` crop, horizontal flip, colour augmentation. The
+    paper's PCA lighting noise (Krizhevsky et al.) is approximated by ``ColorJitter``.
+    ``modern``: ``RandomResizedCrop(crop_size)`` and flip (jitter only if ``color_jitter``).
+    """
+    if recipe == "paper":
+        lo, hi = resize_range
+        geometric = [v2.RandomResize(lo, hi + 1, antialias=True), v2.RandomCrop(crop_size)]
+    elif recipe == "modern":
+        geometric = [v2.RandomResizedCrop(crop_size, antialias=True)]
+    else:
+        raise ValueError(f"unknown DATA.RECIPE {recipe!r}; valid: 'paper', 'modern'")
+    colour = [v2.ColorJitter(color_jitter, color_jitter, color_jitter)] if color_jitter > 0 else []
+    # Geometry runs on uint8 tensors (cheaper than float), before the conversion.
+    return v2.Compose([v2.ToImage(), *geometric, v2.RandomHorizontalFlip(), *colour, *_to_normalized_float()])
+
+
+def _stack_crops(crops):
+    return torch.stack(list(crops))
+
+
+def build_eval_transform(crop_size=224, resize=256, ten_crop=False):
+    """Short side to ``resize``, then the centre ``crop_size`` crop (CHW) or the paper's 10 crops
+    (corners + centre, and their flips; ``10xCHW``)."""
+    crop = [v2.TenCrop(crop_size), _stack_crops] if ten_crop else [v2.CenterCrop(crop_size)]
+    return v2.Compose([v2.ToImage(), v2.Resize(resize, antialias=True), *_to_normalized_float(), *crop])
+
+
+class MixCollate:
+    """Collate ``(image, label, index)`` samples, then apply MixUp/CutMix (one of them per batch
+    when both are on) under an RNG seeded from the batch's first sample, so mixing is as
+    reproducible as the per-sample augmentation. Labels become soft ``(B, num_classes)``."""
+
+    def __init__(self, num_classes, mixup_alpha=0.0, cutmix_alpha=0.0, seed=0):
+        choices = []
+        if mixup_alpha > 0:
+            choices.append(v2.MixUp(alpha=mixup_alpha, num_classes=num_classes))
+        if cutmix_alpha > 0:
+            choices.append(v2.CutMix(alpha=cutmix_alpha, num_classes=num_classes))
+        self.mix = v2.RandomChoice(choices) if len(choices) > 1 else (choices[0] if choices else None)
+        self.seed = seed
+
+    def __call__(self, batch):
+        images, labels, indices = default_collate(batch)
+        if self.mix is not None:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(self.seed * 1_000_003 + int(indices[0]) * 7919 + len(indices))
+                images, labels = self.mix(images, labels)
+        return images, labels, indices

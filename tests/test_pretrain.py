@@ -1,0 +1,263 @@
+"""Classification pretraining: config, sampler, schedules, training outputs, resume, failures."""
+import json
+import math
+import os
+import shutil
+import signal
+
+import pytest
+import torch
+
+from resnet_det.checkpoint import load_backbone, load_state_dict_checked
+from resnet_det.classification import (
+    DataLoaderWorkerError,
+    DivergenceError,
+    TrainSampler,
+    build_datasets,
+    build_lr_scheduler,
+    build_train_loader,
+    engine,
+    evaluate,
+    evaluate_only,
+    get_pretrain_cfg,
+    iterate_loader,
+    last_checkpoint,
+    load_checkpoint,
+    load_pretrain_cfg,
+    train,
+)
+from resnet_det.classification import data as cls_data
+from resnet_det.data.toy import TOY_CLASSES, make_toy_data
+from resnet_det.models import build_model, build_resnet
+
+CONFIGS = os.path.join(os.path.dirname(__file__), "..", "configs", "pretrain")
+
+
+@pytest.fixture(scope="module")
+def toy_root(tmp_path_factory):
+    out = tmp_path_factory.mktemp("toycls")
+    make_toy_data(out, kinds=("classification",), num_train_per_class=8, num_val_per_class=2, cls_size=32)
+    return str(out / "imagenet")
+
+
+def tiny_cfg(root, out, *extra):
+    """ResNet-18 on 24 px crops, 8 images/step, a handful of iterations: seconds on a CPU."""
+    opts = [
+        "DATA.ROOT", root, "OUTPUT_DIR", str(out), "MODEL.DEPTH", "18",
+        "DATA.CROP_SIZE", "24", "DATA.RESIZE_RANGE", "[24, 32]", "DATA.TEST_RESIZE", "24",
+        "DATA.NUM_WORKERS", "0", "SOLVER.IMS_PER_BATCH", "8", "SOLVER.MAX_ITER", "4",
+        "SOLVER.STEPS", "[2]", "SOLVER.CHECKPOINT_PERIOD", "2", "SOLVER.LOG_PERIOD", "1",
+        "TEST.EVAL_PERIOD", "2", "TEST.IMS_PER_BATCH", "10", *extra,
+    ]
+    return load_pretrain_cfg(os.path.join(CONFIGS, "toy_resnet18.yaml"), opts)
+
+
+# ---------------------------------------------------------------- config
+
+def test_toy_config_inherits_base_and_overrides():
+    cfg = load_pretrain_cfg(os.path.join(CONFIGS, "toy_resnet18.yaml"))
+    assert cfg.SOLVER.MOMENTUM == 0.9 and cfg.SOLVER.WEIGHT_DECAY == 1e-4  # from _BASE_
+    assert cfg.MODEL.DEPTH == 18 and cfg.DATA.CROP_SIZE == 56  # overridden
+    assert isinstance(cfg.SOLVER.EPOCHS, float)  # "EPOCHS: 12" accepted for a float key
+    paper = load_pretrain_cfg(os.path.join(CONFIGS, "resnet101_imagenet.yaml"))
+    assert (paper.MODEL.DEPTH, tuple(paper.DATA.RESIZE_RANGE), paper.DATA.CROP_SIZE) == (101, (256, 480), 224)
+
+
+@pytest.mark.parametrize(
+    "opts, pattern",
+    [
+        (["SOLVER.BASE_LR", "-0.1"], r"SOLVER.BASE_LR = -0.1; allowed: > 0"),
+        (["MODEL.DEPTH", "77"], r"MODEL.DEPTH = 77; allowed: 18 \| 34 \| 50 \| 101 \| 152"),
+        (["MODEL.SHORTCUT", "D"], r"MODEL.SHORTCUT = 'D'; allowed: A \| B \| C"),
+        (["MODEL.NORM", "LN"], r"MODEL.NORM = 'LN'; allowed: BN"),
+        (["SOLVER.SCHEDULE", "poly"], r"SOLVER.SCHEDULE = 'poly'; allowed: step \| cosine"),
+        (["SOLVER.AMP", "fp8"], r"SOLVER.AMP = 'fp8'; allowed: off \| bf16 \| fp16"),
+        (["DATA.RESIZE_RANGE", "[480, 256]"], r"DATA.RESIZE_RANGE"),
+        (["SOLVER.STEPS", "[60, 30]"], r"SOLVER.STEPS"),
+        (["SOLVER.IMS_PER_BATCH", "30", "SOLVER.GRAD_ACCUM_STEPS", "4"], r"multiple of SOLVER.GRAD_ACCUM_STEPS"),
+    ],
+)
+def test_bad_values_fail_naming_key_and_allowed(opts, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        load_pretrain_cfg("", opts)
+
+
+def test_typo_and_wrong_type_fail_naming_key(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("_BASE_: %s\nSOLVER:\n  BASE_LRR: 0.1\n" % os.path.abspath(os.path.join(CONFIGS, "Base-Pretrain.yaml")))
+    with pytest.raises(KeyError, match=r"bad.yaml.*SOLVER.BASE_LRR"):
+        load_pretrain_cfg(str(bad))
+    with pytest.raises(ValueError, match=r"SOLVER.BASE_LR"):
+        load_pretrain_cfg("", ["SOLVER.BASE_LR", "fast"])
+    with pytest.raises(FileNotFoundError, match="nope.yaml"):
+        load_pretrain_cfg(str(tmp_path / "nope.yaml"))
+
+
+# ---------------------------------------------------------------- sampler, schedules
+
+def test_sampler_ranks_disjoint_cover_and_resume_skips():
+    n, per_epoch = 23, 10  # 23 samples, 2 ranks: 12 per rank after padding, 10 used (whole steps)
+    ranks = [TrainSampler(n, per_epoch, seed=3, rank=r, world_size=2) for r in range(2)]
+    for epoch in range(3):
+        a, b = (s.epoch_indices(epoch) for s in ranks)
+        assert len(a) == len(b) == per_epoch and not set(a) & set(b)
+    full = [TrainSampler(n, 12, seed=3, rank=r, world_size=2).epoch_indices(0) for r in range(2)]
+    assert set(full[0]) | set(full[1]) == set(range(n))  # padding repeats, never drops
+    assert ranks[0].epoch_indices(0) != ranks[0].epoch_indices(1)  # reshuffled per epoch
+    stream = iter(ranks[0])
+    first = [next(stream) for _ in range(27)]
+    resumed = iter(TrainSampler(n, per_epoch, seed=3, rank=0, world_size=2, start=13))
+    assert [next(resumed) for _ in range(14)] == first[13:]
+
+
+def test_lr_schedule_warmup_steps_and_cosine():
+    p = torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.SGD([p], lr=0.4)
+    sched = build_lr_scheduler(opt, 100, schedule="step", steps=[50, 80], gamma=0.1, warmup_iters=10, warmup_factor=0.1)
+    lrs = []
+    for _ in range(100):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs[0] == pytest.approx(0.04) and lrs[5] == pytest.approx(0.04 + 0.36 * 0.5)
+    assert lrs[20] == pytest.approx(0.4) and lrs[60] == pytest.approx(0.04) and lrs[90] == pytest.approx(0.004)
+    opt = torch.optim.SGD([p], lr=0.4)
+    sched = build_lr_scheduler(opt, 100, schedule="cosine")
+    for _ in range(50):
+        opt.step()
+        sched.step()
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.2)
+
+
+def test_augmentation_same_for_any_worker_count(toy_root):
+    cfg = tiny_cfg(toy_root, "unused")
+    train_set, _ = build_datasets(cfg)
+    batches = {}
+    for workers in (0, 2):
+        loader = build_train_loader(train_set, 4, 40, seed=1, num_workers=workers, persistent_workers=False)
+        it = iter(loader)
+        batches[workers] = [next(it) for _ in range(3)]
+    for (x0, y0, i0), (x2, y2, i2) in zip(batches[0], batches[2]):
+        assert torch.equal(i0, i2) and torch.equal(y0, y2) and torch.equal(x0, x2)
+    x, _, _ = train_set[(5, 0)]
+    assert not torch.equal(x, train_set[(5, 1)][0])  # a new epoch draws new augmentation
+
+
+def test_evaluate_top1_top5_and_ten_crop_averaging():
+    class Fixed(torch.nn.Module):
+        """Logits = the mean of the image's first channel per class slot (6 classes)."""
+
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(1))
+
+        def forward(self, x):
+            return x[:, 0, 0, :6] * 10
+
+    rows = torch.tensor([[6, 5, 4, 3, 2, 1.0], [1, 2, 3, 4, 5, 6.0], [1, 6, 2, 3, 4, 5.0]])
+    images = rows[:, None, None, :].expand(3, 3, 6, 6).clone()
+    labels = torch.tensor([0, 0, 5])  # hit top-1 / outside top-5 / 2nd -> top-5 only
+    res = evaluate(Fixed(), [(images, labels)])
+    assert res["top1_err"] == pytest.approx(100 * 2 / 3) and res["top5_err"] == pytest.approx(100 / 3)
+    # Two crops per image whose scores disagree: averaging the softmax decides.
+    crops = torch.stack([images, images.flip(-1)], 1)  # B x 2 x C x H x W
+    res10 = evaluate(Fixed(), [(crops, labels)])
+    assert res10["num_images"] == 3
+
+
+# ---------------------------------------------------------------- training runs
+
+def test_train_outputs_backbone_and_eval_only(toy_root, tmp_path):
+    cfg = tiny_cfg(toy_root, tmp_path)
+    final = train(cfg)
+    for name in ("config.yaml", "metrics.json", "curves.png", "model_0000002.pth", "model_0000004.pth",
+                 "model_final.pth", "backbone.safetensors", "backbone.json", "last_checkpoint"):
+        assert (tmp_path / name).is_file(), name
+    assert any(p.name.startswith("events.out.tfevents") for p in tmp_path.iterdir())
+    assert load_pretrain_cfg(str(tmp_path / "config.yaml")) == cfg  # the full resolved config
+    records = [json.loads(line) for line in (tmp_path / "metrics.json").read_text().splitlines()]
+    assert [r["iteration"] for r in records if "loss" in r] == [1, 2, 3, 4]
+    assert any("val_top1_err" in r and r["iteration"] == 2 for r in records)
+    assert 0 <= final["val_top1_err"] <= 100 and "val_10crop_top1_err" in final
+    assert final["val_images"] == 2 * len(TOY_CLASSES)
+
+    state, meta = load_backbone(tmp_path / "backbone.safetensors")
+    assert meta["arch"]["depth"] == 18 and meta["input_format"] == "RGB"
+    assert meta["pixel_mean"] == [123.675, 116.28, 103.53]
+    model = build_resnet(18, num_classes=5)
+    missing = load_state_dict_checked(model, state, allow_missing=("linear.",))
+    assert sorted(missing) == ["linear.bias", "linear.weight"]
+    trained = torch.load(tmp_path / "model_final.pth", weights_only=True)["model"]
+    assert all(torch.equal(state[k], trained[k]) for k in state)
+    assert build_model(meta["arch"]).state_dict().keys() >= state.keys()
+
+    again = evaluate_only(cfg)
+    assert again["val_top1_err"] == pytest.approx(final["val_top1_err"])
+
+
+def test_resume_from_checkpoint_matches_uninterrupted(toy_root, tmp_path):
+    # workers=2: the resumed run's augmentation must not depend on the data-loader processes.
+    cfg = tiny_cfg(toy_root, tmp_path / "full", "DATA.NUM_WORKERS", "2", "TEST.TEN_CROP", "False")
+    train(cfg)
+    resumed = tmp_path / "resumed"
+    resumed.mkdir()
+    shutil.copy(tmp_path / "full" / "model_0000002.pth", resumed)
+    (resumed / "last_checkpoint").write_text("model_0000002.pth")
+    train(tiny_cfg(toy_root, resumed, "DATA.NUM_WORKERS", "2", "TEST.TEN_CROP", "False"), resume=True)
+    a = torch.load(tmp_path / "full" / "model_final.pth", weights_only=True)["model"]
+    b = torch.load(resumed / "model_final.pth", weights_only=True)["model"]
+    start = torch.load(resumed / "model_0000002.pth", weights_only=True)["model"]
+    assert not torch.equal(a["linear.weight"], start["linear.weight"])  # it did train after the resume
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_amp_bf16_channels_last_accumulation_mixing_run(toy_root, tmp_path):
+    cfg = tiny_cfg(toy_root, tmp_path, "SOLVER.AMP", "bf16", "SOLVER.CHANNELS_LAST", "True",
+                   "SOLVER.GRAD_ACCUM_STEPS", "2", "SOLVER.MIXUP_ALPHA", "0.2", "SOLVER.CUTMIX_ALPHA", "1.0",
+                   "SOLVER.LABEL_SMOOTHING", "0.1", "SOLVER.OPTIMIZER_IMPL", "fused", "SOLVER.MAX_ITER", "2",
+                   "DATA.RECIPE", "modern", "TEST.TEN_CROP", "False")
+    train(cfg)
+    records = [json.loads(x) for x in (tmp_path / "metrics.json").read_text().splitlines()]
+    losses = [r["loss"] for r in records if "loss" in r]
+    assert len(losses) == 2 and all(math.isfinite(v) for v in losses)
+    init = build_resnet(18, 5).state_dict()
+    after = torch.load(tmp_path / "model_final.pth", weights_only=True)["model"]
+    assert not torch.equal(init["stem.conv1.weight"], after["stem.conv1.weight"])
+
+
+def test_nan_loss_stops_with_iteration_and_keeps_checkpoint(toy_root, tmp_path, monkeypatch):
+    calls = []
+    real = engine.classification_loss
+
+    def poisoned(logits, targets, label_smoothing=0.0):
+        calls.append(1)
+        loss = real(logits, targets, label_smoothing)
+        return loss * float("nan") if len(calls) == 3 else loss
+
+    monkeypatch.setattr(engine, "classification_loss", poisoned)
+    cfg = tiny_cfg(toy_root, tmp_path, "SOLVER.LOG_PERIOD", "20", "TEST.TEN_CROP", "False")
+    with pytest.raises(DivergenceError, match=r"loss is nan at iteration 3 .*model_0000002.pth"):
+        train(cfg)
+    ckpt = last_checkpoint(tmp_path)
+    assert ckpt.name == "model_0000002.pth" and not (tmp_path / "model_0000004.pth").exists()
+    model = build_resnet(18, 5)
+    assert load_checkpoint(ckpt, model=model, restore_rng=False) == 2
+    assert all(torch.isfinite(v).all() for v in model.state_dict().values())
+
+
+def test_dead_worker_error_names_the_sample(toy_root, monkeypatch):
+    cfg = tiny_cfg(toy_root, "unused")
+    train_set, _ = build_datasets(cfg)
+    victim = train_set.samples[7][0]
+    real = cls_data.load_image
+
+    def crashing(path, **kw):
+        if path == victim:
+            os.kill(os.getpid(), signal.SIGKILL)  # like the OOM killer taking a worker
+        return real(path, **kw)
+
+    monkeypatch.setattr(cls_data, "load_image", crashing)  # inherited by forked workers
+    loader = build_train_loader(train_set, 4, 40, num_workers=1, persistent_workers=False, timeout=60)
+    with pytest.raises(DataLoaderWorkerError, match=os.path.basename(victim)):
+        for _ in iterate_loader(loader, train_set):
+            pass
