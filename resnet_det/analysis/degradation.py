@@ -176,7 +176,7 @@ class StudyRecipe:
 
     iterations: int = 1200
     batch_size: int = 32
-    lr: float = 0.1
+    lr: float = 0.025
     momentum: float = 0.9
     weight_decay: float = 1e-4
     lr_steps: tuple = (0.5, 0.75)
@@ -187,8 +187,12 @@ class StudyRecipe:
 
 # --- Training loop -------------------------------------------------------------------------
 # A minimal stand-in, kept separate from the study logic: resnet_det.classification (the
-# pretraining package) did not yet provide an optimizer/schedule builder or an evaluate()
-# usable on in-memory tensors when this was written. Swap these in when it does.
+# pretraining package) was not committed yet when this was written. Once it is, replace
+# _build_optimizer_and_schedule by classification.solver.build_optimizer(model, lr,
+# momentum=, weight_decay=, weight_decay_norm=weight_decay) + build_lr_scheduler(optimizer,
+# iterations, schedule="step", steps=milestones), and evaluate_error by classification.engine.
+# evaluate (it takes (images, labels) batches and returns percent), so the study and pretraining
+# share one recipe implementation.
 
 
 def _build_optimizer_and_schedule(model, recipe: StudyRecipe):

@@ -123,8 +123,12 @@ def plot_layer_responses(responses: dict, path, title: str | None = None) -> Pat
     import matplotlib.pyplot as plt
 
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(7, 6.5))
+    # One colour per depth, dashed for plain nets: a plain net and its ResNet read as a pair.
+    depths = sorted({len(stds) for stds in responses.values()})
+    colors = dict(zip(depths, plt.get_cmap("tab10").colors))
     for name, stds in responses.items():
-        style = dict(ls="--" if name.startswith("plain") else "-", marker=".", label=name)
+        style = dict(ls="--" if name.startswith("plain") else "-", marker=".", label=name,
+                     color=colors[len(stds)])  # fmt: skip
         top.plot(range(1, len(stds) + 1), stds, **style)
         bottom.plot(range(1, len(stds) + 1), sorted(stds, reverse=True), **style)
     top.set_xlabel("block index (original order)")
