@@ -186,24 +186,25 @@ class StudyRecipe:
 
 
 # --- Training loop -------------------------------------------------------------------------
-# A minimal stand-in, kept separate from the study logic: resnet_det.classification (the
-# pretraining package) was not committed yet when this was written. Once it is, replace
-# _build_optimizer_and_schedule by classification.solver.build_optimizer(model, lr,
-# momentum=, weight_decay=, weight_decay_norm=weight_decay) + build_lr_scheduler(optimizer,
-# iterations, schedule="step", steps=milestones), and evaluate_error by classification.engine.
-# evaluate (it takes (images, labels) batches and returns percent), so the study and pretraining
-# share one recipe implementation.
+# Optimizer and lr schedule are pretraining's (resnet_det.classification.solver), so the study and
+# pretraining share one recipe implementation. evaluate_error stays: classification.engine.evaluate
+# needs a DataLoader of (images, labels) batches, and the study keeps its data as tensors.
 
 
 def _build_optimizer_and_schedule(model, recipe: StudyRecipe):
-    optimizer = torch.optim.SGD(
-        model.parameters(),
-        lr=recipe.lr,
+    from ..classification.solver import build_lr_scheduler, build_optimizer
+
+    optimizer = build_optimizer(
+        model,
+        recipe.lr,
         momentum=recipe.momentum,
         weight_decay=recipe.weight_decay,
+        weight_decay_norm=recipe.weight_decay,  # the paper decays every parameter alike
     )
     milestones = sorted({max(1, round(f * recipe.iterations)) for f in recipe.lr_steps})
-    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones, gamma=0.1)
+    scheduler = build_lr_scheduler(
+        optimizer, recipe.iterations, schedule="step", steps=milestones, gamma=0.1
+    )
     return optimizer, scheduler
 
 
