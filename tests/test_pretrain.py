@@ -19,7 +19,6 @@ from resnet_det.classification import (
     engine,
     evaluate,
     evaluate_only,
-    get_pretrain_cfg,
     iterate_loader,
     last_checkpoint,
     load_checkpoint,
@@ -31,6 +30,16 @@ from resnet_det.data.toy import TOY_CLASSES, make_toy_data
 from resnet_det.models import build_model, build_resnet
 
 CONFIGS = os.path.join(os.path.dirname(__file__), "..", "configs", "pretrain")
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # Tiny convolutions gain nothing from a second thread, and on a shared 2-core machine
+    # OpenMP spin-waiting makes them several times slower.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

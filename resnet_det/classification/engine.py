@@ -367,6 +367,9 @@ def train(cfg, resume: bool = False, on_batch=None) -> dict:
     comm.synchronize()
 
     raw_model = model
+    if world > 1 and device.type != "cuda" and cfg.MODEL.NORM == "SyncBN":
+        raise ValueError("MODEL.NORM = 'SyncBN' uses torch's SyncBatchNorm, which needs CUDA; "
+                         "on CPU processes use MODEL.NORM BN (per-process statistics)")
     if world > 1:
         model = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None)
