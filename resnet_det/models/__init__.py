@@ -1,4 +1,6 @@
 """Networks of the paper: the ResNet family (Table 1), plain nets, CIFAR ResNets and VGG-16."""
+from .cifar import CIFAR_DEPTHS, CifarResNet, build_cifar_resnet
+from .fuse import fuse_conv_bn, optimize_for_inference
 from .resnet import (
     FEATURE_STRIDES,
     NORMS,
@@ -10,25 +12,24 @@ from .resnet import (
     build_resnet_stem_and_stages,
     make_resnet_stage,
 )
-from .fuse import fuse_conv_bn
 from .vgg import VGG16, build_vgg16
 
+# Builders by the ``name`` recorded in ``model.arch``.
+_BUILDERS = {"resnet": build_resnet, "cifar_resnet": build_cifar_resnet, "vgg16": build_vgg16}
 
 
 def build_model(arch: dict):
     """Rebuild a network from its ``model.arch`` record (as stored in exported backbone files)."""
     options = dict(arch)
     name = options.pop("name", None)
-    builders = {"resnet": build_resnet, "vgg16": build_vgg16}
-    if name not in builders:
-        raise ValueError(f"unknown architecture name {name!r}; valid: {sorted(builders)}")
-    if name == "resnet":
-        return build_resnet(options.pop("depth"), **options)
-    return build_vgg16(**options)
+    if name not in _BUILDERS:
+        raise ValueError(f"unknown architecture name {name!r}; valid: {sorted(_BUILDERS)}")
+    return _BUILDERS[name](**options)
 
 
 __all__ = [
-    "build_model",
+    "CIFAR_DEPTHS",
+    "CifarResNet",
     "FEATURE_STRIDES",
     "NORMS",
     "RESNET_SPECS",
@@ -36,9 +37,12 @@ __all__ = [
     "STAGE_NAMES",
     "ResNet",
     "VGG16",
+    "build_cifar_resnet",
+    "build_model",
     "build_resnet",
     "build_resnet_stem_and_stages",
     "build_vgg16",
     "fuse_conv_bn",
     "make_resnet_stage",
+    "optimize_for_inference",
 ]

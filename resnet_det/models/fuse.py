@@ -6,7 +6,7 @@ from detectron2.layers import Conv2d, FrozenBatchNorm2d
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_weights
 
-__all__ = ["fuse_conv_bn"]
+__all__ = ["fuse_conv_bn", "optimize_for_inference"]
 
 
 @torch.no_grad()
@@ -37,4 +37,17 @@ def fuse_conv_bn(model: nn.Module) -> nn.Module:
         conv.weight = nn.Parameter(weight, requires_grad=False)
         conv.bias = nn.Parameter(bias, requires_grad=False)
         conv.norm = None
+    return model
+
+
+def optimize_for_inference(model: nn.Module, *, channels_last: bool = True) -> nn.Module:
+    """Put ``model`` in eval mode, fold its batch norms (:func:`fuse_conv_bn`) and, with
+    ``channels_last``, store its convolution weights NHWC; in place, returns ``model``.
+
+    channels_last lets oneDNN (CPU) and cuDNN (GPU) skip layout conversions around each
+    convolution; ``benchmarks/bench_detector.py`` measures each step separately.
+    """
+    fuse_conv_bn(model.eval())
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
     return model
