@@ -61,10 +61,11 @@ def test_ddp_two_process_gloo_disjoint_batches(toy_root, tmp_path):
     assert (tmp_path / "backbone.safetensors").is_file()
 
 
-def _cli(root, out, *extra):
-    return [sys.executable, "-W", "ignore", str(REPO / "tools" / "pretrain_cls.py"), "--config-file", TOY_CFG,
+def _cli(root, out, *flags):
+    # Flags go before the KEY VALUE overrides (argparse REMAINDER), as with detectron2's tools.
+    return [sys.executable, "-W", "ignore", str(REPO / "tools" / "pretrain_cls.py"), "--config-file", TOY_CFG, *flags,
             *_opts(root, out, "SOLVER.MAX_ITER", "10", "SOLVER.CHECKPOINT_PERIOD", "2", "DATA.NUM_WORKERS", "1",
-                   "TEST.EVAL_PERIOD", "5", *extra)]
+                   "TEST.EVAL_PERIOD", "5")]
 
 
 def _wait_for(pred, proc, timeout=300):
@@ -96,14 +97,14 @@ def test_sigkill_during_save_and_training_then_resume_is_exact(toy_root, tmp_pat
 
     # 2. Resumed, then killed mid-training right after model_0000006.pth is published.
     pointer = run / "last_checkpoint"
-    proc = subprocess.Popen(_cli(toy_root, run) + ["--resume"], env=env,
+    proc = subprocess.Popen(_cli(toy_root, run, "--resume"), env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     _wait_for(lambda: pointer.read_text() == "model_0000006.pth", proc)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
 
     # 3. Resumed to the end.
-    done = subprocess.run(_cli(toy_root, run) + ["--resume"], env=env, capture_output=True, text=True)
+    done = subprocess.run(_cli(toy_root, run, "--resume"), env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "resumed from" in (run / "log.txt").read_text()
     assert not list(run.glob(".*.tmp"))  # the interrupted save's temp file was cleaned up

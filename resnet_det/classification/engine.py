@@ -158,7 +158,9 @@ def evaluate(model, loader, *, device=None, amp="off", channels_last=False) -> d
     top1, top5, n = counts.tolist()
     if n == 0:
         raise ValueError("evaluation loader yielded no images")
-    return {"top1_err": 100.0 * (1 - top1 / n), "top5_err": 100.0 * (1 - top5 / n), "num_images": int(n)}
+    # Rounded so that e.g. 66.0 is not logged as 65.99999999999999.
+    return {"top1_err": round(100.0 * (n - top1) / n, 6), "top5_err": round(100.0 * (n - top5) / n, 6),
+            "num_images": int(n)}
 
 
 # ---------------------------------------------------------------- checkpoints
