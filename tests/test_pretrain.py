@@ -66,8 +66,8 @@ def tiny_cfg(root, out, *extra):
 def test_toy_config_inherits_base_and_overrides():
     cfg = load_pretrain_cfg(os.path.join(CONFIGS, "toy_resnet18.yaml"))
     assert cfg.SOLVER.MOMENTUM == 0.9 and cfg.SOLVER.WEIGHT_DECAY == 1e-4  # from _BASE_
-    assert cfg.MODEL.DEPTH == 18 and cfg.DATA.CROP_SIZE == 56  # overridden
-    assert isinstance(cfg.SOLVER.EPOCHS, float)  # "EPOCHS: 12" accepted for a float key
+    assert cfg.MODEL.DEPTH == 18 and cfg.DATA.CROP_SIZE == 32  # overridden
+    assert isinstance(cfg.SOLVER.EPOCHS, float)  # "EPOCHS: 16" accepted for a float key
     paper = load_pretrain_cfg(os.path.join(CONFIGS, "resnet101_imagenet.yaml"))
     assert (paper.MODEL.DEPTH, tuple(paper.DATA.RESIZE_RANGE), paper.DATA.CROP_SIZE) == (101, (256, 480), 224)
 
