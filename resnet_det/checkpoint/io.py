@@ -28,6 +28,12 @@ class UnsafeWeightsError(ValueError):
     """A weights file can only be read by unpickling it, which may run arbitrary code."""
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_write(path, mode="wb"):
     """Open a temporary file beside ``path``; on success it replaces ``path`` in one rename, so a
@@ -36,6 +42,8 @@ def atomic_write(path, mode="wb"):
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        # mkstemp creates 0600 files; give the result the permissions open() would have.
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, mode) as f:
             yield f
             f.flush()
