@@ -14,3 +14,4 @@ with warnings.catch_warnings():
     import detectron2.modeling  # noqa: F401
 
 from . import models  # noqa: E402,F401
+from . import detection  # noqa: E402,F401  (registers backbones and RoI heads)

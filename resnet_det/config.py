@@ -1,0 +1,156 @@
+"""Config keys of this plugin on top of detectron2's, and validation before any work starts.
+
+``get_cfg()`` is detectron2's default config plus our keys; ``load_config(file, opts)`` merges a
+yaml (``_BASE_`` inheritance, safe yaml only) and ``KEY VALUE`` overrides, then checks values.
+An unknown key fails with detectron2's usual ``KeyError: 'Non-existent config key: ...'``; a
+wrong type or an out-of-range value fails naming the key and the values it allows.
+"""
+from __future__ import annotations
+
+import math
+
+from detectron2.config import CfgNode as CN
+from detectron2.config import get_cfg as _d2_get_cfg
+
+from .models.resnet import NORMS, RESNET_SPECS, SHORTCUTS
+
+__all__ = ["ConfigError", "add_resnet_det_config", "get_cfg", "load_config", "validate_config"]
+
+# Backbones whose options this plugin reads (the others are detectron2's own).
+RESNET_BACKBONES = ("build_resnet_det_backbone", "build_resnet_det_fpn_backbone")
+RESNET_FEATURES = ("stem", "res2", "res3", "res4", "res5")
+
+
+class ConfigError(ValueError):
+    """A config value is out of range; the message names the key and the allowed values."""
+
+
+def add_resnet_det_config(cfg) -> None:
+    """Add this plugin's keys (and the dataset keys of :mod:`resnet_det.data.datasets`) to ``cfg``.
+
+    ResNet options reuse detectron2's ``MODEL.RESNETS.*`` (DEPTH, NORM, STRIDE_IN_1X1,
+    OUT_FEATURES) and ``MODEL.BACKBONE.FREEZE_AT``; new keys are the paper's options.
+    """
+    from .data.datasets import add_dataset_config
+
+    # 'A' zero-padding, 'B' projection when dimensions change (the paper's default), 'C' always.
+    cfg.MODEL.RESNETS.SHORTCUT = "B"
+    # True: the paper's plain network (no shortcuts at all).
+    cfg.MODEL.RESNETS.PLAIN = False
+    # Start each residual branch at zero (only matters when training from random init).
+    cfg.MODEL.RESNETS.ZERO_INIT_RESIDUAL = False
+    cfg.MODEL.VGG = CN()
+    # Dropout after fc6 and fc7 of the VGG-16 box head, as in Fast/Faster R-CNN.
+    cfg.MODEL.VGG.DROPOUT = 0.5
+    add_dataset_config(cfg)
+
+
+def get_cfg():
+    """detectron2's default config with this plugin's keys added."""
+    cfg = _d2_get_cfg()
+    add_resnet_det_config(cfg)
+    return cfg
+
+
+def _positive(v):
+    return isinstance(v, (int, float)) and math.isfinite(v) and v > 0
+
+
+def _non_negative(v):
+    return isinstance(v, (int, float)) and math.isfinite(v) and v >= 0
+
+
+def _device(v):
+    return v == "cpu" or v == "cuda" or (v.startswith("cuda:") and v[5:].isdigit())
+
+
+# key -> (check, allowed values in words). Checked by validate_config; also appended to
+# yacs' "Type mismatch" messages so they say what to write instead.
+RULES = {
+    "MODEL.RESNETS.DEPTH": (lambda v: v in RESNET_SPECS, ", ".join(map(str, RESNET_SPECS))),
+    "MODEL.RESNETS.NORM": (lambda v: v in NORMS, ", ".join(NORMS)),
+    "MODEL.RESNETS.SHORTCUT": (lambda v: v in SHORTCUTS, ", ".join(SHORTCUTS)),
+    "MODEL.RESNETS.OUT_FEATURES": (
+        lambda v: len(v) > 0 and set(v) <= set(RESNET_FEATURES),
+        "a non-empty subset of " + ", ".join(RESNET_FEATURES),
+    ),
+    "MODEL.RESNETS.NUM_GROUPS": (lambda v: v == 1, "1 (ResNeXt is not part of this plugin)"),
+    "MODEL.RESNETS.WIDTH_PER_GROUP": (lambda v: v == 64, "64"),
+    "MODEL.RESNETS.STEM_OUT_CHANNELS": (lambda v: v == 64, "64"),
+    "MODEL.RESNETS.RES5_DILATION": (lambda v: v == 1, "1"),
+    "MODEL.RESNETS.DEFORM_ON_PER_STAGE": (lambda v: not any(v), "all False"),
+    "MODEL.BACKBONE.FREEZE_AT": (lambda v: 0 <= v <= 5, "0..5 (0: nothing frozen)"),
+    "MODEL.VGG.DROPOUT": (lambda v: 0 <= v < 1, "a number in [0, 1)"),
+    "MODEL.ROI_HEADS.NUM_CLASSES": (lambda v: v >= 1, "an integer >= 1"),
+    "MODEL.PIXEL_MEAN": (lambda v: len(v) == 3, "3 numbers"),
+    "MODEL.PIXEL_STD": (lambda v: len(v) == 3 and all(_positive(x) for x in v), "3 numbers > 0"),
+    "MODEL.DEVICE": (_device, "cpu, cuda or cuda:N"),
+    "INPUT.FORMAT": (lambda v: v in ("RGB", "BGR"), "RGB, BGR"),
+    "INPUT.MIN_SIZE_TRAIN": (
+        lambda v: len(v) > 0 and all(_positive(x) for x in v),
+        "one or more sizes > 0",
+    ),
+    "INPUT.MAX_SIZE_TRAIN": (_positive, "a size > 0"),
+    "INPUT.MIN_SIZE_TEST": (_non_negative, "a size >= 0 (0: no resizing)"),
+    "INPUT.MAX_SIZE_TEST": (_positive, "a size > 0"),
+    "SOLVER.BASE_LR": (_positive, "a number > 0"),
+    "SOLVER.MAX_ITER": (lambda v: v >= 1, "an integer >= 1"),
+    "SOLVER.IMS_PER_BATCH": (lambda v: v >= 1, "an integer >= 1"),
+    "SOLVER.MOMENTUM": (lambda v: 0 <= v < 1, "a number in [0, 1)"),
+    "SOLVER.WEIGHT_DECAY": (_non_negative, "a number >= 0"),
+    "SOLVER.GAMMA": (_positive, "a number > 0"),
+    "SOLVER.STEPS": (
+        lambda v: all(s >= 0 for s in v) and list(v) == sorted(v),
+        "increasing iteration numbers >= 0",
+    ),
+    "SOLVER.WARMUP_ITERS": (lambda v: v >= 0, "an integer >= 0"),
+    "SOLVER.WARMUP_FACTOR": (lambda v: 0 < v <= 1, "a number in (0, 1]"),
+    "SOLVER.CHECKPOINT_PERIOD": (lambda v: v >= 1, "an integer >= 1"),
+    "TEST.EVAL_PERIOD": (lambda v: v >= 0, "an integer >= 0 (0: only after training)"),
+    "DATALOADER.NUM_WORKERS": (lambda v: v >= 0, "an integer >= 0"),
+}
+# Keys that only mean something for our ResNet backbones.
+_RESNET_ONLY = tuple(k for k in RULES if k.startswith("MODEL.RESNETS."))
+
+
+def _get(cfg, key):
+    for part in key.split("."):
+        cfg = cfg[part]
+    return cfg
+
+
+def validate_config(cfg) -> None:
+    """Raise :class:`ConfigError` listing every key whose value is out of range."""
+    uses_resnet = cfg.MODEL.BACKBONE.NAME in RESNET_BACKBONES
+    problems = []
+    for key, (check, allowed) in RULES.items():
+        if key in _RESNET_ONLY and not uses_resnet:
+            continue
+        value = _get(cfg, key)
+        try:
+            ok = bool(check(value))
+        except TypeError:
+            ok = False
+        if not ok:
+            problems.append(f"  {key} = {value!r}; allowed: {allowed}")
+    if problems:
+        raise ConfigError("invalid config value(s):\n" + "\n".join(problems))
+
+
+def load_config(config_file: str | None = None, opts=()):
+    """``get_cfg()`` merged with ``config_file`` (safe yaml, ``_BASE_`` allowed) and ``opts``
+    (``[KEY, VALUE, ...]``), validated. Type errors name the key and its allowed values."""
+    cfg = get_cfg()
+    try:
+        if config_file:
+            # allow_unsafe=False: a yaml file must not construct Python objects (run code).
+            cfg.merge_from_file(config_file, allow_unsafe=False)
+        cfg.merge_from_list(list(opts or ()))
+    except ValueError as e:
+        # yacs: "Type mismatch (...) with values (...) for config key: KEY"
+        key = str(e).rsplit("config key: ", 1)[-1].strip()
+        if key in RULES:
+            raise ConfigError(f"{e}; allowed: {RULES[key][1]}") from e
+        raise
+    validate_config(cfg)
+    return cfg
