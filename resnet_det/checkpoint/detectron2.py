@@ -1,0 +1,422 @@
+"""Weights for detectron2 models: a checkpointer that reads only safe formats, maps backbone
+files onto the detector, checks them against the config, and saves atomically.
+
+``MODEL.WEIGHTS`` may be
+
+(a) a backbone file of :func:`~resnet_det.checkpoint.save_backbone` (pretraining's output):
+    ``stem``/``res2``..``res4`` go to ``backbone.``, ``res5`` to ``roi_heads.res5.`` (C4) or
+    everything to ``backbone.bottom_up.`` (FPN); VGG-16's convolutions to ``backbone.`` and
+    fc6/fc7 to ``roi_heads.box_head.``. Its recorded architecture and input normalisation must
+    match the config; a mismatch names the config key to change;
+(b) a torchvision ResNet/VGG-16 state dict (renamed by ``from_torchvision``, then as (a));
+(c) a detector checkpoint (detectron2's format, as this trainer writes it) for resume/eval.
+
+Nothing is unpickled beyond ``torch.load(weights_only=True)``; ``.pkl`` files are refused
+with the command that converts them once (:func:`convert_pickle_weights`).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import re
+import warnings
+from pathlib import Path
+
+import torch
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.checkpoint.c2_model_loading import (
+    convert_basic_c2_names,
+    convert_c2_detectron_names,
+)
+
+from ..models.resnet import RESNET_SPECS, STAGE_NAMES
+from .export import BACKBONE_FORMAT, CLASSIFIER_PREFIXES, PIXEL_MEAN_RGB, PIXEL_STD_RGB
+from .io import (
+    PICKLE_SUFFIXES,
+    _unwrap,
+    atomic_write,
+    load_state_dict_file,
+    read_safetensors_metadata,
+    save_safetensors,
+)
+from .torchvision import from_torchvision, is_torchvision_resnet, is_torchvision_vgg16
+
+__all__ = [
+    "WeightsMismatchError",
+    "ResNetDetCheckpointer",
+    "backbone_key_targets",
+    "convert_pickle_weights",
+    "infer_resnet_depth",
+]
+
+logger = logging.getLogger(__name__)
+
+# Top-level modules of detectron2's GeneralizedRCNN: a state dict with these is a detector.
+DETECTOR_PREFIXES = ("backbone.", "proposal_generator.", "roi_heads.")
+# Where backbone-file keys can land in a detector, tried in this order: C4 puts res5 under
+# roi_heads, FPN everything under backbone.bottom_up, VGG-16 fc6/fc7 under roi_heads.box_head.
+TARGET_PREFIXES = ("backbone.", "backbone.bottom_up.", "roi_heads.", "roi_heads.box_head.")
+# Parts of a detector that a backbone file does not provide (randomly initialised heads).
+HEAD_PREFIXES = (
+    "proposal_generator.",
+    "roi_heads.box_predictor.",
+    "roi_heads.box_head.",
+    "roi_heads.mask_head.",
+    "roi_heads.keypoint_head.",
+    "backbone.fpn_",
+    "backbone.top_block.",
+)
+# detectron2's MSRA/Caffe2 ImageNet models: BGR in 0..255, mean subtracted, no scaling.
+MSRA_PIXEL_MEAN_BGR = (103.530, 116.280, 123.675)
+MSRA_PIXEL_STD_BGR = (1.0, 1.0, 1.0)
+DETECTOR_FORMAT = "detectron2.model"
+_BN_EPS = 1e-5  # detectron2's (and torch's) BN/FrozenBN epsilon
+_BN_FAMILY = {"BN": "BN", "SyncBN": "BN", "FrozenBN": "BN", "GN": "GN"}
+_STAGE_BLOCK = re.compile(r"(res[2-5])\.(\d+)\.")
+_STAGE_PREFIXES = tuple(s + "." for s in STAGE_NAMES)
+
+
+class WeightsMismatchError(ValueError):
+    """A weights file was made for another architecture or input normalisation than the config."""
+
+
+def infer_resnet_depth(state_dict) -> int | None:
+    """The depth (18..152) of a ResNet state dict in this package's names, from its block
+    counts and block type; None if the keys do not form one of Table 1's networks."""
+    blocks = {}
+    for key in state_dict:
+        m = _STAGE_BLOCK.match(key)
+        if m:
+            blocks[m[1]] = max(blocks.get(m[1], 0), int(m[2]) + 1)
+    counts = tuple(blocks.get(s, 0) for s in STAGE_NAMES)
+    kind = "bottleneck" if any(".conv3." in k for k in state_dict) else "basic"
+    for depth, spec in RESNET_SPECS.items():
+        if spec == (kind, counts):
+            return depth
+    return None
+
+
+def _torchvision_metadata(state_dict) -> dict:
+    """What a torchvision checkpoint implies: its architecture, RGB with torchvision's mean/std."""
+    if "conv1_1.weight" in state_dict:
+        arch = {"name": "vgg16"}
+    else:
+        arch = dict(
+            name="resnet",
+            depth=infer_resnet_depth(state_dict),
+            shortcut="B",
+            plain=False,
+            norm="BN",
+            stride_in_1x1=False,
+        )
+    return {
+        "format": BACKBONE_FORMAT,
+        "source": "torchvision",
+        "arch": arch,
+        "input_format": "RGB",
+        "pixel_mean": list(PIXEL_MEAN_RGB),
+        "pixel_std": list(PIXEL_STD_RGB),
+    }
+
+
+def _model_arch(model):
+    """The ``arch`` record of a detector's backbone (ours), or None for other backbones."""
+    backbone = getattr(model, "backbone", None)
+    for module in (backbone, getattr(backbone, "bottom_up", None)):
+        if module is not None and hasattr(module, "arch"):
+            return module.arch
+    return None
+
+
+def check_backbone_metadata(model, meta: dict, source: str) -> None:
+    """Raise :class:`WeightsMismatchError` naming the config key where ``meta`` (a backbone
+    file's record) disagrees with ``model`` (built from the config)."""
+    problems = []
+    arch, file_arch = _model_arch(model), meta.get("arch") or {}
+    if arch is not None and file_arch:
+        if arch["name"] != file_arch.get("name"):
+            problems.append(
+                f"MODEL.BACKBONE.NAME builds a {arch['name']} backbone, the file holds "
+                f"{file_arch.get('name')}"
+            )
+        elif arch["name"] == "resnet":
+            checks = [
+                ("MODEL.RESNETS.DEPTH", "depth"),
+                ("MODEL.RESNETS.SHORTCUT", "shortcut"),
+                ("MODEL.RESNETS.PLAIN", "plain"),
+            ]
+            if RESNET_SPECS.get(arch["depth"], ("",))[0] == "bottleneck":
+                checks.append(("MODEL.RESNETS.STRIDE_IN_1X1", "stride_in_1x1"))
+            for key, field in checks:
+                if field in file_arch and file_arch[field] is not None:
+                    if file_arch[field] != arch[field]:
+                        problems.append(
+                            f"{key} is {arch[field]!r}, the file was trained with "
+                            f"{file_arch[field]!r}"
+                        )
+            file_norm = _BN_FAMILY.get(file_arch.get("norm"))
+            if file_norm and file_norm != _BN_FAMILY.get(arch["norm"]):
+                problems.append(
+                    f"MODEL.RESNETS.NORM is {arch['norm']!r}, the file has "
+                    f"{file_arch['norm']!r} layers (BN, SyncBN and FrozenBN share weights; GN "
+                    "does not)"
+                )
+    fmt = getattr(model, "input_format", None)
+    if "input_format" in meta and fmt is not None and meta["input_format"] != fmt:
+        problems.append(f"INPUT.FORMAT is {fmt!r}, the file expects {meta['input_format']!r}")
+    for key, field in (("MODEL.PIXEL_MEAN", "pixel_mean"), ("MODEL.PIXEL_STD", "pixel_std")):
+        buffer = getattr(model, field, None)
+        if field in meta and buffer is not None:
+            ours = buffer.detach().flatten().cpu().tolist()
+            theirs = [float(v) for v in meta[field]]
+            if len(ours) != len(theirs) or any(abs(a - b) > 1e-3 for a, b in zip(ours, theirs)):
+                problems.append(f"{key} is {ours}, the file expects {theirs}")
+    if problems:
+        fix = []
+        if any(p.startswith(("INPUT.FORMAT", "MODEL.PIXEL")) for p in problems):
+            fix.append(
+                f"INPUT.FORMAT {meta.get('input_format')} MODEL.PIXEL_MEAN "
+                f"\"{list(meta.get('pixel_mean', []))}\" MODEL.PIXEL_STD "
+                f"\"{list(meta.get('pixel_std', []))}\""
+            )
+        raise WeightsMismatchError(
+            f"{source} does not fit the config:\n"
+            + "\n".join(f"  {p}" for p in problems)
+            + "\nChange these config keys to the file's values"
+            + (f" (normalisation: {fix[0]})" if fix else "")
+            + ", or use weights made for this architecture."
+        )
+
+
+def backbone_key_targets(backbone_state, model_state):
+    """``(mapped, unmatched)``: backbone-file keys renamed to the detector keys they fill
+    (first of :data:`TARGET_PREFIXES` that exists in ``model_state``), and keys that fit nowhere.
+    BN's ``num_batches_tracked`` is dropped where the detector has FrozenBN (no such buffer)."""
+    mapped, unmatched = {}, []
+    for key, value in backbone_state.items():
+        target = next((p + key for p in TARGET_PREFIXES if p + key in model_state), None)
+        if target is not None:
+            mapped[target] = value
+        elif not key.endswith("num_batches_tracked"):
+            unmatched.append(key)
+    return mapped, unmatched
+
+
+class ResNetDetCheckpointer(DetectionCheckpointer):
+    """detectron2's checkpointer with safe loading (see module doc), backbone-file mapping,
+    metadata checks, and atomic saves that refuse non-finite weights."""
+
+    def load(self, path, *args, **kwargs):
+        """Load ``path`` (a local file; URLs are refused: nothing is downloaded at run time)."""
+        if path and "://" in str(path):
+            raise ValueError(
+                f"MODEL.WEIGHTS {path!r} is a URL; this project does not download weights. "
+                "Download the file yourself; a .pkl must then be converted once with "
+                "python tools/convert_weights.py --allow-pickle IN.pkl OUT.safetensors"
+            )
+        self._source = str(path)
+        return super().load(path, *args, **kwargs)
+
+    # -- reading --------------------------------------------------------------------------
+
+    def _load_file(self, filename):
+        path = Path(filename)
+        suffix = path.suffix.lower()
+        if suffix == ".safetensors" or suffix in PICKLE_SUFFIXES:
+            state = load_state_dict_file(path)  # refuses pickles, naming the conversion command
+            meta = read_safetensors_metadata(path) if suffix == ".safetensors" else None
+            return {"model": state, "__resnet_det_meta__": meta}
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception:
+            # Re-read through the project's loader, which explains the failure (unsafe
+            # pickle: the conversion command; corrupt file: its path) and raises.
+            load_state_dict_file(path)
+            raise
+        if isinstance(obj, dict) and isinstance(obj.get("model"), dict):
+            return obj  # a detector checkpoint: model plus optimizer, scheduler, iteration
+        return {"model": _unwrap(obj, path), "__resnet_det_meta__": None}
+
+    def _load_model(self, checkpoint):
+        meta = checkpoint.pop("__resnet_det_meta__", None)
+        state = checkpoint["model"]
+        if (meta or {}).get("format") == DETECTOR_FORMAT or any(
+            k.startswith(DETECTOR_PREFIXES) for k in state
+        ):
+            incompatible = super()._load_model(checkpoint)
+        else:
+            incompatible = self._load_backbone(checkpoint, state, meta)
+        # Missing/unexpected keys of the last load (also logged), for callers and tests.
+        self.incompatible_keys = incompatible
+        return incompatible
+
+    def _load_backbone(self, checkpoint, state, meta):
+        source = getattr(self, "_source", "weights file")
+        if is_torchvision_resnet(state) or is_torchvision_vgg16(state):
+            state = from_torchvision(state)
+            meta = _torchvision_metadata(state)
+            logger.info(f"{source}: torchvision weights, renamed to this package's layout")
+        state = {k: v for k, v in state.items() if not k.startswith(CLASSIFIER_PREFIXES)}
+        if meta is None:
+            logger.warning(
+                f"{source} carries no resnet_det metadata: its architecture and input "
+                "normalisation cannot be checked against the config"
+            )
+        else:
+            if meta.get("format") != BACKBONE_FORMAT:
+                raise WeightsMismatchError(
+                    f"{source}: metadata format {meta.get('format')!r} is not "
+                    f"{BACKBONE_FORMAT!r} (a backbone file of resnet_det.checkpoint.save_backbone)"
+                )
+            check_backbone_metadata(self.model, meta, source)
+        model_state = self.model.state_dict()
+        mapped, unmatched = backbone_key_targets(state, model_state)
+        # A backbone file must fill the whole backbone; only detection heads stay random.
+        # Checked before loading anything, so a mismatch leaves the model untouched.
+        missing = [k for k in model_state if k not in mapped and not k.startswith(HEAD_PREFIXES)]
+        shapes = [
+            f"{k}: file {tuple(v.shape)} vs model {tuple(model_state[k].shape)}"
+            for k, v in mapped.items()
+            if v.shape != model_state[k].shape
+        ]
+        if missing or shapes or unmatched:
+            parts = [f"{source} does not fit the detector built from the config:"]
+            for title, keys in (
+                ("backbone keys missing from the file", missing),
+                ("file keys with no place in the model", unmatched),
+                ("shape mismatches", shapes),
+            ):
+                if keys:
+                    shown = ", ".join(keys[:8]) + (f", ... ({len(keys)})" if len(keys) > 8 else "")
+                    parts.append(f"  {title}: {shown}")
+            parts.append(
+                "Check MODEL.BACKBONE.NAME and MODEL.RESNETS.DEPTH/SHORTCUT/PLAIN against "
+                "the network the file was trained as."
+            )
+            raise WeightsMismatchError("\n".join(parts))
+        checkpoint["model"] = mapped
+        incompatible = super()._load_model(checkpoint)
+        logger.info(
+            f"{source}: loaded {len(mapped)} backbone tensors; randomly initialised: "
+            + ", ".join(sorted({_module_group(k) for k in incompatible.missing_keys}) or ["none"])
+        )
+        return incompatible
+
+    # -- writing --------------------------------------------------------------------------
+
+    def save(self, name: str, **kwargs) -> None:
+        """Like fvcore's ``save``, but written to a temporary file and renamed (and the
+        ``last_checkpoint`` tag likewise), and refused when a weight is NaN/inf, so that the
+        last checkpoint is always complete and good."""
+        if not self.save_dir or not self.save_to_disk:
+            return
+        state = self.model.state_dict()
+        bad = [k for k, v in state.items() if v.is_floating_point() and not v.isfinite().all()]
+        if bad:
+            raise FloatingPointError(
+                f"not saving checkpoint {name}: {len(bad)} weight tensors hold NaN/inf "
+                f"(first: {', '.join(bad[:5])}); the previous checkpoint is kept"
+            )
+        data = {"model": state}
+        for key, obj in self.checkpointables.items():
+            data[key] = obj.state_dict()
+        data.update(kwargs)
+        basename = f"{name}.pth"
+        save_file = os.path.join(self.save_dir, basename)
+        self.logger.info(f"Saving checkpoint to {save_file}")
+        with atomic_write(save_file) as f:
+            torch.save(data, f)
+        self.tag_last_checkpoint(basename)
+
+    def tag_last_checkpoint(self, last_filename_basename: str) -> None:
+        """Point ``last_checkpoint`` at a complete file, replacing the tag in one rename."""
+        with atomic_write(os.path.join(self.save_dir, "last_checkpoint"), mode="w") as f:
+            f.write(last_filename_basename)
+
+
+def _module_group(key):
+    """``roi_heads.box_predictor.cls_score.weight`` -> ``roi_heads.box_predictor``."""
+    return ".".join(key.split(".")[:2])
+
+
+# -- conversion of pickled weights (runs the pickle: only on the user's explicit request) ----
+
+
+def convert_pickle_weights(src, dst) -> dict:
+    """Convert a pickled weights file (detectron2/Detectron/MSRA ``.pkl``, or a torch file that
+    needs full unpickling) into ``dst`` (``.safetensors``) and return its metadata.
+
+    UNPICKLING EXECUTES CODE FROM ``src``: call this only for files from a trusted source.
+    ImageNet backbones become backbone files (with the architecture and input normalisation
+    their origin implies: MSRA/Caffe2 BGR, torchvision RGB); detectors keep detectron2 names.
+    """
+    src, dst = Path(src), Path(dst)
+    if dst.suffix != ".safetensors":
+        raise ValueError(f"output must be a .safetensors file, got {dst}")
+    if src.suffix.lower() == ".pkl":
+        # detectron2's own reader: its model-zoo format, or Caffe2/Detectron "blobs".
+        data = DetectionCheckpointer(torch.nn.Module())._load_file(str(src))
+    else:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            obj = torch.load(src, map_location="cpu", weights_only=False)
+        data = obj if isinstance(obj, dict) and "model" in obj else {"model": obj}
+        if isinstance(data["model"], dict) and isinstance(data["model"].get("state_dict"), dict):
+            data["model"] = data["model"]["state_dict"]
+    author = data.get("__author__")
+    state = {
+        k: torch.as_tensor(v).clone() for k, v in data["model"].items() if hasattr(v, "shape")
+    }
+    if author == "Caffe2":
+        if any(k.startswith(("rpn", "cls_score", "bbox_pred", "fpn", "mask_fcn")) for k in state):
+            state, _ = convert_c2_detectron_names(state)
+        else:
+            state = dict(zip(convert_basic_c2_names(list(state)), state.values()))
+    if any(k.startswith(DETECTOR_PREFIXES) for k in state):
+        meta = {"format": DETECTOR_FORMAT, "source": str(src), "author": author}
+    else:
+        state = _as_backbone(state, src)
+        if is_torchvision_resnet(state) or is_torchvision_vgg16(state):
+            state = from_torchvision(state)
+            meta = _torchvision_metadata(state)
+        else:
+            meta = _backbone_metadata(state, author)
+        meta.update(source=str(src), author=author)
+    save_safetensors(state, dst, metadata=meta)
+    return meta
+
+
+def _as_backbone(state, src):
+    """Drop classifier heads and complete BN layers that store only scale and bias (Caffe2)."""
+    if "stem.conv1.weight" in state:  # Caffe2 names converted: keep stem and stages only
+        state = {k: v for k, v in state.items() if k.startswith(("stem.",) + _STAGE_PREFIXES)}
+    for key in [k for k in state if k.endswith(".norm.weight")]:
+        prefix = key[: -len("weight")]
+        if prefix + "running_mean" not in state:
+            # Caffe2's AffineChannel is y = s * x + b exactly; BN divides by sqrt(var + eps).
+            state[prefix + "running_mean"] = torch.zeros_like(state[key])
+            state[prefix + "running_var"] = torch.full_like(state[key], 1 - _BN_EPS)
+    if not state:
+        raise ValueError(f"{src}: no weights found")
+    return state
+
+
+def _backbone_metadata(state, author):
+    if "stem.conv1.weight" not in state:
+        return {"format": BACKBONE_FORMAT}  # unknown layout: the loader reports its keys
+    torchvision_origin = author == "torchvision"
+    return {
+        "format": BACKBONE_FORMAT,
+        "arch": dict(
+            name="resnet",
+            depth=infer_resnet_depth(state),
+            shortcut="B",
+            plain=False,
+            norm="FrozenBN",
+            # MSRA's Caffe models put the stride in the first 1x1; torchvision's in the 3x3.
+            stride_in_1x1=not torchvision_origin,
+        ),
+        "input_format": "RGB" if torchvision_origin else "BGR",
+        "pixel_mean": list(PIXEL_MEAN_RGB if torchvision_origin else MSRA_PIXEL_MEAN_BGR),
+        "pixel_std": list(PIXEL_STD_RGB if torchvision_origin else MSRA_PIXEL_STD_BGR),
+    }
