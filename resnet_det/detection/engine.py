@@ -1,0 +1,233 @@
+"""Training and evaluation of Faster R-CNN with this package's backbones (detectron2's
+``DefaultTrainer`` with our checkpointer, evaluators and an exactly resumable data loader).
+
+``tools/train_det.py`` is the command line; :func:`launch_from_args` is all it calls.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import weakref
+
+import numpy as np
+import torch
+from detectron2.engine import (
+    AMPTrainer,
+    DefaultTrainer,
+    HookBase,
+    SimpleTrainer,
+    TrainerBase,
+    create_ddp_model,
+    default_setup,
+    launch,
+)
+from detectron2.utils import comm
+from detectron2.utils.logger import create_small_table, setup_logger
+
+from ..checkpoint.detectron2 import ResNetDetCheckpointer
+from ..config import RESNET_BACKBONES, ConfigError, load_config
+from ..data.datasets import check_datasets, register_all_datasets
+from ..data.mapper import RobustDatasetMapper
+from .evaluation import build_evaluator
+from .loader import build_resumable_train_loader, derived_seed
+
+__all__ = ["Trainer", "setup", "main", "launch_from_args", "RESULTS_FILE"]
+
+logger = logging.getLogger("resnet_det")
+# Final metrics of a training run or of --eval-only, written to OUTPUT_DIR.
+RESULTS_FILE = "eval_results.json"
+
+
+class _SeedEachIteration(HookBase):
+    """Reseed the global RNGs (RPN/RoI sampling, dropout) from (seed, iteration, rank) before
+    each step, so that a resumed run draws the same numbers as an uninterrupted one."""
+
+    def before_step(self):
+        seed = derived_seed(self.trainer.seed, self.trainer.iter, comm.get_rank())
+        random.seed(seed)
+        np.random.seed(seed)
+        torch.manual_seed(seed)
+
+
+class Trainer(DefaultTrainer):
+    """detectron2's ``DefaultTrainer`` with: :class:`ResNetDetCheckpointer` (safe loading of
+    backbone/torchvision/detector weights, atomic saves), evaluators by ``evaluator_type``, the
+    robust dataset mapper, and exact resume (data order and RNGs depend only on the seed and
+    the iteration; the seed is stored in checkpoints)."""
+
+    def __init__(self, cfg):
+        # DefaultTrainer.__init__, with two changes: our checkpointer, and DDP without
+        # device_ids for CPU processes (detectron2 passes the local rank, which CPU DDP refuses).
+        TrainerBase.__init__(self)
+        cfg = DefaultTrainer.auto_scale_workers(cfg, comm.get_world_size())
+        # The run's seed: SEED, or one random value shared by all processes (kept on resume).
+        self.seed = cfg.SEED if cfg.SEED >= 0 else int(comm.shared_random_seed())
+        model = self.build_model(cfg)
+        optimizer = self.build_optimizer(cfg, model)
+        data_loader = self.build_train_loader(cfg)
+        ddp_options = {"device_ids": None} if cfg.MODEL.DEVICE == "cpu" else {}
+        model = create_ddp_model(model, broadcast_buffers=False, **ddp_options)
+        self._trainer = (AMPTrainer if cfg.SOLVER.AMP.ENABLED else SimpleTrainer)(
+            model, data_loader, optimizer
+        )
+        self.scheduler = self.build_lr_scheduler(cfg, optimizer)
+        self.checkpointer = ResNetDetCheckpointer(
+            model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self)
+        )
+        self.start_iter = 0
+        self.max_iter = cfg.SOLVER.MAX_ITER
+        self.cfg = cfg
+        self.register_hooks(self.build_hooks())
+
+    def build_hooks(self):
+        return [_SeedEachIteration()] + super().build_hooks()
+
+    def build_train_loader(self, cfg, start_iter: int = 0):
+        """Batches of iterations ``start_iter, start_iter + 1, ...`` (see ``loader.py``)."""
+        return build_resumable_train_loader(
+            cfg, RobustDatasetMapper(cfg, True), seed=self.seed, start_iter=start_iter
+        )
+
+    @classmethod
+    def build_test_loader(cls, cfg, dataset_name):
+        from detectron2.data import build_detection_test_loader
+
+        return build_detection_test_loader(
+            cfg, dataset_name, mapper=RobustDatasetMapper(cfg, False)
+        )
+
+    @classmethod
+    def build_evaluator(cls, cfg, dataset_name):
+        return build_evaluator(cfg, dataset_name)
+
+    def resume_or_load(self, resume=True):
+        """Load MODEL.WEIGHTS, or with ``resume`` the last checkpoint of OUTPUT_DIR (weights,
+        optimizer, scheduler, iteration, seed); the data stream then continues where it was."""
+        super().resume_or_load(resume=resume)
+        if self.start_iter > 0:
+            self._trainer.reset_data_loader(
+                lambda: self.build_train_loader(self.cfg, start_iter=self.start_iter)
+            )
+
+    def run_step(self):
+        try:
+            super().run_step()
+        except FloatingPointError as e:
+            # detectron2 raised on a NaN/inf loss (message: iteration and every loss term).
+            # Nothing more may be saved: the last checkpoint holds the last good weights.
+            self.checkpointer.save_to_disk = False
+            last = self.checkpointer.get_checkpoint_file() if self.checkpointer.has_checkpoint() else None
+            raise FloatingPointError(
+                f"{e}\nTraining diverged at iteration {self.iter}. The last good checkpoint, "
+                f"{last or '(none written yet)'}, is left as it was. Lower SOLVER.BASE_LR or "
+                "lengthen SOLVER.WARMUP_ITERS, then start again (or --resume from it)."
+            ) from None
+
+    def state_dict(self):
+        ret = super().state_dict()
+        ret["seed"] = self.seed
+        return ret
+
+    def load_state_dict(self, state_dict):
+        super().load_state_dict(state_dict)
+        self.seed = int(state_dict.get("seed", self.seed))
+
+
+def _default_device(cfg):
+    """``cfg`` with MODEL.DEVICE cpu when it asks for CUDA on a machine without it, and why."""
+    if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
+        cfg.MODEL.DEVICE = "cpu"
+        return f"CUDA is not available on this machine: using MODEL.DEVICE cpu"
+    return None
+
+
+def setup(args):
+    """The validated, frozen config of ``args`` (config file + KEY VALUE overrides), with
+    detectron2's logging and OUTPUT_DIR/config.yaml set up."""
+    cfg = load_config(args.config_file, args.opts)
+    note = _default_device(cfg)
+    cfg.freeze()
+    default_setup(cfg, args)
+    setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="resnet_det")
+    if note:
+        logger.info(note)
+    return cfg
+
+
+def check_can_train(cfg, resume: bool) -> None:
+    """Refuse a run that is known to diverge: our ResNet from random init with FrozenBN."""
+    if (
+        cfg.MODEL.BACKBONE.NAME in RESNET_BACKBONES
+        and cfg.MODEL.RESNETS.NORM == "FrozenBN"
+        and not cfg.MODEL.WEIGHTS
+        and not (resume and os.path.isfile(os.path.join(cfg.OUTPUT_DIR, "last_checkpoint")))
+    ):
+        raise ConfigError(
+            "MODEL.WEIGHTS is empty and MODEL.RESNETS.NORM is FrozenBN: a detector trained from "
+            "random initialisation with frozen BN diverges. Set MODEL.WEIGHTS to a backbone "
+            "file from tools/pretrain_cls.py (or a torchvision checkpoint), or train from "
+            "scratch with MODEL.RESNETS.NORM GN (or BN)."
+        )
+
+
+def write_results(cfg, results) -> str | None:
+    """Log the final metric table and write it to OUTPUT_DIR/eval_results.json (main process)."""
+    if not comm.is_main_process() or not results:
+        return None
+    # One dataset gives {task: metrics}; several give {dataset: {task: metrics}}.
+    if len(cfg.DATASETS.TEST) == 1:
+        results = {cfg.DATASETS.TEST[0]: results}
+    flat = {
+        dataset: {task: {k: float(v) for k, v in m.items()} for task, m in tasks.items()}
+        for dataset, tasks in results.items()
+    }
+    for dataset, tasks in flat.items():
+        for task, metrics in tasks.items():
+            main = {k: v for k, v in metrics.items() if "-" not in k}
+            logger.info(f"Final {task} metrics on {dataset}:\n" + create_small_table(main))
+    path = os.path.join(cfg.OUTPUT_DIR, RESULTS_FILE)
+    with open(path, "w") as f:
+        json.dump(flat, f, indent=2, sort_keys=True)
+    logger.info(f"Final metrics written to {path}")
+    return path
+
+
+def main(args):
+    """Train (or with ``--eval-only`` evaluate) in this process; called by ``launch``."""
+    cfg = setup(args)
+    register_all_datasets(cfg)
+    check_datasets(list(cfg.DATASETS.TEST) + ([] if args.eval_only else list(cfg.DATASETS.TRAIN)))
+    if args.eval_only:
+        model = Trainer.build_model(cfg)
+        ResNetDetCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
+            cfg.MODEL.WEIGHTS, resume=args.resume
+        )
+        results = Trainer.test(cfg, model)
+    else:
+        check_can_train(cfg, args.resume)
+        trainer = Trainer(cfg)
+        trainer.resume_or_load(resume=args.resume)
+        trainer.train()
+        results = getattr(trainer, "_last_eval_results", None)
+    write_results(cfg, results)
+    return results
+
+
+def launch_from_args(args):
+    """Validate the config in this process (before any worker starts), then run :func:`main`
+    in ``--num-gpus`` processes per machine through detectron2's ``launch``."""
+    cfg = load_config(args.config_file, args.opts)
+    world_size = args.num_gpus * args.num_machines
+    if world_size > 1 and cfg.MODEL.DEVICE == "cpu" and torch.cuda.is_available():
+        # detectron2's launch picks NCCL whenever CUDA is visible; CPU processes need gloo.
+        os.environ["CUDA_VISIBLE_DEVICES"] = ""
+    return launch(
+        main,
+        args.num_gpus,
+        num_machines=args.num_machines,
+        machine_rank=args.machine_rank,
+        dist_url=args.dist_url,
+        args=(args,),
+    )

@@ -1,0 +1,78 @@
+"""Evaluators chosen by a dataset's ``evaluator_type``: COCO (pycocotools) or PASCAL VOC."""
+from __future__ import annotations
+
+import os
+import tempfile
+from collections import defaultdict
+
+import numpy as np
+from detectron2.data import MetadataCatalog
+from detectron2.evaluation import COCOEvaluator, PascalVOCDetectionEvaluator
+from detectron2.evaluation.pascal_voc_evaluation import voc_eval
+from detectron2.utils import comm
+
+__all__ = ["VOCDetectionEvaluator", "build_evaluator"]
+
+
+class VOCDetectionEvaluator(PascalVOCDetectionEvaluator):
+    """detectron2's PASCAL VOC evaluator (AP, AP50, AP75 with the year's own AP definition:
+    11-point for 2007, all points for 2012), plus ``AP50_VOC07`` (11-point, the metric of the
+    paper's VOC tables), ``AP50_allpoints`` and the per-class AP50 ``AP50-<class>``."""
+
+    def evaluate(self):
+        all_predictions = comm.gather(self._predictions, dst=0)
+        if not comm.is_main_process():
+            return None
+        predictions = defaultdict(list)
+        for per_rank in all_predictions:
+            for cls_id, lines in per_rank.items():
+                predictions[cls_id].extend(lines)
+        self._logger.info(
+            f"Evaluating {self._dataset_name} with the VOC{2007 if self._is_2007 else 2012} "
+            "metric (and AP50 with both AP definitions)"
+        )
+        aps = defaultdict(list)  # IoU threshold (%) -> AP per class, the year's definition
+        ap50 = {True: [], False: []}  # use_07_metric -> AP50 per class
+        with tempfile.TemporaryDirectory(prefix="voc_eval_") as dirname:
+            template = os.path.join(dirname, "{}.txt")
+            for cls_id, cls_name in enumerate(self._class_names):
+                with open(template.format(cls_name), "w") as f:
+                    f.write("\n".join(predictions.get(cls_id, [""])))
+
+                def ap(iou, use_07):
+                    _, _, value = voc_eval(
+                        template,
+                        self._anno_file_template,
+                        self._image_set_path,
+                        cls_name,
+                        ovthresh=iou / 100.0,
+                        use_07_metric=use_07,
+                    )
+                    return value * 100
+
+                for iou in range(50, 100, 5):
+                    aps[iou].append(ap(iou, self._is_2007))
+                ap50[self._is_2007].append(aps[50][-1])
+                ap50[not self._is_2007].append(ap(50, not self._is_2007))
+        mean = {iou: float(np.mean(v)) for iou, v in aps.items()}
+        bbox = {"AP": float(np.mean(list(mean.values()))), "AP50": mean[50], "AP75": mean[75]}
+        bbox["AP50_VOC07"] = float(np.mean(ap50[True]))
+        bbox["AP50_allpoints"] = float(np.mean(ap50[False]))
+        for name, value in zip(self._class_names, aps[50]):
+            bbox[f"AP50-{name}"] = float(value)
+        return {"bbox": bbox}
+
+
+def build_evaluator(cfg, dataset_name: str, output_dir: str | None = None):
+    """COCOEvaluator or :class:`VOCDetectionEvaluator`, from the dataset's ``evaluator_type``."""
+    evaluator_type = getattr(MetadataCatalog.get(dataset_name), "evaluator_type", None)
+    if evaluator_type == "coco":
+        output_dir = output_dir or os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
+        return COCOEvaluator(dataset_name, output_dir=output_dir)
+    if evaluator_type == "pascal_voc":
+        return VOCDetectionEvaluator(dataset_name)
+    raise ValueError(
+        f"dataset {dataset_name!r} has evaluator_type {evaluator_type!r}; this trainer evaluates "
+        "'coco' and 'pascal_voc' datasets (register COCO-format json files with "
+        "DATASETS.COCO_JSON_REGISTER)"
+    )

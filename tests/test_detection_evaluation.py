@@ -1,0 +1,74 @@
+"""Evaluators picked by evaluator_type; the VOC one also reports the paper's VOC07 11-point AP50."""
+import pytest
+import torch
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.evaluation import COCOEvaluator
+from detectron2.structures import Boxes, BoxMode, Instances
+
+from resnet_det.config import get_cfg
+from resnet_det.data.datasets import register_voc
+from resnet_det.data.toy import TOY_CLASSES, make_toy_data
+from resnet_det.detection.evaluation import VOCDetectionEvaluator, build_evaluator
+
+
+@pytest.fixture(scope="module")
+def voc_name(tmp_path_factory):
+    root = tmp_path_factory.mktemp("toy")
+    make_toy_data(root, kinds=["voc"], num_det_train=2, num_det_val=12, det_size=(96, 128))
+    name = "test_eval_voc07_test"
+    register_voc(name, root / "VOC2007", "test", 2007, TOY_CLASSES)
+    return name
+
+
+def _as_predictions(record, jitter=0.0):
+    boxes = torch.tensor(
+        [BoxMode.convert(a["bbox"], a["bbox_mode"], BoxMode.XYXY_ABS) for a in record["annotations"]]
+    )
+    inst = Instances((record["height"], record["width"]))
+    inst.pred_boxes = Boxes(boxes + jitter)
+    inst.scores = torch.ones(len(boxes))
+    inst.pred_classes = torch.tensor([a["category_id"] for a in record["annotations"]])
+    return {"instances": inst}
+
+
+def _evaluate(name, jitter=0.0):
+    evaluator = VOCDetectionEvaluator(name)
+    evaluator.reset()
+    for record in DatasetCatalog.get(name):
+        evaluator.process([{"image_id": record["image_id"]}], [_as_predictions(record, jitter)])
+    return evaluator.evaluate()["bbox"]
+
+
+def test_ground_truth_as_predictions_scores_100(voc_name):
+    bbox = _evaluate(voc_name)
+    assert bbox["AP50"] == pytest.approx(100) and bbox["AP"] == pytest.approx(100)
+    assert bbox["AP50_VOC07"] == pytest.approx(100) and bbox["AP50_allpoints"] == pytest.approx(100)
+    present = {TOY_CLASSES[a["category_id"]] for r in DatasetCatalog.get(voc_name) for a in r["annotations"]}
+    assert present == set(TOY_CLASSES)  # (a class without ground truth would score 0)
+    for cls in present:
+        assert bbox[f"AP50-{cls}"] == pytest.approx(100)
+
+
+def test_shifted_boxes_lose_strict_ious_only(voc_name):
+    bbox = _evaluate(voc_name, jitter=3.0)
+    assert bbox["AP50"] == pytest.approx(bbox["AP50_VOC07"])  # 2007: AP50 is the 11-point AP
+    assert bbox["AP75"] < bbox["AP50"] <= 100
+
+
+def test_evaluator_follows_evaluator_type(voc_name, tmp_path):
+    cfg = get_cfg()
+    cfg.OUTPUT_DIR = str(tmp_path)
+    assert isinstance(build_evaluator(cfg, voc_name), VOCDetectionEvaluator)
+    coco_name = "test_eval_fake_coco"
+    if coco_name not in DatasetCatalog:
+        DatasetCatalog.register(coco_name, lambda: [])
+        json_file = tmp_path / "x.json"
+        json_file.write_text('{"images": [], "annotations": [], "categories": [{"id": 1, "name": "a"}]}')
+        MetadataCatalog.get(coco_name).set(evaluator_type="coco", json_file=str(json_file))
+    assert isinstance(build_evaluator(cfg, coco_name), COCOEvaluator)
+    other = "test_eval_unknown_type"
+    if other not in DatasetCatalog:
+        DatasetCatalog.register(other, lambda: [])
+        MetadataCatalog.get(other).set(evaluator_type="sem_seg")
+    with pytest.raises(ValueError, match="'sem_seg'"):
+        build_evaluator(cfg, other)
