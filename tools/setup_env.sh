@@ -28,7 +28,8 @@ pip_quiet install -q "torch==2.14.1" "torchvision==0.29.1"
 
 echo "[setup] detectron2 dependencies"
 pip_quiet install -q "setuptools<81" fvcore iopath pycocotools omegaconf hydra-core yacs \
-  termcolor tabulate cloudpickle tensorboard matplotlib safetensors tqdm "numpy>=1.24" pillow
+  termcolor tabulate cloudpickle tensorboard matplotlib safetensors tqdm "numpy>=1.24" pillow \
+  opencv-python-headless
 
 # detectron2 has no official PyPI release. Keep a detectron2 the user already has (for
 # example built from source); otherwise install the sal-detectron2 redistribution's
