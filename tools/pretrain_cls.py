@@ -33,7 +33,10 @@ def main(args):
 
 
 def cli(argv=None):
-    args = default_argument_parser().parse_args(argv)
+    parser = default_argument_parser(epilog=__doc__)
+    # train_det.py's spelling too, so both stages take the same flags.
+    parser.add_argument("--config", dest="config_file", metavar="FILE", help="same as --config-file")
+    args = parser.parse_args(argv)
     try:
         load_pretrain_cfg(args.config_file, args.opts)  # fail on a bad config before spawning
         launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
