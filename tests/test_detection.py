@@ -27,7 +27,9 @@ def _images(n, height, width, num_classes):
     batch = []
     for _ in range(n):
         inst = Instances((height, width))
-        inst.gt_boxes = Boxes(torch.tensor([[10.0, 20.0, 70.0, 90.0], [width / 2, height / 3, width - 5, height - 8]]))
+        inst.gt_boxes = Boxes(
+            torch.tensor([[10.0, 20.0, 70.0, 90.0], [width / 2, height / 3, width - 5, height - 8]])
+        )
         inst.gt_classes = torch.tensor([0, num_classes - 1])
         image = torch.randint(0, 256, (3, height, width), dtype=torch.uint8, generator=g)
         batch.append({"image": image, "instances": inst, "height": height, "width": width})
@@ -36,7 +38,9 @@ def _images(n, height, width, num_classes):
 
 def _first_trainable(model):
     """Name of the first backbone parameter that trains (after FREEZE_AT)."""
-    return next(n for n, p in model.named_parameters() if n.startswith("backbone") and p.requires_grad)
+    return next(
+        n for n, p in model.named_parameters() if n.startswith("backbone") and p.requires_grad
+    )
 
 
 def _train_step(model, cfg, height, width, n=2):
@@ -56,13 +60,17 @@ def test_registration_is_idempotent():
     assert "VGG16BoxHead" in ROI_BOX_HEAD_REGISTRY
     # Re-running the modules (as a second import under another name would) must not raise.
     for module in ("backbone", "roi_heads", ""):
-        importlib.reload(importlib.import_module("resnet_det.detection" + (f".{module}" if module else "")))
+        importlib.reload(
+            importlib.import_module("resnet_det.detection" + (f".{module}" if module else ""))
+        )
     importlib.reload(resnet_det)
 
 
 def test_unknown_key_fails_like_detectron2(tmp_path):
     typo = tmp_path / "typo.yaml"
-    typo.write_text(f'_BASE_: "{CONFIGS / "faster_rcnn_r101_coco.yaml"}"\nMODEL:\n  RESNETS:\n    DEPTHH: 50\n')
+    typo.write_text(
+        f'_BASE_: "{CONFIGS / "faster_rcnn_r101_coco.yaml"}"\nMODEL:\n  RESNETS:\n    DEPTHH: 50\n'
+    )
     with pytest.raises(KeyError, match="Non-existent config key: MODEL.RESNETS.DEPTHH"):
         load_config(str(typo))
     # On the command line detectron2 (yacs) asserts instead.
@@ -92,7 +100,9 @@ def test_bad_values_name_the_key_and_allowed_values(opts, words):
 
 def test_bad_yaml_value_fails_on_load(tmp_path):
     bad = tmp_path / "bad.yaml"
-    bad.write_text(f'_BASE_: "{CONFIGS / "faster_rcnn_r101_coco.yaml"}"\nMODEL:\n  RESNETS:\n    DEPTH: 77\n')
+    bad.write_text(
+        f'_BASE_: "{CONFIGS / "faster_rcnn_r101_coco.yaml"}"\nMODEL:\n  RESNETS:\n    DEPTH: 77\n'
+    )
     with pytest.raises(ConfigError, match="MODEL.RESNETS.DEPTH = 77"):
         load_config(str(bad))
 
@@ -110,7 +120,11 @@ def test_yaml_may_not_construct_python_objects(tmp_path):
 def test_vgg16_and_r101_configs_differ_in_one_line_and_both_build(dataset):
     r101 = (CONFIGS / f"faster_rcnn_r101_{dataset}.yaml").read_text().splitlines()
     vgg = (CONFIGS / f"faster_rcnn_vgg16_{dataset}.yaml").read_text().splitlines()
-    changed = [l for l in difflib.unified_diff(r101, vgg, lineterm="", n=0) if l[:1] in "+-" and l[:3] not in ("+++", "---")]
+    changed = [
+        l
+        for l in difflib.unified_diff(r101, vgg, lineterm="", n=0)
+        if l[:1] in "+-" and l[:3] not in ("+++", "---")
+    ]
     assert changed == ['-_BASE_: "Base-R101-C4.yaml"', '+_BASE_: "Base-VGG16.yaml"']
     models = {}
     for name in ("r101", "vgg16"):
@@ -127,11 +141,17 @@ def test_vgg16_and_r101_configs_differ_in_one_line_and_both_build(dataset):
 
 
 def test_full_configs_build_with_detectron2_keys():
-    """Each full config builds; module keys are detectron2's (checked exactly in the drop-in tests)."""
+    """Each full config builds with detectron2's module keys (exact check: the drop-in tests)."""
     expected = {
-        "faster_rcnn_r101_coco": ("backbone.res4.22.conv3.norm.running_var", "roi_heads.res5.2.conv3.weight"),
+        "faster_rcnn_r101_coco": (
+            "backbone.res4.22.conv3.norm.running_var",
+            "roi_heads.res5.2.conv3.weight",
+        ),
         "faster_rcnn_r101_voc": ("backbone.stem.conv1.weight", "roi_heads.res5.0.shortcut.weight"),
-        "faster_rcnn_r101_fpn_coco": ("backbone.bottom_up.res5.2.conv3.weight", "backbone.fpn_lateral2.weight"),
+        "faster_rcnn_r101_fpn_coco": (
+            "backbone.bottom_up.res5.2.conv3.weight",
+            "backbone.fpn_lateral2.weight",
+        ),
         "faster_rcnn_vgg16_coco": ("backbone.conv5_3.weight", "roi_heads.box_head.fc7.weight"),
         "faster_rcnn_vgg16_voc": ("backbone.conv1_1.weight", "roi_heads.box_head.fc6.weight"),
     }
@@ -153,13 +173,25 @@ def test_toy_config_trains_a_step_and_infers_on_a_real_sized_image(path):
     assert all(torch.isfinite(v) for v in losses.values())
     # from scratch: nothing frozen, gradients reach the stem and res2
     grads = dict(model.named_parameters())
-    stem = grads.get("backbone.stem.conv1.weight", grads.get("backbone.bottom_up.stem.conv1.weight"))
-    res2 = grads.get("backbone.res2.0.conv1.weight", grads.get("backbone.bottom_up.res2.0.conv1.weight"))
+    stem = grads.get(
+        "backbone.stem.conv1.weight", grads.get("backbone.bottom_up.stem.conv1.weight")
+    )
+    res2 = grads.get(
+        "backbone.res2.0.conv1.weight", grads.get("backbone.bottom_up.res2.0.conv1.weight")
+    )
     for p in (stem, res2):
         assert p.grad is not None and p.grad.abs().sum() > 0
     model.eval()
     with torch.no_grad():
-        out = model([{"image": torch.randint(0, 256, (3, 480, 640), dtype=torch.uint8), "height": 480, "width": 640}])
+        out = model(
+            [
+                {
+                    "image": torch.randint(0, 256, (3, 480, 640), dtype=torch.uint8),
+                    "height": 480,
+                    "width": 640,
+                }
+            ]
+        )
     inst = out[0]["instances"]
     assert inst.image_size == (480, 640) and torch.isfinite(inst.pred_boxes.tensor).all()
 
@@ -177,8 +209,16 @@ def _check_frozen_and_trainable(model, frozen_prefix, trainable_prefix):
 @pytest.mark.parametrize(
     "name, frozen, trainable",
     [
-        ("faster_rcnn_r101_coco", "backbone.res2.2.conv3.weight", "backbone.res3.0.shortcut.weight"),
-        ("faster_rcnn_r101_fpn_coco", "backbone.bottom_up.res2.2.conv3.weight", "backbone.fpn_lateral2.weight"),
+        (
+            "faster_rcnn_r101_coco",
+            "backbone.res2.2.conv3.weight",
+            "backbone.res3.0.shortcut.weight",
+        ),
+        (
+            "faster_rcnn_r101_fpn_coco",
+            "backbone.bottom_up.res2.2.conv3.weight",
+            "backbone.fpn_lateral2.weight",
+        ),
         ("faster_rcnn_vgg16_coco", "backbone.conv2_2.weight", "backbone.conv3_1.weight"),
     ],
 )

@@ -17,17 +17,26 @@ CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 # 1000 would cost seconds per image on a CPU) and report every detection (random weights
 # give low scores).
 SHARED = [
-    "MODEL.DEVICE", "cpu",
-    "MODEL.RPN.POST_NMS_TOPK_TEST", "100",
-    "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0",
+    "MODEL.DEVICE",
+    "cpu",
+    "MODEL.RPN.POST_NMS_TOPK_TEST",
+    "100",
+    "MODEL.ROI_HEADS.SCORE_THRESH_TEST",
+    "0.0",
 ]
 # What our configs set differently from detectron2's on purpose: the backbone and head
 # builders (ours), the input normalisation (torchvision's RGB statistics, which our
 # pretraining uses) and the weights file; everything else of MODEL must be detectron2's.
 INTENDED = {
-    "MODEL.BACKBONE.NAME", "MODEL.ROI_HEADS.NAME", "MODEL.PIXEL_MEAN", "MODEL.PIXEL_STD",
-    "MODEL.WEIGHTS", "MODEL.RESNETS.SHORTCUT", "MODEL.RESNETS.PLAIN",
-    "MODEL.RESNETS.ZERO_INIT_RESIDUAL", "MODEL.VGG.DROPOUT",
+    "MODEL.BACKBONE.NAME",
+    "MODEL.ROI_HEADS.NAME",
+    "MODEL.PIXEL_MEAN",
+    "MODEL.PIXEL_STD",
+    "MODEL.WEIGHTS",
+    "MODEL.RESNETS.SHORTCUT",
+    "MODEL.RESNETS.PLAIN",
+    "MODEL.RESNETS.ZERO_INIT_RESIDUAL",
+    "MODEL.VGG.DROPOUT",
 }
 
 
@@ -59,7 +68,11 @@ def _randomize_norms(model):
     "ours_file, ours_opts, d2_file",
     [
         ("faster_rcnn_r101_coco.yaml", [], "COCO-Detection/faster_rcnn_R_101_C4_3x.yaml"),
-        ("faster_rcnn_r101_fpn_coco.yaml", ["MODEL.RESNETS.DEPTH", "50"], "COCO-Detection/faster_rcnn_R_50_FPN_3x.yaml"),
+        (
+            "faster_rcnn_r101_fpn_coco.yaml",
+            ["MODEL.RESNETS.DEPTH", "50"],
+            "COCO-Detection/faster_rcnn_R_50_FPN_3x.yaml",
+        ),
     ],
     ids=["R101-C4", "R50-FPN"],
 )
@@ -69,8 +82,14 @@ def test_same_weights_same_detections(ours_file, ours_opts, d2_file):
     d2_cfg.merge_from_list(SHARED)
     # Our model with detectron2's input normalisation (the one intended difference that
     # changes numbers); everything else comes from our config file.
-    norm = ["INPUT.FORMAT", d2_cfg.INPUT.FORMAT, "MODEL.PIXEL_MEAN", str(list(d2_cfg.MODEL.PIXEL_MEAN)),
-            "MODEL.PIXEL_STD", str(list(d2_cfg.MODEL.PIXEL_STD))]
+    norm = [
+        "INPUT.FORMAT",
+        d2_cfg.INPUT.FORMAT,
+        "MODEL.PIXEL_MEAN",
+        str(list(d2_cfg.MODEL.PIXEL_MEAN)),
+        "MODEL.PIXEL_STD",
+        str(list(d2_cfg.MODEL.PIXEL_STD)),
+    ]
     ours_cfg = load_config(str(CONFIGS / ours_file), ours_opts + SHARED + norm)
 
     ours_flat, d2_flat = _flatten(ours_cfg.MODEL), _flatten(d2_cfg.MODEL)
@@ -87,7 +106,9 @@ def test_same_weights_same_detections(ours_file, ours_opts, d2_file):
     ours.load_state_dict(d2_model.state_dict(), strict=True)  # same keys, same shapes
     d2_model.load_state_dict(ours.state_dict(), strict=True)
 
-    image = torch.randint(0, 256, (3, 320, 427), dtype=torch.uint8, generator=torch.Generator().manual_seed(2))
+    image = torch.randint(
+        0, 256, (3, 320, 427), dtype=torch.uint8, generator=torch.Generator().manual_seed(2)
+    )
     inputs = [{"image": image, "height": 320, "width": 427}]
     with torch.no_grad():
         x = ours.preprocess_image(inputs).tensor

@@ -22,7 +22,10 @@ def voc_name(tmp_path_factory):
 
 def _as_predictions(record, jitter=0.0):
     boxes = torch.tensor(
-        [BoxMode.convert(a["bbox"], a["bbox_mode"], BoxMode.XYXY_ABS) for a in record["annotations"]]
+        [
+            BoxMode.convert(a["bbox"], a["bbox_mode"], BoxMode.XYXY_ABS)
+            for a in record["annotations"]
+        ]
     )
     inst = Instances((record["height"], record["width"]))
     inst.pred_boxes = Boxes(boxes + jitter)
@@ -43,7 +46,11 @@ def test_ground_truth_as_predictions_scores_100(voc_name):
     bbox = _evaluate(voc_name)
     assert bbox["AP50"] == pytest.approx(100) and bbox["AP"] == pytest.approx(100)
     assert bbox["AP50_VOC07"] == pytest.approx(100) and bbox["AP50_allpoints"] == pytest.approx(100)
-    present = {TOY_CLASSES[a["category_id"]] for r in DatasetCatalog.get(voc_name) for a in r["annotations"]}
+    present = {
+        TOY_CLASSES[a["category_id"]]
+        for r in DatasetCatalog.get(voc_name)
+        for a in r["annotations"]
+    }
     assert present == set(TOY_CLASSES)  # (a class without ground truth would score 0)
     for cls in present:
         assert bbox[f"AP50-{cls}"] == pytest.approx(100)
@@ -63,7 +70,9 @@ def test_evaluator_follows_evaluator_type(voc_name, tmp_path):
     if coco_name not in DatasetCatalog:
         DatasetCatalog.register(coco_name, lambda: [])
         json_file = tmp_path / "x.json"
-        json_file.write_text('{"images": [], "annotations": [], "categories": [{"id": 1, "name": "a"}]}')
+        json_file.write_text(
+            '{"images": [], "annotations": [], "categories": [{"id": 1, "name": "a"}]}'
+        )
         MetadataCatalog.get(coco_name).set(evaluator_type="coco", json_file=str(json_file))
     assert isinstance(build_evaluator(cfg, coco_name), COCOEvaluator)
     other = "test_eval_unknown_type"

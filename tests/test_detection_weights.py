@@ -45,11 +45,17 @@ def r18_file(tmp_path_factory):
 @pytest.mark.parametrize(
     "config, heads, prefix_of",
     [
-        (C4, {"proposal_generator.rpn_head", "roi_heads.box_predictor"},
-         lambda k: "roi_heads." if k.startswith("res5") else "backbone."),
-        (FPN, {"proposal_generator.rpn_head", "roi_heads.box_predictor", "roi_heads.box_head"}
-         | {f"backbone.fpn_{kind}{i}" for kind in ("lateral", "output") for i in range(2, 6)},
-         lambda k: "backbone.bottom_up."),
+        (
+            C4,
+            {"proposal_generator.rpn_head", "roi_heads.box_predictor"},
+            lambda k: "roi_heads." if k.startswith("res5") else "backbone.",
+        ),
+        (
+            FPN,
+            {"proposal_generator.rpn_head", "roi_heads.box_predictor", "roi_heads.box_head"}
+            | {f"backbone.fpn_{kind}{i}" for kind in ("lateral", "output") for i in range(2, 6)},
+            lambda k: "backbone.bottom_up.",
+        ),
     ],
     ids=["C4", "FPN"],
 )
@@ -95,7 +101,10 @@ def test_torchvision_resnet_matches_torchvision_features(tmp_path):
     path = tmp_path / "resnet50.pth"
     torch.save(tv.state_dict(), path)
     # torchvision puts the stride in the 3x3: a config with the MSRA placement is refused
-    with pytest.raises(WeightsMismatchError, match=r"MODEL.RESNETS.STRIDE_IN_1X1 is True, the file was trained with False"):
+    with pytest.raises(
+        WeightsMismatchError,
+        match=r"MODEL.RESNETS.STRIDE_IN_1X1 is True, the file was trained with False",
+    ):
         ResNetDetCheckpointer(_model(FPN, "MODEL.RESNETS.DEPTH", "50")).load(str(path))
     model = _model(FPN, "MODEL.RESNETS.DEPTH", "50", "MODEL.RESNETS.STRIDE_IN_1X1", "False").eval()
     ResNetDetCheckpointer(model).load(str(path))
@@ -110,11 +119,20 @@ def test_torchvision_resnet_matches_torchvision_features(tmp_path):
 @pytest.mark.parametrize(
     "opts, words",
     [
-        (["MODEL.RESNETS.DEPTH", "34"], ["MODEL.RESNETS.DEPTH is 34, the file was trained with 18"]),
+        (
+            ["MODEL.RESNETS.DEPTH", "34"],
+            ["MODEL.RESNETS.DEPTH is 34, the file was trained with 18"],
+        ),
         (R18 + ["INPUT.FORMAT", "BGR"], ["INPUT.FORMAT is 'BGR', the file expects 'RGB'"]),
-        (R18 + ["MODEL.PIXEL_STD", "[1.0, 1.0, 1.0]"], ["MODEL.PIXEL_STD is [1.0, 1.0, 1.0]", "57.375"]),
+        (
+            R18 + ["MODEL.PIXEL_STD", "[1.0, 1.0, 1.0]"],
+            ["MODEL.PIXEL_STD is [1.0, 1.0, 1.0]", "57.375"],
+        ),
         (R18 + ["MODEL.RESNETS.NORM", "GN"], ["MODEL.RESNETS.NORM is 'GN'"]),
-        (R18 + ["MODEL.RESNETS.SHORTCUT", "C"], ["MODEL.RESNETS.SHORTCUT is 'C', the file was trained with 'B'"]),
+        (
+            R18 + ["MODEL.RESNETS.SHORTCUT", "C"],
+            ["MODEL.RESNETS.SHORTCUT is 'C', the file was trained with 'B'"],
+        ),
     ],
 )
 def test_file_of_another_architecture_names_the_key(r18_file, opts, words):
@@ -131,8 +149,13 @@ def test_file_of_another_architecture_names_the_key(r18_file, opts, words):
 
 def test_vgg_file_into_resnet_config_names_backbone(tmp_path):
     path = tmp_path / "vgg.pth"
-    torch.save({"features.0.weight": torch.zeros(64, 3, 3, 3), "features.0.bias": torch.zeros(64)}, path)
-    with pytest.raises(WeightsMismatchError, match="MODEL.BACKBONE.NAME builds a resnet backbone, the file holds vgg16"):
+    torch.save(
+        {"features.0.weight": torch.zeros(64, 3, 3, 3), "features.0.bias": torch.zeros(64)}, path
+    )
+    with pytest.raises(
+        WeightsMismatchError,
+        match="MODEL.BACKBONE.NAME builds a resnet backbone, the file holds vgg16",
+    ):
         ResNetDetCheckpointer(_model(C4, *R18)).load(str(path))
 
 
@@ -159,7 +182,9 @@ def test_pickles_are_refused_without_running_them(tmp_path, suffix):
 
 def test_urls_are_not_downloaded():
     with pytest.raises(ValueError, match="does not download"):
-        ResNetDetCheckpointer(_model(C4, *R18)).load("detectron2://ImageNetPretrained/MSRA/R-101.pkl")
+        ResNetDetCheckpointer(_model(C4, *R18)).load(
+            "detectron2://ImageNetPretrained/MSRA/R-101.pkl"
+        )
 
 
 def test_detector_checkpoint_round_trip_and_atomic_save(tmp_path):
@@ -201,12 +226,16 @@ def test_vgg16_backbone_file_fills_backbone_and_box_head(tmp_path):
     checkpointer = ResNetDetCheckpointer(model)
     checkpointer.load(str(path))
     assert _groups(checkpointer.incompatible_keys.missing_keys) == {
-        "proposal_generator.rpn_head", "roi_heads.box_predictor"
+        "proposal_generator.rpn_head",
+        "roi_heads.box_predictor",
     }
     assert torch.equal(model.backbone.conv5_3.weight, vgg.conv5_3.weight)
     assert torch.equal(model.roi_heads.box_head.fc6.weight, vgg.fc6.weight)
     assert torch.equal(model.roi_heads.box_head.fc7.bias, vgg.fc7.bias)
     # ResNet weights into the VGG config: refused, naming the key
     torch.save(torchvision.models.resnet18().state_dict(), tmp_path / "r18.pth")
-    with pytest.raises(WeightsMismatchError, match="MODEL.BACKBONE.NAME builds a vgg16 backbone, the file holds resnet"):
+    with pytest.raises(
+        WeightsMismatchError,
+        match="MODEL.BACKBONE.NAME builds a vgg16 backbone, the file holds resnet",
+    ):
         ResNetDetCheckpointer(model).load(str(tmp_path / "r18.pth"))

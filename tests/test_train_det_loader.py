@@ -10,7 +10,9 @@ from resnet_det.detection.loader import TrainBatches
 
 def _dicts(n=11):
     # alternate landscape / portrait images so that aspect-ratio grouping matters
-    return [{"file_name": f"{i}.jpg", "width": 200 if i % 3 else 100, "height": 150} for i in range(n)]
+    return [
+        {"file_name": f"{i}.jpg", "width": 200 if i % 3 else 100, "height": 150} for i in range(n)
+    ]
 
 
 def _mapper(record):

@@ -4,7 +4,7 @@ Toy data, on a CPU, in minutes (writes datasets/toy first):
 
     python tools/make_toy_data.py --out datasets/toy
     python tools/train_det.py --config configs/toy/faster_rcnn_r18_c4_voc.yaml
-    python tools/train_det.py --config configs/toy/faster_rcnn_r18_c4_coco.yaml OUTPUT_DIR output/toy_coco
+    python tools/train_det.py --config configs/toy/faster_rcnn_r18_c4_coco.yaml
 
 The paper's detectors (COCO / VOC under $DETECTRON2_DATASETS, default ./datasets), starting
 from the backbone file that tools/pretrain_cls.py wrote (or a torchvision checkpoint):
@@ -39,8 +39,13 @@ from resnet_det.detection.engine import launch_from_args
 
 def main():
     parser = default_argument_parser(epilog=__doc__)
-    parser.add_argument("--config", dest="config_file", metavar="FILE", help="same as --config-file")
-    launch_from_args(parser.parse_args())
+    parser.add_argument(
+        "--config", dest="config_file", metavar="FILE", help="same as --config-file"
+    )
+    args = parser.parse_args()
+    if not args.config_file:
+        parser.error("--config FILE is required (e.g. configs/toy/faster_rcnn_r18_c4_voc.yaml)")
+    launch_from_args(args)
 
 
 if __name__ == "__main__":

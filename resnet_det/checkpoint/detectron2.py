@@ -28,6 +28,7 @@ from detectron2.checkpoint.c2_model_loading import (
     convert_basic_c2_names,
     convert_c2_detectron_names,
 )
+from fvcore.common.checkpoint import _IncompatibleKeys
 
 from ..models.resnet import RESNET_SPECS, STAGE_NAMES
 from .export import BACKBONE_FORMAT, CLASSIFIER_PREFIXES, PIXEL_MEAN_RGB, PIXEL_STD_RGB
@@ -35,6 +36,7 @@ from .io import (
     PICKLE_SUFFIXES,
     _unwrap,
     atomic_write,
+    load_state_dict_checked,
     load_state_dict_file,
     read_safetensors_metadata,
     save_safetensors,
@@ -269,38 +271,26 @@ class ResNetDetCheckpointer(DetectionCheckpointer):
                     f"{BACKBONE_FORMAT!r} (a backbone file of resnet_det.checkpoint.save_backbone)"
                 )
             check_backbone_metadata(self.model, meta, source)
-        model_state = self.model.state_dict()
-        mapped, unmatched = backbone_key_targets(state, model_state)
-        # A backbone file must fill the whole backbone; only detection heads stay random.
-        # Checked before loading anything, so a mismatch leaves the model untouched.
-        missing = [k for k in model_state if k not in mapped and not k.startswith(HEAD_PREFIXES)]
-        shapes = [
-            f"{k}: file {tuple(v.shape)} vs model {tuple(model_state[k].shape)}"
-            for k, v in mapped.items()
-            if v.shape != model_state[k].shape
-        ]
-        if missing or shapes or unmatched:
-            parts = [f"{source} does not fit the detector built from the config:"]
-            for title, keys in (
-                ("backbone keys missing from the file", missing),
-                ("file keys with no place in the model", unmatched),
-                ("shape mismatches", shapes),
-            ):
-                if keys:
-                    shown = ", ".join(keys[:8]) + (f", ... ({len(keys)})" if len(keys) > 8 else "")
-                    parts.append(f"  {title}: {shown}")
-            parts.append(
-                "Check MODEL.BACKBONE.NAME and MODEL.RESNETS.DEPTH/SHORTCUT/PLAIN against "
-                "the network the file was trained as."
+        mapped, unmatched = backbone_key_targets(state, self.model.state_dict())
+        # A backbone file must fill the whole backbone; only detection heads may stay random.
+        # Keys with no place in the model are passed on so that they are reported.
+        try:
+            missing = load_state_dict_checked(
+                self.model,
+                {**mapped, **{k: state[k] for k in unmatched}},
+                allow_missing=HEAD_PREFIXES,
+                source=source,
             )
-            raise WeightsMismatchError("\n".join(parts))
-        checkpoint["model"] = mapped
-        incompatible = super()._load_model(checkpoint)
+        except ValueError as e:
+            raise WeightsMismatchError(
+                f"{e}\nCheck MODEL.BACKBONE.NAME and MODEL.RESNETS.DEPTH/SHORTCUT/PLAIN against "
+                "the network the file was trained as."
+            ) from None
         logger.info(
             f"{source}: loaded {len(mapped)} backbone tensors; randomly initialised: "
-            + ", ".join(sorted({_module_group(k) for k in incompatible.missing_keys}) or ["none"])
+            + ", ".join(sorted({_module_group(k) for k in missing}) or ["none"])
         )
-        return incompatible
+        return _IncompatibleKeys(missing_keys=missing, unexpected_keys=[], incorrect_shapes=[])
 
     # -- writing --------------------------------------------------------------------------
 
@@ -364,9 +354,7 @@ def convert_pickle_weights(src, dst) -> dict:
         if isinstance(data["model"], dict) and isinstance(data["model"].get("state_dict"), dict):
             data["model"] = data["model"]["state_dict"]
     author = data.get("__author__")
-    state = {
-        k: torch.as_tensor(v).clone() for k, v in data["model"].items() if hasattr(v, "shape")
-    }
+    state = {k: torch.as_tensor(v).clone() for k, v in data["model"].items() if hasattr(v, "shape")}
     if author == "Caffe2":
         if any(k.startswith(("rpn", "cls_score", "bbox_pred", "fpn", "mask_fcn")) for k in state):
             state, _ = convert_c2_detectron_names(state)

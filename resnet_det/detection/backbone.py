@@ -108,5 +108,5 @@ class VGG16Backbone(Backbone):
 
 @register_once(BACKBONE_REGISTRY)
 def build_vgg16_backbone(cfg, input_shape: ShapeSpec):
-    """VGG-16 conv5_3 at stride 16 (the paper's baseline); MODEL.BACKBONE.FREEZE_AT as for ResNet."""
+    """VGG-16 conv5_3 at stride 16, the paper's baseline; FREEZE_AT counts conv stages."""
     return VGG16Backbone(input_shape.channels, freeze_at=cfg.MODEL.BACKBONE.FREEZE_AT)

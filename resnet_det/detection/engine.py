@@ -115,14 +115,19 @@ class Trainer(DefaultTrainer):
         try:
             super().run_step()
         except FloatingPointError as e:
-            # detectron2 raised on a NaN/inf loss (message: iteration and every loss term).
-            # Nothing more may be saved: the last checkpoint holds the last good weights.
+            # A NaN/inf loss (detectron2's message gives the iteration and every loss term)
+            # or NaN/inf boxes inside the model. Nothing more may be saved: the last
+            # checkpoint holds the last good weights.
             self.checkpointer.save_to_disk = False
-            last = self.checkpointer.get_checkpoint_file() if self.checkpointer.has_checkpoint() else None
+            has = self.checkpointer.has_checkpoint()
+            last = self.checkpointer.get_checkpoint_file() if has else "(none written yet)"
+            recorded = {k: v for k, (v, _) in self.storage.latest().items() if k.startswith("loss")}
+            losses = ", ".join(f"{k}={v:.4g}" for k, v in sorted(recorded.items()))
             raise FloatingPointError(
-                f"{e}\nTraining diverged at iteration {self.iter}. The last good checkpoint, "
-                f"{last or '(none written yet)'}, is left as it was. Lower SOLVER.BASE_LR or "
-                "lengthen SOLVER.WARMUP_ITERS, then start again (or --resume from it)."
+                f"{e}\nTraining diverged at iteration {self.iter}; loss terms last recorded: "
+                f"{losses or 'none'}. The last good checkpoint, {last}, is left as it was. "
+                "Lower SOLVER.BASE_LR or lengthen SOLVER.WARMUP_ITERS, then start again "
+                "(or --resume from it)."
             ) from None
 
     def state_dict(self):

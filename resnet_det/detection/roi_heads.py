@@ -1,4 +1,4 @@
-"""RoI heads: res5 of our ResNet as the C4 head (the paper's design) and VGG-16's fc6/fc7 box head."""
+"""RoI heads: res5 of our ResNet as the C4 head (as in the paper); VGG-16's fc6/fc7 box head."""
 from __future__ import annotations
 
 import torch
