@@ -3,7 +3,7 @@
 PYTHON ?= $(firstword $(wildcard .venv/bin/python $(VIRTUAL_ENV)/bin/python) python3)
 PYTEST = $(PYTHON) -m pytest
 
-.PHONY: setup test test-slow demo bench
+.PHONY: setup test test-slow
 
 setup:
 	bash tools/setup_env.sh
@@ -15,6 +15,3 @@ test:
 # Tests that take minutes on a 2-core CPU (distributed, kill/resume, short trainings); CI runs them.
 test-slow:
 	$(PYTEST) -q -m slow
-
-demo:
-	$(PYTHON) tools/demo_pipeline.py --out output/demo
