@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from .plotting import save_figure
 from ..checkpoint.io import (
     atomic_write,
     load_state_dict_checked,
@@ -370,12 +371,7 @@ def plot_error_curves(result: dict, path, title: str | None = None) -> Path:
         f"{data.get('num_test', '?')} test images, {result['recipe']['iterations']} iterations",
         fontsize=9,
     )
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def load_study_model(path):

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import torch
 
+from .plotting import save_figure
+
 __all__ = [
     "residual_blocks",
     "layer_responses",
@@ -138,9 +140,4 @@ def plot_layer_responses(responses: dict, path, title: str | None = None) -> Pat
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     top.set_title(title or "Responses of each block's last BN, before the addition", fontsize=9)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
