@@ -47,6 +47,7 @@ __all__ = [
     "WeightsMismatchError",
     "ResNetDetCheckpointer",
     "backbone_key_targets",
+    "check_backbone_metadata",
     "convert_pickle_weights",
     "infer_resnet_depth",
 ]

@@ -144,7 +144,7 @@ def _default_device(cfg):
     """``cfg`` with MODEL.DEVICE cpu when it asks for CUDA on a machine without it, and why."""
     if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
         cfg.MODEL.DEVICE = "cpu"
-        return f"CUDA is not available on this machine: using MODEL.DEVICE cpu"
+        return "CUDA is not available on this machine: using MODEL.DEVICE cpu"
     return None
 
 
