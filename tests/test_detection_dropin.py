@@ -63,7 +63,6 @@ def _randomize_norms(model):
             m.running_var.copy_(torch.rand(n, generator=g) + 0.5)
 
 
-@pytest.mark.slow  # R101-C4 twice at 320 px: about half a minute on 2 cores
 @pytest.mark.parametrize(
     "ours_file, ours_opts, d2_file",
     [
