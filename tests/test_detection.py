@@ -66,13 +66,17 @@ def test_registration_is_idempotent():
     importlib.reload(resnet_det)
 
 
+def _r101_with_resnets_key(tmp_path, line):
+    """A yaml on top of faster_rcnn_r101_coco.yaml setting one MODEL.RESNETS line."""
+    path = tmp_path / "override.yaml"
+    base = CONFIGS / "faster_rcnn_r101_coco.yaml"
+    path.write_text(f'_BASE_: "{base}"\nMODEL:\n  RESNETS:\n    {line}\n')
+    return str(path)
+
+
 def test_unknown_key_fails_like_detectron2(tmp_path):
-    typo = tmp_path / "typo.yaml"
-    typo.write_text(
-        f'_BASE_: "{CONFIGS / "faster_rcnn_r101_coco.yaml"}"\nMODEL:\n  RESNETS:\n    DEPTHH: 50\n'
-    )
     with pytest.raises(KeyError, match="Non-existent config key: MODEL.RESNETS.DEPTHH"):
-        load_config(str(typo))
+        load_config(_r101_with_resnets_key(tmp_path, "DEPTHH: 50"))
     # On the command line detectron2 (yacs) asserts instead.
     with pytest.raises(AssertionError, match="Non-existent key: MODEL.RESNETS.DEPTHH"):
         load_config(None, ["MODEL.RESNETS.DEPTHH", "101"])
@@ -99,12 +103,8 @@ def test_bad_values_name_the_key_and_allowed_values(opts, words):
 
 
 def test_bad_yaml_value_fails_on_load(tmp_path):
-    bad = tmp_path / "bad.yaml"
-    bad.write_text(
-        f'_BASE_: "{CONFIGS / "faster_rcnn_r101_coco.yaml"}"\nMODEL:\n  RESNETS:\n    DEPTH: 77\n'
-    )
     with pytest.raises(ConfigError, match="MODEL.RESNETS.DEPTH = 77"):
-        load_config(str(bad))
+        load_config(_r101_with_resnets_key(tmp_path, "DEPTH: 77"))
 
 
 def test_yaml_may_not_construct_python_objects(tmp_path):

@@ -13,6 +13,7 @@ import weakref
 
 import numpy as np
 import torch
+from detectron2.data import build_detection_test_loader
 from detectron2.engine import (
     AMPTrainer,
     DefaultTrainer,
@@ -27,6 +28,7 @@ from detectron2.utils import comm
 from detectron2.utils.logger import create_small_table, setup_logger
 
 from ..checkpoint.detectron2 import ResNetDetCheckpointer
+from ..checkpoint.io import atomic_write
 from ..config import RESNET_BACKBONES, ConfigError, load_config
 from ..data.datasets import check_datasets, register_all_datasets
 from ..data.mapper import RobustDatasetMapper
@@ -92,8 +94,6 @@ class Trainer(DefaultTrainer):
 
     @classmethod
     def build_test_loader(cls, cfg, dataset_name):
-        from detectron2.data import build_detection_test_loader
-
         return build_detection_test_loader(
             cfg, dataset_name, mapper=RobustDatasetMapper(cfg, False)
         )
@@ -193,7 +193,7 @@ def write_results(cfg, results) -> str | None:
             main = {k: v for k, v in metrics.items() if "-" not in k}
             logger.info(f"Final {task} metrics on {dataset}:\n" + create_small_table(main))
     path = os.path.join(cfg.OUTPUT_DIR, RESULTS_FILE)
-    with open(path, "w") as f:
+    with atomic_write(path, mode="w") as f:
         json.dump(flat, f, indent=2, sort_keys=True)
     logger.info(f"Final metrics written to {path}")
     return path
@@ -211,7 +211,6 @@ def main(args):
         )
         results = Trainer.test(cfg, model)
     else:
-        check_can_train(cfg, args.resume)
         trainer = Trainer(cfg)
         trainer.resume_or_load(resume=args.resume)
         trainer.train()
@@ -221,9 +220,12 @@ def main(args):
 
 
 def launch_from_args(args):
-    """Validate the config in this process (before any worker starts), then run :func:`main`
-    in ``--num-gpus`` processes per machine through detectron2's ``launch``."""
+    """Validate the config in this process (before any worker starts or any file is written),
+    then run :func:`main` in ``--num-gpus`` processes per machine through detectron2's ``launch``.
+    """
     cfg = load_config(args.config_file, args.opts)
+    if not args.eval_only:
+        check_can_train(cfg, args.resume)
     world_size = args.num_gpus * args.num_machines
     if world_size > 1 and cfg.MODEL.DEVICE == "cpu" and torch.cuda.is_available():
         # detectron2's launch picks NCCL whenever CUDA is visible; CPU processes need gloo.
