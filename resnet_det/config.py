@@ -108,6 +108,9 @@ RULES = {
     "SOLVER.CHECKPOINT_PERIOD": (lambda v: v >= 1, "an integer >= 1"),
     "TEST.EVAL_PERIOD": (lambda v: v >= 0, "an integer >= 0 (0: only after training)"),
     "DATALOADER.NUM_WORKERS": (lambda v: v >= 0, "an integer >= 0"),
+    # The trainer's loader (resnet_det/detection/loader.py) resumes exactly; it draws images
+    # like detectron2's TrainingSampler and has no repeat-factor or subset variants.
+    "DATALOADER.SAMPLER_TRAIN": (lambda v: v == "TrainingSampler", "TrainingSampler"),
 }
 # Keys that only mean something for our ResNet backbones.
 _RESNET_ONLY = tuple(k for k in RULES if k.startswith("MODEL.RESNETS."))

@@ -91,6 +91,7 @@ def test_unknown_key_fails_like_detectron2(tmp_path):
         (["MODEL.RESNETS.NORM", "LN"], ["MODEL.RESNETS.NORM = 'LN'", "BN, FrozenBN, SyncBN, GN"]),
         (["MODEL.BACKBONE.FREEZE_AT", "9"], ["MODEL.BACKBONE.FREEZE_AT = 9", "0..5"]),
         (["INPUT.FORMAT", "YUV"], ["INPUT.FORMAT", "RGB, BGR"]),
+        (["DATALOADER.SAMPLER_TRAIN", "RepeatFactorTrainingSampler"], ["TrainingSampler"]),
         # a wrong type: yacs names the key, we add what it may be
         (["MODEL.RESNETS.DEPTH", "deep"], ["MODEL.RESNETS.DEPTH", "18, 34, 50, 101, 152"]),
     ],
