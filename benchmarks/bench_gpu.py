@@ -2,6 +2,7 @@
 
     python benchmarks/bench_gpu.py [--depths 50 101] [--batch 128] [--steps 10] [--repeats 5]
                                    [--compile] [--skip-pretrain] [--skip-detection]
+                                   [--detection train|inference|both] [--no-tf32]
 
 Needs a CUDA device. Three measurements, each with its contenders alternated in this process
 after warm-up (median of ``--repeats`` calls of ``--steps`` steps each):
@@ -227,7 +228,7 @@ def bench_detection_inference(args) -> dict:
         agreement = compare(outputs["detectron2"], outputs["ours"])
         table = [{"model": k, "s/image": s / args.steps, "ratio vs detectron2": s / seconds["detectron2"]}
                  for k, s in seconds.items()]
-        print(f"\n{design} inference on GPU, 800x1067, fp32 (TF32 convs: "
+        print(f"\n{design} inference on GPU, 800x1067, fp32 (TF32 convolutions: "
               f"{torch.backends.cudnn.allow_tf32}); agreement {agreement}")
         print_table(table, ["model", "s/image", "ratio vs detectron2"])
         results[design] = {"table": table, "agreement": agreement}
@@ -244,15 +245,25 @@ def main():
     p.add_argument("--compile", action="store_true", help="add a torch.compile row to the ladder")
     p.add_argument("--skip-pretrain", action="store_true")
     p.add_argument("--skip-detection", action="store_true")
+    p.add_argument("--detection", choices=["train", "inference", "both"], default="both")
+    p.add_argument("--no-tf32", action="store_true",
+                   help="plain fp32 convolutions and matmuls (for comparing detections box by box)")
     args = p.parse_args()
     if not torch.cuda.is_available():
         sys.exit("bench_gpu.py needs a CUDA device (torch.cuda.is_available() is False)")
     torch.backends.cudnn.benchmark = True
+    if args.no_tf32:
+        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cuda.matmul.allow_tf32 = False
     results = {}
     if not args.skip_pretrain:
         results["pretrain"] = bench_pretrain(args)
     if not args.skip_detection:
-        results["detection"] = {**bench_detection_train(args), **bench_detection_inference(args)}
+        results["detection"] = {}
+        if args.detection in ("train", "both"):
+            results["detection"].update(bench_detection_train(args))
+        if args.detection in ("inference", "both"):
+            results["detection"].update(bench_detection_inference(args))
     path = write_result("gpu", {"args": vars(args), "results": results})
     print(f"wrote {path}")
 
