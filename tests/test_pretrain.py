@@ -154,17 +154,24 @@ def test_augmentation_same_for_any_worker_count(toy_root):
 
 def test_evaluate_top1_top5_and_ten_crop_averaging():
     class Fixed(torch.nn.Module):
-        """Logits = the mean of the image's first channel per class slot (6 classes)."""
+        """Logits = the image's first channel per class slot (6 classes)."""
 
         def __init__(self):
             super().__init__()
             self.w = torch.nn.Parameter(torch.zeros(1))
+            self.seen = []
 
         def forward(self, x):
-            return x[:, 0, 0, :6] * 10
+            self.seen.append(x)
+            return x[:, 0, 0, :6]
 
-    rows = torch.tensor([[6, 5, 4, 3, 2, 1.0], [1, 2, 3, 4, 5, 6.0], [1, 6, 2, 3, 4, 5.0]])
+    # uint8 batches, as the loaders yield them: evaluate normalises them.
+    rows = torch.tensor([[6, 5, 4, 3, 2, 1], [1, 2, 3, 4, 5, 6], [1, 6, 2, 3, 4, 5]], dtype=torch.uint8) * 40
     images = rows[:, None, None, :].expand(3, 3, 6, 6).clone()
+    model = Fixed()
+    evaluate(model, [(images, torch.zeros(3, dtype=torch.long))])
+    assert model.seen[0].dtype == torch.float32
+    assert model.seen[0][0, 0, 0, 0].item() == pytest.approx((240 / 255 - 0.485) / 0.229)
     labels = torch.tensor([0, 0, 5])  # hit top-1 / outside top-5 / 2nd -> top-5 only
     res = evaluate(Fixed(), [(images, labels)])
     assert res["top1_err"] == pytest.approx(100 * 2 / 3) and res["top5_err"] == pytest.approx(100 / 3)
@@ -193,7 +200,7 @@ def test_train_outputs_backbone_and_eval_only(toy_root, tmp_path):
     state, meta = load_backbone(tmp_path / "backbone.safetensors")
     assert meta["arch"]["depth"] == 18 and meta["input_format"] == "RGB"
     assert meta["pixel_mean"] == [123.675, 116.28, 103.53]
-    model = build_resnet(18, num_classes=5)
+    model = build_resnet(18, num_classes=5, norm=cfg.MODEL.NORM)  # the toy config sets the norm
     missing = load_state_dict_checked(model, state, allow_missing=("linear.",))
     assert sorted(missing) == ["linear.bias", "linear.weight"]
     trained = torch.load(tmp_path / "model_final.pth", weights_only=True)["model"]
@@ -249,7 +256,7 @@ def test_nan_loss_stops_with_iteration_and_keeps_checkpoint(toy_root, tmp_path, 
         train(cfg)
     ckpt = last_checkpoint(tmp_path)
     assert ckpt.name == "model_0000002.pth" and not (tmp_path / "model_0000004.pth").exists()
-    model = build_resnet(18, 5)
+    model = build_resnet(18, 5, norm=cfg.MODEL.NORM)
     assert load_checkpoint(ckpt, model=model, restore_rng=False) == 2
     assert all(torch.isfinite(v).all() for v in model.state_dict().values())
 
@@ -258,14 +265,14 @@ def test_dead_worker_error_names_the_sample(toy_root, monkeypatch):
     cfg = tiny_cfg(toy_root, "unused")
     train_set, _ = build_datasets(cfg)
     victim = train_set.samples[7][0]
-    real = cls_data.load_image
+    real = cls_data.decode_image
 
     def crashing(path, **kw):
         if path == victim:
             os.kill(os.getpid(), signal.SIGKILL)  # like the OOM killer taking a worker
         return real(path, **kw)
 
-    monkeypatch.setattr(cls_data, "load_image", crashing)  # inherited by forked workers
+    monkeypatch.setattr(cls_data, "decode_image", crashing)  # inherited by forked workers
     loader = build_train_loader(train_set, 4, 40, num_workers=1, persistent_workers=False, timeout=60)
     with pytest.raises(DataLoaderWorkerError, match=os.path.basename(victim)):
         for _ in iterate_loader(loader, train_set):

@@ -26,7 +26,7 @@ from ..models import build_resnet, build_vgg16
 from .config import validate_pretrain_cfg
 from .data import ImageFolderDataset, build_test_loader, build_train_loader, iterate_loader
 from .solver import build_lr_scheduler, build_optimizer, scaled_lr
-from .transforms import MixCollate, build_eval_transform, build_train_transform
+from .transforms import MixCollate, NormalizeBatch, build_eval_transform, build_train_transform
 
 __all__ = [
     "DivergenceError",
@@ -131,15 +131,17 @@ def _autocast(device, amp):
 
 @torch.no_grad()
 def evaluate(model, loader, *, device=None, amp="off", channels_last=False) -> dict:
-    """Top-1/top-5 error (%) of ``model`` over ``loader``'s ``(images, labels, ...)`` batches.
-    5-D batches (``B x crops x C x H x W``, e.g. 10-crop) average the crops' softmax scores,
-    as the paper does. Counts are summed over processes when distributed."""
+    """Top-1/top-5 error (%) of ``model`` over ``loader``'s ``(images, labels, ...)`` batches of
+    uint8 (0..255) or float (0..1) images, normalised here on ``device``. 5-D batches
+    (``B x crops x C x H x W``, e.g. 10-crop) average the crops' softmax scores, as the paper
+    does. Counts are summed over processes when distributed."""
     device = device or next(model.parameters()).device
     was_training = model.training
     model.eval()
+    normalize = NormalizeBatch().to(device)
     counts = torch.zeros(3, dtype=torch.float64, device=device)  # top-1 hits, top-5 hits, images
     for images, labels, *_ in loader:
-        images = images.to(device, non_blocking=True)
+        images = normalize(images.to(device, non_blocking=True))
         labels = labels.to(device, non_blocking=True)
         crops = images.shape[1] if images.dim() == 5 else 1
         if images.dim() == 5:
@@ -440,6 +442,7 @@ def train(cfg, resume: bool = False, on_batch=None) -> dict:
     batches = iterate_loader(loader, train_set)
     autocast = _autocast(device, s.AMP)
     accum = s.GRAD_ACCUM_STEPS
+    normalize = NormalizeBatch().to(device)
     try:
         for it in range(start_iter, L.max_iter):
             loss_sum = torch.zeros((), device=device)
@@ -448,7 +451,9 @@ def train(cfg, resume: bool = False, on_batch=None) -> dict:
                 images, targets, indices = next(batches)
                 if on_batch is not None:
                     on_batch(it, indices)
-                images = images.to(device, non_blocking=True, memory_format=memory_format)
+                # uint8 over the bus, then converted and normalised on the device (the
+                # elementwise ops keep the memory format).
+                images = normalize(images.to(device, non_blocking=True, memory_format=memory_format))
                 targets = targets.to(device, non_blocking=True)
                 sync = contextlib.nullcontext() if world == 1 or micro == accum - 1 else model.no_sync()
                 with sync:

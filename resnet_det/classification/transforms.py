@@ -1,5 +1,8 @@
-"""Train/eval transforms (torchvision.transforms.v2) and batch mixing for pretraining.
+"""Train/eval transforms (torchvision.transforms.v2), batch mixing and batch normalisation.
 
+Samples stay 8-bit from the decoder to the device: the transforms return uint8 CHW tensors,
+batches travel from the loader workers as uint8 (a quarter of float32's bytes), and
+:class:`NormalizeBatch` converts and normalises whole batches where the model runs.
 Normalisation is fixed: RGB in [0, 1] with ImageNet mean/std, which equals the 0..255
 ``PIXEL_MEAN``/``PIXEL_STD`` stored in the exported backbone file, so the detector sees the
 same input statistics as pretraining did.
@@ -17,6 +20,7 @@ __all__ = [
     "STD",
     "build_train_transform",
     "build_eval_transform",
+    "NormalizeBatch",
     "MixCollate",
 ]
 
@@ -24,12 +28,8 @@ MEAN = tuple(m / 255.0 for m in PIXEL_MEAN_RGB)  # (0.485, 0.456, 0.406)
 STD = tuple(s / 255.0 for s in PIXEL_STD_RGB)  # (0.229, 0.224, 0.225)
 
 
-def _to_normalized_float():
-    return [v2.ToDtype(torch.float32, scale=True), v2.Normalize(MEAN, STD)]
-
-
 def build_train_transform(recipe="paper", crop_size=224, resize_range=(256, 480), color_jitter=0.4):
-    """PIL image -> normalised float tensor, augmented.
+    """PIL image -> augmented uint8 CHW tensor (normalise batches with :class:`NormalizeBatch`).
 
     ``paper`` (He et al. 2016, Sec. 3.4): short side resized to a random size in
     ``resize_range``, random ``crop_size`` crop, horizontal flip, colour augmentation. The
@@ -44,8 +44,9 @@ def build_train_transform(recipe="paper", crop_size=224, resize_range=(256, 480)
     else:
         raise ValueError(f"unknown DATA.RECIPE {recipe!r}; valid: 'paper', 'modern'")
     colour = [v2.ColorJitter(color_jitter, color_jitter, color_jitter)] if color_jitter > 0 else []
-    # Geometry runs on uint8 tensors (cheaper than float), before the conversion.
-    return v2.Compose([v2.ToImage(), *geometric, v2.RandomHorizontalFlip(), *colour, *_to_normalized_float()])
+    # Everything runs on uint8 tensors: torch's uint8 antialiased resize is faster than PIL's,
+    # and the float conversion is left to the device, batched.
+    return v2.Compose([v2.ToImage(), *geometric, v2.RandomHorizontalFlip(), *colour])
 
 
 def _stack_crops(crops):
@@ -53,16 +54,34 @@ def _stack_crops(crops):
 
 
 def build_eval_transform(crop_size=224, resize=256, ten_crop=False):
-    """Short side to ``resize``, then the centre ``crop_size`` crop (CHW) or the paper's 10 crops
-    (corners + centre, and their flips; ``10xCHW``)."""
+    """Short side to ``resize``, then the centre ``crop_size`` crop (uint8 CHW) or the paper's 10
+    crops (corners + centre, and their flips; uint8 ``10xCHW``)."""
     crop = [v2.TenCrop(crop_size), _stack_crops] if ten_crop else [v2.CenterCrop(crop_size)]
-    return v2.Compose([v2.ToImage(), v2.Resize(resize, antialias=True), *_to_normalized_float(), *crop])
+    return v2.Compose([v2.ToImage(), v2.Resize(resize, antialias=True), *crop])
+
+
+class NormalizeBatch(torch.nn.Module):
+    """Image batch (``...xCxHxW``; uint8 in 0..255 or float in 0..1, torchvision's convention)
+    -> float32 normalised with :data:`MEAN`/:data:`STD`. Move it to the batches' device once:
+    the constants then live there and normalising a batch needs no host-device copy."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(MEAN).view(-1, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(STD).view(-1, 1, 1), persistent=False)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        # The same operations as v2.ToDtype(float32, scale=True) + v2.Normalize(MEAN, STD) per
+        # sample, so the numbers are those of a per-sample pipeline.
+        images = v2.functional.to_dtype(images, torch.float32, scale=True)
+        return images.sub(self.mean).div_(self.std)
 
 
 class MixCollate:
     """Collate ``(image, label, index)`` samples, then apply MixUp/CutMix (one of them per batch
     when both are on) under an RNG seeded from the batch's first sample, so mixing is as
-    reproducible as the per-sample augmentation. Labels become soft ``(B, num_classes)``."""
+    reproducible as the per-sample augmentation. Labels become soft ``(B, num_classes)``, and
+    mixed uint8 images become float in [0, 1] (a blend of 8-bit pixels is not 8-bit)."""
 
     def __init__(self, num_classes, mixup_alpha=0.0, cutmix_alpha=0.0, seed=0):
         choices = []
@@ -76,7 +95,8 @@ class MixCollate:
     def __call__(self, batch):
         images, labels, indices = default_collate(batch)
         if self.mix is not None:
+            images = v2.functional.to_dtype(images, torch.float32, scale=True)
             with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(self.seed * 1_000_003 + int(indices[0]) * 7919 + len(indices))
+                torch.default_generator.manual_seed(self.seed * 1_000_003 + int(indices[0]) * 7919 + len(indices))
                 images, labels = self.mix(images, labels)
         return images, labels, indices
