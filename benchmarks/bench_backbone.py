@@ -1,9 +1,12 @@
 """ResNet backbone throughput: ``build_resnet`` vs torchvision at identical settings.
 
     python benchmarks/bench_backbone.py [--depth 101] [--batch 8] [--size 224] [--device cpu]
+    python benchmarks/bench_backbone.py --device cuda --batch 64 --amp bf16 --channels-last
 
-Reports forward and forward+backward img/s for both, the ratio ours/torchvision, and the
-achieved multiply-add rate of our forward as a fraction of the measured matmul rate.
+Reports forward (eval, no grad) and training-step (forward + backward + SGD step) img/s for
+both, timed alternately in one process, and their ratio ours/torchvision in img/s (> 1: ours
+is faster); and the achieved multiply-add rate of each as a fraction of the measured matmul
+rate in the same dtype (a training step counted as 3x the forward's multiply-adds).
 """
 from __future__ import annotations
 
@@ -31,7 +34,12 @@ def main():
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--channels-last", action="store_true", help="both models in channels_last")
     p.add_argument("--amp", choices=["off", "bf16", "fp16"], default="off")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
     args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if torch.device(args.device).type == "cuda":
+        torch.backends.cudnn.benchmark = True  # both models alike: best algorithm per shape
 
     torch.manual_seed(0)
     fmt = torch.channels_last if args.channels_last else torch.contiguous_format
@@ -68,32 +76,42 @@ def main():
     flops = FlopCountAnalysis(ours.eval(), x[:1])
     flops.unsupported_ops_warnings(False)
     flops.uncalled_modules_warnings(False)
-    macs_per_image = flops.total()
-    ceiling = matmul_ceiling(args.device)
-    achieved = macs_per_image * args.batch / fwd["ours"]
+    macs_per_image = flops.total()  # fvcore counts one "flop" per multiply-add
+    ceiling = matmul_ceiling(args.device, dtype=dtype or torch.float32)
 
-    rows = []
+    rows, fraction = [], {}
     for name in ("ours", "torchvision"):
         rows.append({
             "model": f"{name} resnet{args.depth}",
             "fwd img/s": args.batch / fwd[name],
-            "fwd+bwd img/s": args.batch / trn[name],
+            "train-step img/s": args.batch / trn[name],
         })
-    ratios = {
+        fraction[name] = {"forward": macs_per_image * args.batch / fwd[name] / ceiling,
+                          "train_step": 3 * macs_per_image * args.batch / trn[name] / ceiling}
+    ratios = {  # img/s of ours divided by img/s of torchvision: > 1 means ours is faster
         "forward": fwd["torchvision"] / fwd["ours"],
         "train_step": trn["torchvision"] / trn["ours"],
     }
-    rows.append({"model": "ratio ours/torchvision", "fwd img/s": ratios["forward"], "fwd+bwd img/s": ratios["train_step"]})
+    rows.append({"model": "img/s ratio ours/torchvision", "fwd img/s": ratios["forward"],
+                 "train-step img/s": ratios["train_step"]})
+    for name in ("ours", "torchvision"):
+        rows.append({"model": f"{name}: MAC rate / matmul rate",
+                     "fwd img/s": f"{fraction[name]['forward']:.1%}",
+                     "train-step img/s": f"{fraction[name]['train_step']:.1%}"})
     print(f"resnet{args.depth}, batch {args.batch}, {args.size}px, {args.device}, amp={args.amp}, "
-          f"channels_last={args.channels_last}")
-    print_table(rows, ["model", "fwd img/s", "fwd+bwd img/s"])
-    print(f"our forward: {achieved / 1e9:.1f} GMAC/s = {achieved / ceiling:.1%} of the measured "
-          f"fp32 matmul rate ({ceiling / 1e9:.1f} GMAC/s)")
-    path = write_result(f"backbone_r{args.depth}_{args.device}", {
+          f"channels_last={args.channels_last}, {torch.get_num_threads()} CPU threads, "
+          f"median of {args.repeats} alternated runs")
+    print_table(rows, ["model", "fwd img/s", "train-step img/s"])
+    tf32 = device_type == "cuda" and dtype is None and torch.backends.cudnn.allow_tf32
+    print(f"{macs_per_image / 1e9:.2f} GMAC per image; measured {ceiling / 1e9:.1f} GMAC/s "
+          f"on a {'fp32' if dtype is None else args.amp} matmul{' (TF32, as cuDNN convs)' if tf32 else ''}")
+    tag = f"_{args.amp}" if dtype is not None else ""
+    tag += "_cl" if args.channels_last else ""
+    path = write_result(f"backbone_r{args.depth}_{torch.device(args.device).type}{tag}", {
         "args": vars(args), "seconds": {"forward": fwd, "train_step": trn},
-        "img_per_s": rows[:2], "ratio_ours_over_torchvision": ratios,
+        "img_per_s": rows[:2], "img_per_s_ratio_ours_over_torchvision": ratios,
         "macs_per_image": macs_per_image, "matmul_macs_per_s": ceiling,
-        "fraction_of_matmul_ceiling": achieved / ceiling,
+        "fraction_of_matmul_rate": fraction,
     })
     print(f"wrote {path}")
 

@@ -7,10 +7,13 @@ For each design (R101-C4: configs/faster_rcnn_r101_coco.yaml vs detectron2's
 COCO-Detection/faster_rcnn_R_101_C4_3x.yaml; R50-FPN: ours with depth 50 vs
 faster_rcnn_R_50_FPN_3x.yaml) the built-in model's random weights are loaded into ours
 unchanged. Inference s/image is timed for detectron2's model and for ours after
-``optimize_for_inference`` (BN folding + channels_last; ``--ablation`` adds ours unchanged and
-BN folding alone), alternated in one process; the detections of ours are compared with
-detectron2's (1000 proposals, score threshold 0, up to 100 detections). ``--train`` also times one training
-iteration (batch 1) of each, in separate processes so each reports its own peak RSS.
+``resnet_det.detection.fast_inference.optimize_detector_for_inference`` (BN folding,
+channels_last, faster exact post-processing; ``--ablation`` adds each step in turn, ``--jit`` and
+``--compile`` the optional trunk compilers), alternated in one process. The detections of each
+are compared with detectron2's (1000 proposals, score threshold 0, up to 100 detections), next
+to detectron2 against itself under harmless changes (thread count, channels_last): the float
+noise floor. ``--profile`` prints where the time goes instead. ``--train`` also times one
+training iteration (batch 1) of each, in separate processes so each reports its own peak RSS.
 """
 from __future__ import annotations
 
@@ -38,7 +41,7 @@ DESIGNS = {
 }
 
 
-def build_pair(design: str):
+def build_pair(design: str, logit_std: float = 2.0):
     """(detectron2's model, ours) on CPU with identical random weights and input handling."""
     import resnet_det  # noqa: F401  (registers our backbones)
     from detectron2 import model_zoo
@@ -63,19 +66,22 @@ def build_pair(design: str):
         d2_cfg.INPUT.FORMAT, d2_cfg.MODEL.PIXEL_MEAN, d2_cfg.MODEL.PIXEL_STD)
     torch.manual_seed(0)
     theirs = build_model(d2_cfg).eval()
-    calibrate_frozen_bn(theirs)
+    calibrate_frozen_bn(theirs, logit_std)
     ours = build_model(cfg)
     ours.load_state_dict(theirs.state_dict(), strict=True)
     return theirs.eval(), ours.eval(), cfg
 
 
-def calibrate_frozen_bn(model) -> None:
+def calibrate_frozen_bn(model, logit_std: float = 2.0) -> None:
     """Give random-weight FrozenBN layers the statistics of the activations they see, so that a
     101-layer random network produces finite, varied proposals and scores (as a trained one does).
 
     One forward pass on a random image: each FrozenBN takes its input's per-channel mean and
     variance (in forward order, so every layer sees already-normalised predecessors) and a random
-    scale/shift, making BN folding a non-trivial transformation.
+    scale/shift, making BN folding a non-trivial transformation. A second pass scales the RPN
+    objectness and the box classifier so their logits have standard deviation ``logit_std``:
+    at their init (std 0.01) every score is ~equal, and float rounding alone reorders the
+    near-ties in top-k and NMS; a trained detector's scores are spread like this.
     """
     g = torch.Generator().manual_seed(1)
 
@@ -93,58 +99,161 @@ def calibrate_frozen_bn(model) -> None:
         model([{"image": image, "height": 480, "width": 640}])
     for h in handles:
         h.remove()
+    if not logit_std:
+        return
+    logits = {"proposal_generator.rpn_head.objectness_logits": [],
+              "roi_heads.box_predictor.cls_score": []}
+    handles = [model.get_submodule(name).register_forward_hook(
+        lambda m, i, o, seen=seen: seen.append(o.detach().flatten())) for name, seen in logits.items()]
+    with torch.no_grad():
+        model([{"image": image, "height": 480, "width": 640}])
+        for h in handles:
+            h.remove()
+        for name, seen in logits.items():
+            layer, std = model.get_submodule(name), torch.cat(seen).std().item()
+            layer.weight.mul_(logit_std / std)
+            layer.bias.mul_(logit_std / std)
 
 
 def compare(a, b) -> dict:
-    """How far detections ``b`` are from reference ``a``: each reference detection is matched to
-    the detection of the same class in ``b`` with the highest IoU; reported are the fraction
-    matched at IoU >= 0.99 and, over those, the largest box-coordinate and score differences.
+    """How far detections ``b`` are from reference ``a``: the number of detections of each, how
+    many pair up one-to-one (same class, IoU >= 0.99, each the other's best match), and over
+    those pairs the largest box-coordinate difference (px) and score difference.
 
-    Matching (not index order) because a random-weight detector scores many boxes alike, so
-    float-level differences reorder near-ties in top-k and NMS.
+    Matching (not index order) because float-level differences can reorder near-tied scores.
     """
     from detectron2.structures import pairwise_iou
 
-    out = {"count": [len(a), len(b)]}
+    out = {"count": [len(a), len(b)], "matched": 0}
     if len(a) == 0 or len(b) == 0:
-        return {**out, "matched_fraction": float(len(a) == len(b))}
+        return out
     iou = pairwise_iou(a.pred_boxes, b.pred_boxes)
     iou[a.pred_classes[:, None] != b.pred_classes[None, :]] = -1
-    best_iou, idx = iou.max(dim=1)
-    ok = best_iou >= 0.99
-    out["matched_fraction"] = ok.float().mean().item()
+    best_b = iou.argmax(dim=1)
+    best_a = iou.argmax(dim=0)
+    ia = torch.arange(len(a))
+    ok = (best_a[best_b] == ia) & (iou[ia, best_b] >= 0.99)
+    out["matched"] = int(ok.sum())
     if ok.any():
-        out["max_box_diff_px"] = (a.pred_boxes.tensor[ok] - b.pred_boxes.tensor[idx[ok]]).abs().max().item()
-        out["max_score_diff"] = (a.scores[ok] - b.scores[idx[ok]]).abs().max().item()
+        out["max_box_diff_px"] = (a.pred_boxes.tensor[ok] - b.pred_boxes.tensor[best_b[ok]]).abs().max().item()
+        out["max_score_diff"] = (a.scores[ok] - b.scores[best_b[ok]]).abs().max().item()
     return out
 
 
-def inference(args, design):
-    from resnet_det.models import optimize_for_inference
+def variants_to_time(ours, ablation: bool, jit: bool, compile: bool) -> dict:
+    """Our model under the deploy steps to time; the last one is the full recipe."""
+    from resnet_det.detection.fast_inference import optimize_detector_for_inference as opt
 
-    theirs, ours, _ = build_pair(design)
+    steps = {}
+    if ablation:  # each step added on its own, to show what it contributes
+        steps["ours (no deploy step)"] = dict(fold_bn=False, channels_last=False, fast_postprocess=False)
+        steps["ours +fold_bn"] = dict(channels_last=False, fast_postprocess=False)
+        steps["ours +fold_bn +channels_last"] = dict(fast_postprocess=False)
+        steps["ours +fold_bn +channels_last +postprocess"] = dict()
+    if jit:
+        steps["ours +fold_bn +channels_last +postprocess +jit"] = dict(jit=True)
+    if compile:
+        steps["ours +fold_bn +channels_last +postprocess +compile"] = dict(compile=True)
+    if not steps:
+        steps["ours +fold_bn +channels_last +postprocess"] = dict()
+    names = list(steps)
+    return {name: opt(ours if name == names[-1] else copy.deepcopy(ours), **kw)
+            for name, kw in steps.items()}
+
+
+def inference(args, design):
+    import time
+
+    theirs, ours, _ = build_pair(design, args.logit_std)
     g = torch.Generator().manual_seed(2)
     image = torch.randint(0, 256, (3, args.height, args.width), generator=g, dtype=torch.uint8)
     inputs = [{"image": image, "height": args.height, "width": args.width}]
-    variants = {"detectron2": theirs, "ours": ours}
-    if args.ablation:  # each inference step on its own, to show what it contributes
-        variants["ours+fold_bn"] = optimize_for_inference(copy.deepcopy(ours), channels_last=False)
-    variants["ours+fold_bn+channels_last"] = optimize_for_inference(ours, channels_last=True)
-    if not args.ablation:
-        del variants["ours"]
-    outputs = {}
+    variants = {"detectron2": theirs, **variants_to_time(ours, args.ablation, args.jit, args.compile)}
+    outputs, first_call = {}, {}
 
     def runner(name, model):
         def run():
+            start = time.perf_counter()
             with torch.inference_mode():
                 outputs[name] = model(inputs)[0]["instances"]
+            first_call.setdefault(name, time.perf_counter() - start)  # includes jit/compile
         return run
 
     seconds = time_alternating(
         {k: runner(k, m) for k, m in variants.items()}, repeats=args.repeats, warmup=1
     )
     agreement = {k: compare(outputs["detectron2"], outputs[k]) for k in variants if k != "detectron2"}
-    return seconds, agreement
+    # Float-noise floors: detectron2 against itself under changes that only reorder additions:
+    # another thread count (other GEMM blocking), and channels_last (other oneDNN kernels).
+    threads = torch.get_num_threads()
+    other = 1 if threads > 1 else 2
+    torch.set_num_threads(other)
+    with torch.inference_mode():
+        noise = theirs(inputs)[0]["instances"]
+    torch.set_num_threads(threads)
+    agreement[f"noise floor: detectron2, {other} thread(s)"] = compare(outputs["detectron2"], noise)
+    with torch.inference_mode():
+        noise = theirs.to(memory_format=torch.channels_last)(inputs)[0]["instances"]
+    agreement["noise floor: detectron2, channels_last"] = compare(outputs["detectron2"], noise)
+    return seconds, agreement, first_call
+
+
+STAGES = {  # module path -> label; the rest of a parent's time is reported as its own line
+    "backbone": "backbone",
+    "proposal_generator.rpn_head": "RPN head convs",
+    "proposal_generator": "RPN total (head + anchors, top-k, NMS)",
+    "roi_heads.pooler": "RoIAlign (pooler)",
+    "roi_heads.box_pooler": "RoIAlign (FPN box pooler)",
+    "roi_heads.res5": "res5 per RoI (C4 head)",
+    "roi_heads.box_head": "box head FCs (FPN)",
+    "roi_heads.box_predictor": "box predictor",
+    "roi_heads": "RoI heads total",
+}
+
+
+def profile(args, design):
+    """Where one inference goes: seconds per detector stage (forward hooks) and the top operators
+    (torch.profiler), for detectron2's model and ours after its deploy step."""
+    import time
+
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    from resnet_det.detection.fast_inference import optimize_detector_for_inference
+
+    theirs, ours, _ = build_pair(design, args.logit_std)
+    g = torch.Generator().manual_seed(2)
+    image = torch.randint(0, 256, (3, args.height, args.width), generator=g, dtype=torch.uint8)
+    inputs = [{"image": image, "height": args.height, "width": args.width}]
+    for name, model in {"detectron2": theirs, "ours": optimize_detector_for_inference(ours, jit=args.jit)}.items():
+        seconds, handles = {}, []
+        for path in STAGES:
+            try:
+                module = model.get_submodule(path)
+            except AttributeError:
+                continue
+            start = {}
+            handles.append(module.register_forward_pre_hook(
+                lambda m, i, p=path, s=start: s.__setitem__(p, time.perf_counter())))
+            handles.append(module.register_forward_hook(
+                lambda m, i, o, p=path, s=start: seconds.__setitem__(
+                    p, seconds.get(p, 0.0) + time.perf_counter() - s[p])))
+        with torch.inference_mode():
+            model(inputs)  # warm-up
+            seconds.clear()
+            t0 = time.perf_counter()
+            model(inputs)
+            total = time.perf_counter() - t0
+            for h in handles:
+                h.remove()
+            with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
+                model(inputs)
+        print(f"\n{design} {name}: {total:.2f} s/image, {args.height}x{args.width}, "
+              f"{torch.get_num_threads()} threads")
+        for path, label in STAGES.items():
+            if path in seconds:
+                print(f"  {label:45s} {seconds[path]:7.3f} s  {seconds[path] / total:6.1%}")
+        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=args.profile_rows))
 
 
 def train_iteration(design: str, repeats: int) -> dict:
@@ -181,8 +290,17 @@ def main():
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--threads", type=int, default=torch.get_num_threads())
     p.add_argument("--ablation", action="store_true",
-                   help="also time ours unchanged and with BN folding alone")
+                   help="also time ours with no deploy step and with each step added in turn")
+    p.add_argument("--jit", action="store_true", help="also time ours with the jit-frozen trunks")
+    p.add_argument("--compile", action="store_true",
+                   help="also time ours with torch.compile'd trunks (compile time in 'first call s')")
+    p.add_argument("--logit-std", type=float, default=2.0,
+                   help="std of the random model's RPN and classifier logits (0: detectron2's init, "
+                        "where all scores are near-tied)")
     p.add_argument("--train", action="store_true", help="also time one training iteration per model")
+    p.add_argument("--profile", action="store_true",
+                   help="print a per-stage and per-operator profile instead of timing")
+    p.add_argument("--profile-rows", type=int, default=25)
     p.add_argument("--train-child", help=argparse.SUPPRESS)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
@@ -191,21 +309,25 @@ def main():
         return
 
     designs = ["c4", "fpn"] if args.arch == "both" else [args.arch]
+    if args.profile:
+        for design in designs:
+            profile(args, design)
+        return
     results = {}
     for design in designs:
-        seconds, agreement = inference(args, design)
+        seconds, agreement, first_call = inference(args, design)
         base = seconds["detectron2"]
-        detections = {"detectron2": next(iter(agreement.values()))["count"][0]}
-        detections.update({k: a["count"][1] for k, a in agreement.items()})
         rows = [{"model": k, "s/image": s, "ratio vs detectron2": s / base,
-                 "detections": detections[k],
-                 "matched": agreement.get(k, {}).get("matched_fraction", "-"),
-                 "max box diff px (matched)": agreement.get(k, {}).get("max_box_diff_px", "-")}
-                for k, s in seconds.items()]
-        print(f"\n{design}: inference, {args.height}x{args.width}, {args.threads} threads")
-        print_table(rows, ["model", "s/image", "ratio vs detectron2", "detections", "matched",
-                          "max box diff px (matched)"])
-        results[design] = {"inference_s": seconds, "agreement": agreement}
+                 "first call s": first_call[k]} for k, s in seconds.items()]
+        print(f"\n{design}: inference, {args.height}x{args.width}, {args.threads} threads, "
+              f"median of {args.repeats} alternated runs")
+        print_table(rows, ["model", "s/image", "ratio vs detectron2", "first call s"])
+        print(f"{design}: detections against detectron2's (one-to-one: same class, IoU >= 0.99)")
+        print_table([{"model": k, "detections (d2, this)": "%d, %d" % tuple(a["count"]),
+                      "matched": a["matched"], "max box diff px": a.get("max_box_diff_px", "-"),
+                      "max score diff": a.get("max_score_diff", "-")} for k, a in agreement.items()],
+                    ["model", "detections (d2, this)", "matched", "max box diff px", "max score diff"])
+        results[design] = {"inference_s": seconds, "first_call_s": first_call, "agreement": agreement}
         if args.train:
             train = {}
             for which in ("detectron2", "ours"):  # separate processes: separate peak RSS

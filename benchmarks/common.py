@@ -56,11 +56,20 @@ def time_alternating(contenders: dict, *, repeats: int, warmup: int, device="cpu
     return {name: statistics.median(ts) for name, ts in times.items()}
 
 
-def matmul_ceiling(device="cpu", n=2048, repeats=5) -> float:
-    """Measured multiply-adds per second of a large fp32 matmul: the machine's practical peak."""
-    a = torch.randn(n, n, device=device)
-    b = torch.randn(n, n, device=device)
-    seconds = time_alternating({"mm": lambda: a @ b}, repeats=repeats, warmup=2, device=device)["mm"]
+def matmul_ceiling(device="cpu", n=None, repeats=5, dtype=torch.float32) -> float:
+    """Measured multiply-adds per second of a large square matmul in ``dtype``: the machine's
+    practical peak (n defaults to 2048 on CPU, 8192 on GPU). On CUDA an fp32 matmul may use
+    TF32 exactly when cuDNN convolutions may (``torch.backends.cudnn.allow_tf32``, on by
+    default), so the ceiling is in the arithmetic the convolutions actually get."""
+    n = n or (8192 if torch.device(device).type == "cuda" else 2048)
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    tf32 = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32
+    try:
+        seconds = time_alternating({"mm": lambda: a @ b}, repeats=repeats, warmup=2, device=device)["mm"]
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = tf32
     return n**3 / seconds
 
 

@@ -1,0 +1,180 @@
+"""Inference-time transforms of a detectron2 Faster R-CNN that keep its detections.
+
+:func:`optimize_detector_for_inference` is a deploy step applied to a built (and loaded)
+``GeneralizedRCNN``: the same weights and the same detections (up to float rounding), less
+time. Each step is a switch, and ``benchmarks/bench_detector.py --ablation`` times them:
+
+- BN folding (:func:`resnet_det.models.fuse_conv_bn`) and channels_last convolution weights;
+- box post-processing whose per-class NMS runs on class-sorted contiguous slices instead of
+  scanning all R x K candidates once per class (:func:`batched_nms`: the same kept indices as
+  torchvision's, in the same order);
+- ``jit``: the convolutional trunks (ResNet bottom-up and the C4 res5 head) traced and frozen
+  with ``torch.jit.optimize_for_inference``, which prepacks oneDNN weights and fuses
+  conv+ReLU / conv+add;
+- ``compile``: ``torch.compile`` (inductor, weights frozen) on the same trunks instead.
+
+The training path is untouched: these change one model instance, which must be in eval mode.
+"""
+from __future__ import annotations
+
+import warnings
+from typing import List, Tuple
+
+import torch
+from detectron2.structures import Boxes, Instances
+from torch import nn
+from torchvision.ops import batched_nms as tv_batched_nms
+from torchvision.ops import nms
+
+from ..models.fuse import fuse_conv_bn
+
+__all__ = ["batched_nms", "fast_rcnn_inference_single_image", "optimize_detector_for_inference"]
+
+# torchvision runs one NMS per class ("vanilla") above this many box coordinates on CPU, and the
+# coordinate-offset trick below it; we defer to it below, so results are identical everywhere.
+_VANILLA_MIN_NUMEL = 4000
+
+
+def batched_nms(boxes, scores, idxs, iou_threshold: float) -> torch.Tensor:
+    """``torchvision.ops.batched_nms`` with the same result (kept indices, sorted by decreasing
+    score), computed with one stable sort by class instead of a full scan per class.
+
+    Each class's NMS gets its boxes in ascending index order, as torchvision's per-class loop
+    gives them, so the kept sets and the final sort are identical.
+    """
+    if boxes.numel() <= _VANILLA_MIN_NUMEL or boxes.device.type != "cpu":
+        return tv_batched_nms(boxes, scores, idxs, iou_threshold)
+    order = torch.argsort(idxs, stable=True)
+    counts = torch.unique_consecutive(idxs[order], return_counts=True)[1].tolist()
+    boxes_sorted, scores_sorted = boxes[order], scores[order]
+    kept, start = [], 0
+    for count in counts:  # one NMS per class, on a contiguous slice
+        kept.append(nms(boxes_sorted[start : start + count], scores_sorted[start : start + count],
+                        iou_threshold) + start)
+        start += count
+    keep_mask = torch.zeros_like(scores, dtype=torch.bool)
+    keep_mask[order[torch.cat(kept)]] = True
+    keep_indices = torch.where(keep_mask)[0]
+    return keep_indices[scores[keep_indices].sort(descending=True)[1]]
+
+
+def fast_rcnn_inference_single_image(
+    boxes, scores, image_shape: Tuple[int, int], score_thresh: float, nms_thresh: float,
+    topk_per_image: int,
+):
+    """detectron2's ``fast_rcnn_inference_single_image`` with :func:`batched_nms`; same outputs."""
+    valid_mask = torch.isfinite(boxes).all(dim=1) & torch.isfinite(scores).all(dim=1)
+    if not valid_mask.all():
+        boxes, scores = boxes[valid_mask], scores[valid_mask]
+    scores = scores[:, :-1]
+    num_bbox_reg_classes = boxes.shape[1] // 4
+    boxes = Boxes(boxes.reshape(-1, 4))
+    boxes.clip(image_shape)
+    boxes = boxes.tensor.view(-1, num_bbox_reg_classes, 4)
+    filter_mask = scores > score_thresh
+    filter_inds = filter_mask.nonzero()
+    boxes = boxes[filter_inds[:, 0], 0] if num_bbox_reg_classes == 1 else boxes[filter_mask]
+    scores = scores[filter_mask]
+    keep = batched_nms(boxes, scores, filter_inds[:, 1], nms_thresh)
+    if topk_per_image >= 0:
+        keep = keep[:topk_per_image]
+    boxes, scores, filter_inds = boxes[keep], scores[keep], filter_inds[keep]
+    result = Instances(image_shape)
+    result.pred_boxes = Boxes(boxes)
+    result.scores = scores
+    result.pred_classes = filter_inds[:, 1]
+    return result, filter_inds[:, 0]
+
+
+def _predictor_inference(predictor, predictions, proposals: List[Instances]):
+    """``FastRCNNOutputLayers.inference`` with :func:`fast_rcnn_inference_single_image`."""
+    boxes = predictor.predict_boxes(predictions, proposals)
+    scores = predictor.predict_probs(predictions, proposals)
+    results = [
+        fast_rcnn_inference_single_image(
+            b, s, p.image_size, predictor.test_score_thresh, predictor.test_nms_thresh,
+            predictor.test_topk_per_image,
+        )
+        for b, s, p in zip(boxes, scores, proposals)
+    ]
+    return [r[0] for r in results], [r[1] for r in results]
+
+
+class _Traced(nn.Module):
+    """A conv trunk traced, frozen and optimised by torch.jit on first call (input shapes only
+    matter to trace; convolutions, pooling and adds generalise to any batch and image size)."""
+
+    def __init__(self, module: nn.Module, channels_last: bool):
+        super().__init__()
+        self.module, self.channels_last, self.traced = module, channels_last, None
+
+    def forward(self, x):
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        if self.traced is None:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                traced = torch.jit.trace(self.module, x[:1], strict=False, check_trace=False)
+                self.traced = torch.jit.optimize_for_inference(torch.jit.freeze(traced.eval()))
+        return self.traced(x)
+
+
+def _trunks(model) -> dict:
+    """(parent module, attribute name) of each convolutional trunk: the ResNet that feeds the
+    RPN (FPN's ``bottom_up`` or the C4 backbone) and the C4 RoI head's ``res5``."""
+    backbone = model.backbone
+    trunks = {"backbone": (backbone, "bottom_up") if hasattr(backbone, "bottom_up") else (model, "backbone")}
+    if hasattr(model.roi_heads, "res5"):
+        trunks["res5"] = (model.roi_heads, "res5")
+    return trunks
+
+
+@torch.no_grad()
+def optimize_detector_for_inference(
+    model,
+    *,
+    fold_bn: bool = True,
+    channels_last: bool = True,
+    fast_postprocess: bool = True,
+    jit: bool = False,
+    compile: bool = False,
+):
+    """Deploy step for a detectron2 ``GeneralizedRCNN`` (ours or detectron2's): eval mode, then
+    the enabled transforms of the module docstring; in place, returns ``model``.
+
+    Outputs equal the unmodified model's up to float rounding (folding and kernel choice change
+    the order of additions, nothing else).
+    """
+    if jit and compile:
+        raise ValueError("choose one of jit=True and compile=True")
+    model.eval()
+    if fold_bn:
+        fuse_conv_bn(model)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    predictor = getattr(model.roi_heads, "box_predictor", None)
+    if fast_postprocess and predictor is not None:
+        predictor.inference = _predictor_inference.__get__(predictor)
+    if jit or compile:
+        for parent, name in _trunks(model).values():
+            trunk = getattr(parent, name)
+            if jit:
+                wrapped = _Traced(trunk, channels_last)
+            else:
+                import torch._inductor.config as inductor_config
+
+                inductor_config.freezing = True  # weights are constants: prepacked, folded
+                wrapped = torch.compile(trunk, dynamic=True)
+            _replace_module(parent, name, wrapped, trunk)
+    return model
+
+
+def _replace_module(parent, name, wrapped, original):
+    """Swap ``parent.name`` for ``wrapped`` keeping the attributes detectron2 reads from the
+    original (a backbone's ``output_shape()``, ``size_divisibility``...)."""
+    if isinstance(wrapped, _Traced) or hasattr(wrapped, "_orig_mod"):
+        for attr in ("output_shape", "size_divisibility", "padding_constraints", "_out_features",
+                     "_out_feature_strides", "_out_feature_channels"):
+            if hasattr(original, attr) and not hasattr(wrapped, attr):
+                object.__setattr__(wrapped, attr, getattr(original, attr))
+    setattr(parent, name, wrapped)
