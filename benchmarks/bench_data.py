@@ -1,6 +1,9 @@
 """Pretraining input pipeline throughput: ours vs torchvision ``ImageFolder`` + classic PIL transforms.
 
     python benchmarks/bench_data.py [--workers 2] [--batch 64] [--size 500 375] [--ablation]
+                                    [--data DIR] [--kinds paper modern eval]
+
+Writes benchmarks/results/data_pipeline_<W>x<H>.json.
 
 Both pipelines decode the same folder of JPEGs (written to a temporary directory: ImageNet-like
 sizes and smooth, photo-like content at quality 90, since noise JPEGs decode unrealistically
@@ -16,7 +19,8 @@ feeds a GPU; "ours + CPU normalise" also normalises each batch in this (the main
 training on a CPU does, which on a 2-core machine takes CPU time from the workers. The classic
 pipeline normalises per sample in its workers. ``--ablation`` adds ours with the former
 per-sample float conversion in the workers (float batches; the former evaluation order
-normalised the whole resized image before cropping).
+normalised the whole resized image before cropping), and ours without the JPEG draft (which
+only acts on photos at least twice the resize target: try ``--size 1600 1200``).
 """
 from __future__ import annotations
 
@@ -120,7 +124,8 @@ def main():
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--threads", type=int, default=1, help="torch threads of the main process")
-    p.add_argument("--ablation", action="store_true", help="also time ours with per-sample float conversion")
+    p.add_argument("--ablation", action="store_true",
+                   help="also time ours with per-sample float conversion, and without the JPEG draft")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -142,7 +147,7 @@ def main():
     print(f"{args.workers} workers, batch {args.batch}, {args.batches} batches per call, "
           f"median of {args.repeats} alternated calls; main process {args.threads} thread(s)")
     print_table(rows, ["recipe", "pipeline", "img/s", "vs classic"])
-    path = write_result("data_pipeline", {"args": vars(args), "command": " ".join(sys.argv), "results": payload})
+    path = write_result(f"data_pipeline_{args.size[0]}x{args.size[1]}", {"args": vars(args), "command": " ".join(sys.argv), "results": payload})
     print(f"wrote {path}")
 
 
@@ -178,12 +183,14 @@ def run(root: Path, args) -> dict:
                               collate_fn=collate, generator=torch.Generator().manual_seed(epoch[0]))
 
         def consume(dataset, train, norm):
+            ours_style = dataset is not theirs  # keyed by (index, epoch), collated by MixCollate
+
             def call():
-                collate = MixCollate(len(theirs.classes)) if train and dataset is not theirs else None
-                for images, *_ in loader(dataset, keys(train and dataset is not theirs), collate):
+                collate = MixCollate(len(theirs.classes)) if train and ours_style else None
+                for images, *_ in loader(dataset, keys(train and ours_style), collate):
                     if norm:
                         images = normalize(images)
-                    assert images.shape[0] == args.batch and (norm or dataset is ours or images.dtype == torch.float32)
+                    assert images.shape[0] == args.batch
             return call
 
         train = kind != "eval"
@@ -192,6 +199,9 @@ def run(root: Path, args) -> dict:
         if args.ablation:
             name = "ours, per-sample float" if train else "ours, normalise before crop"
             contenders[name] = consume(ours_float, train, False)
+            if ours.draft_short_side:
+                no_draft = ImageFolderDataset(root, ours.transform)
+                contenders["ours, no JPEG draft"] = consume(no_draft, train, False)
         print(f"timing {kind}: {', '.join(contenders)}", flush=True)
         seconds = time_alternating(contenders, repeats=args.repeats, warmup=args.warmup)
         results[kind] = {"seconds_per_call": seconds, "images_per_call": n,

@@ -81,7 +81,7 @@ def test_decode_image_truncated_or_corrupt_jpeg_names_the_file(tmp_path):
     for path in (truncated, garbled):
         with pytest.raises(UnreadableImageError, match=path.name) as info:
             decode_image(path)
-        assert ".cpp" not in str(info.value)  # the reason, not torchvision's source location
+        assert ".cpp" not in str(info.value)  # PIL's reason, not torchvision's source location
 
 
 def test_decode_image_refuses_huge_header_and_empty_file(tmp_path):
@@ -148,6 +148,8 @@ def test_normalize_batch_matches_exported_pixel_statistics():
     assert torch.equal(NormalizeBatch()(float_images), NormalizeBatch()(images))
     assert torch.equal(float_images, kept)  # the input is left alone
     assert NormalizeBatch()(images[:, None]).shape == (2, 1, 3, 5, 7)  # 10-crop batches
+    channels_last = NormalizeBatch()(images.contiguous(memory_format=torch.channels_last))
+    assert channels_last.is_contiguous(memory_format=torch.channels_last)
 
 
 def test_loader_batches_are_uint8_and_identical_for_any_worker_count(tree):
@@ -159,3 +161,18 @@ def test_loader_batches_are_uint8_and_identical_for_any_worker_count(tree):
         batches[workers] = [next(it) for _ in range(3)]
     for (x0, y0, i0), (x2, y2, i2) in zip(batches[0], batches[2]):
         assert x0.dtype == torch.uint8 and torch.equal(x0, x2) and torch.equal(i0, i2) and torch.equal(y0, y2)
+
+
+def test_decode_image_falls_back_to_pil_when_torchvision_refuses(tmp_path, monkeypatch):
+    from resnet_det.classification import data
+
+    path = _jpeg(tmp_path / "odd.JPEG", _photo())
+    calls = []
+
+    def refusing(*args, **kwargs):
+        calls.append(args)
+        raise RuntimeError("decode_jpeg, some/file.cpp:1, Unsupported marker type")
+
+    monkeypatch.setattr(data, "decode_jpeg", refusing)
+    assert torch.equal(decode_image(path), v2.functional.pil_to_tensor(load_image(path)))
+    assert len(calls) == 1  # the direct path was tried first

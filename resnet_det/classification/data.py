@@ -113,7 +113,8 @@ def decode_image(path, *, max_pixels: int = 89_478_485, draft_short_side: int | 
     libjpeg-turbo decoder straight into the tensor (the same pixels as PIL's decoder, without
     PIL's image and its repacking into a tensor: ~0.6 ms of ~2 ms for a 500x375 photo); it
     applies the EXIF orientation too. Everything else (other formats, CMYK, JPEGs to
-    downscale, files whose header does not parse) goes through :func:`load_image`.
+    downscale, files whose header or data torchvision's decoder refuses) goes through
+    :func:`load_image`.
     """
     Image.MAX_IMAGE_PIXELS = max(int(max_pixels), 1)
     direct = False
@@ -125,16 +126,16 @@ def decode_image(path, *, max_pixels: int = 89_478_485, draft_short_side: int | 
                 shrinks = bool(draft_short_side) and min(w, h) // draft_short_side >= 2
                 direct = (decode_jpeg is not None and im.format == "JPEG" and im.mode in ("RGB", "L")
                           and w * h <= max_pixels and not shrinks)
-    if not direct:
-        return pil_to_tensor(load_image(path, max_pixels=max_pixels, draft_short_side=draft_short_side))
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)  # see the import
-            return decode_jpeg(read_file(str(path)), mode=ImageReadMode.RGB, apply_exif_orientation=True)
-    except RuntimeError as e:  # truncated or corrupt entropy-coded data
-        # torchvision prefixes its message with the C++ source location; keep the reason.
-        reason = str(e).splitlines()[0].rsplit(", ", 1)[-1]
-        raise UnreadableImageError(f"{path}: cannot decode image ({reason})") from e
+    if direct:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)  # see the import
+                return decode_jpeg(read_file(str(path)), mode=ImageReadMode.RGB, apply_exif_orientation=True)
+        except RuntimeError:
+            # Truncated or corrupt data: PIL decides, so exactly the files that PIL reads are
+            # used, and an unreadable one fails with load_image's error naming it.
+            pass
+    return pil_to_tensor(load_image(path, max_pixels=max_pixels, draft_short_side=draft_short_side))
 
 
 def check_class_tree(root, *, reference_classes=None) -> list[str]:
