@@ -16,6 +16,7 @@ from .data import (
     build_test_loader,
     build_train_loader,
     check_class_tree,
+    decode_image,
     iterate_loader,
     load_image,
     sample_seed,
@@ -35,16 +36,23 @@ from .engine import (
     train,
 )
 from .solver import build_lr_scheduler, build_optimizer, scaled_lr
-from .transforms import MEAN, STD, MixCollate, build_eval_transform, build_train_transform
+from .transforms import (
+    MEAN,
+    STD,
+    MixCollate,
+    NormalizeBatch,
+    build_eval_transform,
+    build_train_transform,
+)
 
 __all__ = [
     "get_pretrain_cfg", "load_pretrain_cfg", "validate_pretrain_cfg",
     "DataLoaderWorkerError", "ImageFolderDataset", "TrainSampler", "UnreadableImageError",
-    "build_test_loader", "build_train_loader", "check_class_tree", "iterate_loader",
+    "build_test_loader", "build_train_loader", "check_class_tree", "decode_image", "iterate_loader",
     "load_image", "sample_seed",
     "DivergenceError", "build_classifier", "build_datasets", "classification_loss", "evaluate",
     "evaluate_only", "last_checkpoint", "load_checkpoint", "plot_curves", "save_checkpoint",
     "schedule_lengths", "train",
     "build_lr_scheduler", "build_optimizer", "scaled_lr",
-    "MEAN", "STD", "MixCollate", "build_eval_transform", "build_train_transform",
+    "MEAN", "STD", "MixCollate", "NormalizeBatch", "build_eval_transform", "build_train_transform",
 ]
