@@ -149,6 +149,7 @@ def variants_to_time(ours, ablation: bool, jit: bool, compile: bool) -> dict:
         steps["ours (no deploy step)"] = dict(fold_bn=False, channels_last=False, fast_postprocess=False)
         steps["ours +fold_bn"] = dict(channels_last=False, fast_postprocess=False)
         steps["ours +fold_bn +channels_last"] = dict(fast_postprocess=False)
+        steps["ours +fold_bn +postprocess"] = dict(channels_last=False)
         steps["ours +fold_bn +channels_last +postprocess"] = dict()
     if jit:
         steps["ours +fold_bn +channels_last +postprocess +jit"] = dict(jit=True)
@@ -259,6 +260,7 @@ def profile(args, design):
 def train_iteration(design: str, repeats: int) -> dict:
     """Median s/iter of one batch-1 training step; run in a child process (own peak RSS)."""
     from detectron2.structures import Boxes, Instances
+    from detectron2.utils.events import EventStorage
 
     which, design = design.split(":")
     theirs, ours, cfg = build_pair(design)
@@ -273,7 +275,8 @@ def train_iteration(design: str, repeats: int) -> dict:
     opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-4, momentum=0.9)
 
     def step():
-        losses = model(batch)
+        with EventStorage():  # detectron2's losses log to the current event storage
+            losses = model(batch)
         sum(losses.values()).backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
@@ -331,12 +334,14 @@ def main():
         if args.train:
             train = {}
             for which in ("detectron2", "ours"):  # separate processes: separate peak RSS
-                out = subprocess.run(
+                child = subprocess.run(
                     [sys.executable, __file__, "--train-child", f"{which}:{design}",
                      "--repeats", str(args.repeats), "--threads", str(args.threads)],
-                    check=True, capture_output=True, text=True,
-                ).stdout
-                train[which] = json.loads(out.strip().splitlines()[-1])
+                    capture_output=True, text=True,
+                )
+                if child.returncode:
+                    sys.exit(f"training child {which}:{design} failed:\n{child.stderr[-3000:]}")
+                train[which] = json.loads(child.stdout.strip().splitlines()[-1])
             print(f"{design}: one training iteration (batch 1, 800x1067)")
             print_table([{"model": k, **v} for k, v in train.items()], ["model", "s_per_iter", "peak_rss_mb"])
             results[design]["train"] = train

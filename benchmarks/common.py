@@ -41,13 +41,15 @@ def sync(device):
 
 
 def time_alternating(contenders: dict, *, repeats: int, warmup: int, device="cpu") -> dict:
-    """Median seconds per call of each zero-argument callable, calls interleaved A, B, A, B..."""
+    """Median seconds per call of each zero-argument callable, calls interleaved (A, B, B, A, ...)."""
     for _ in range(warmup):
         for fn in contenders.values():
             fn()
     times = {name: [] for name in contenders}
-    for _ in range(repeats):
-        for name, fn in contenders.items():
+    order = list(contenders.items())
+    for i in range(repeats):
+        # A, B, B, A, A, B...: no contender always runs first in a round (cache, turbo, load).
+        for name, fn in order if i % 2 == 0 else order[::-1]:
             sync(device)
             start = time.perf_counter()
             fn()
