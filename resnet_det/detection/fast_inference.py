@@ -13,9 +13,10 @@ time. Each step is a switch, and ``benchmarks/bench_detector.py --ablation`` tim
   conv+ReLU / conv+add;
 - ``compile``: ``torch.compile`` (inductor, weights frozen) on the same trunks instead.
 
-``jit`` and ``compile`` are off by default: on the 2-core AVX2 CPU of docs/benchmarks.md both
-made the detector slower (layout conversions at the trunk boundaries; inductor recompiles
-for each new RoI count).
+``jit`` and ``compile`` are off by default: on the 2-core AVX2 CPU of docs/benchmarks.md,
+``jit`` made the whole detector slower (bench_detector --jit), and inductor made C4's res5 on
+100 RoIs slower than eager channels_last (7.8 s vs 5.0 s) after 25 s of compilation, and
+compiled again for another RoI count.
 
 The training path is untouched: these change one model instance, which must be in eval mode.
 """
