@@ -1,0 +1,125 @@
+"""tools/demo_pipeline.py: toy data -> pretraining -> detection from the exported backbone ->
+COCO evaluation -> drawn detections, and the GN hand-off it relies on."""
+import importlib.util
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from detectron2.modeling import build_model
+from PIL import Image
+
+from resnet_det.checkpoint.detectron2 import ResNetDetCheckpointer, WeightsMismatchError
+from resnet_det.checkpoint.export import load_backbone, save_backbone
+from resnet_det.config import load_config
+from resnet_det.models import build_resnet
+
+REPO = Path(__file__).resolve().parent.parent
+DETECT_CONFIG = str(REPO / "configs/toy/faster_rcnn_r18_fpn_coco.yaml")
+COCO_KEYS = {"AP", "AP50", "AP75", "APs", "APm", "APl"}
+
+
+def _load_tool():
+    spec = importlib.util.spec_from_file_location("demo_pipeline", REPO / "tools/demo_pipeline.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _detector(*opts):
+    cfg = load_config(DETECT_CONFIG, ["MODEL.DEVICE", "cpu", *opts])
+    return build_model(cfg)
+
+
+def test_gn_backbone_file_fills_the_gn_detector_and_is_refused_by_a_bn_one(tmp_path):
+    classifier = build_resnet(18, 5, norm="GN")
+    with torch.no_grad():  # GN's affine parameters start at 1 and 0: make them tell apart
+        for p in classifier.parameters():
+            p.normal_()
+    path = save_backbone(classifier, tmp_path / "backbone.safetensors")
+    state, meta = load_backbone(path)
+    assert meta["arch"]["norm"] == "GN" and not any(k.startswith("linear") for k in state)
+
+    detector = _detector()  # the toy FPN config: ResNet-18 with GN
+    ResNetDetCheckpointer(detector).load(str(path))
+    loaded = detector.backbone.bottom_up.state_dict()
+    for key, value in state.items():
+        assert torch.equal(loaded[key], value), key
+    x = torch.randn(1, 3, 64, 64)
+    detector.eval()
+    with torch.no_grad():
+        assert torch.allclose(
+            detector.backbone.bottom_up(x)["res5"], classifier.forward_features(x)["res5"], atol=1e-5
+        )
+
+    with pytest.raises(WeightsMismatchError, match="MODEL.RESNETS.NORM is 'FrozenBN'") as info:
+        ResNetDetCheckpointer(_detector("MODEL.RESNETS.NORM", "FrozenBN")).load(str(path))
+    assert str(path) in str(info.value)
+
+
+def test_bad_arguments_are_refused(capsys):
+    tool = _load_tool()
+    with pytest.raises(SystemExit) as info:
+        tool.main(["--threads", "0"])
+    assert info.value.code == 2
+    assert "--threads must be >= 1" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        tool.main(["--no-such-flag"])
+
+
+def test_a_failing_stage_is_named(tmp_path, capsys):
+    tool = _load_tool()
+    # A file where the data folder should be: the data stage cannot write there.
+    (tmp_path / "data").write_text("not a folder")
+    assert tool.main(["--out", str(tmp_path), "--quick"]) == 1
+    err = capsys.readouterr().err
+    assert f"stage 'data' ({tmp_path / 'data'}) failed" in err
+
+
+def test_data_made_with_other_settings_is_not_reused(tmp_path, capsys):
+    tool = _load_tool()
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / tool.DATA_STAMP).write_text(json.dumps(tool.DEMO_DATA))
+    assert tool.main(["--out", str(tmp_path), "--quick"]) == 1  # quick needs the small data
+    err = capsys.readouterr().err
+    assert "stage 'data'" in err and "holds toy data made with" in err
+    assert not (tmp_path / "pretrain").exists()
+
+
+@pytest.mark.slow
+def test_quick_pipeline_writes_every_stage(tmp_path):
+    tool = _load_tool()
+    out = tmp_path / "demo"
+    assert tool.main(["--out", str(out), "--quick", "--threads", "1"]) == 0
+
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["quick"] is True
+    # pretraining: errors are percentages and the backbone file loads
+    assert 0 <= summary["pretrain"]["val_top1_err"] <= 100
+    state, meta = load_backbone(out / "pretrain" / "backbone.safetensors")
+    assert meta["arch"]["depth"] == 18 and meta["arch"]["norm"] == "GN"
+    assert "stem.conv1.weight" in state and not any(k.startswith("linear") for k in state)
+    # detection: COCO metrics from COCOEvaluator, in the summary and in eval_results.json
+    results = json.loads((out / "detect" / "eval_results.json").read_text())
+    bbox = results["toy_coco_val"]["bbox"]
+    assert COCO_KEYS <= bbox.keys()
+    assert bbox["AP"] == pytest.approx(summary["detect"]["AP"], nan_ok=True)
+    assert all(math.isnan(v) or 0 <= v <= 100 for k, v in bbox.items() if k in COCO_KEYS)
+    # the detector started from the pretrained backbone: its log says so
+    log = (out / "detect" / "log.txt").read_text()
+    assert "backbone.safetensors: loaded" in log
+    # the drawing: a real PNG of the val image's size, with something drawn on it
+    png = Path(summary["visualisation"])
+    assert png.parent == out / "vis" and png.suffix == ".png"
+    drawn = np.asarray(Image.open(png).convert("RGB")).astype(int)
+    original = np.asarray(Image.open(sorted((out / "data/coco/val2017").iterdir())[0]).convert("RGB"))
+    assert drawn.shape == original.shape
+    records = json.loads((out / "vis" / "detections.json").read_text())
+    if records[0]["detections"]:
+        assert (np.abs(drawn - original.astype(int)).sum(-1) > 60).any()
+    # a second run reuses the data instead of refusing the non-empty folders
+    first = sorted(p.name for p in (out / "data/imagenet/train/circle").iterdir())
+    assert tool.main(["--out", str(out), "--quick", "--threads", "1"]) == 0
+    assert sorted(p.name for p in (out / "data/imagenet/train/circle").iterdir()) == first
