@@ -277,3 +277,26 @@ def test_dead_worker_error_names_the_sample(toy_root, monkeypatch):
     with pytest.raises(DataLoaderWorkerError, match=os.path.basename(victim)):
         for _ in iterate_loader(loader, train_set):
             pass
+
+
+def test_prune_checkpoints_keeps_newest_and_the_published_one(tmp_path):
+    from resnet_det.classification.engine import LAST_CHECKPOINT, prune_checkpoints
+
+    for it in (31, 62, 93, 124, 155):
+        (tmp_path / f"model_{it:07d}.pth").write_bytes(b"x")
+    (tmp_path / "model_final.pth").write_bytes(b"x")
+    (tmp_path / LAST_CHECKPOINT).write_text("model_0000062.pth")  # e.g. a resume pointed back
+    deleted = prune_checkpoints(tmp_path, 2)
+    assert sorted(p.name for p in deleted) == ["model_0000031.pth", "model_0000093.pth"]
+    left = sorted(p.name for p in tmp_path.glob("model_*.pth"))
+    assert left == ["model_0000062.pth", "model_0000124.pth", "model_0000155.pth", "model_final.pth"]
+    assert prune_checkpoints(tmp_path, 0) == []  # 0 keeps everything
+
+
+def test_training_keeps_at_most_max_checkpoints(toy_root, tmp_path):
+    cfg = tiny_cfg(toy_root, tmp_path, "SOLVER.CHECKPOINT_PERIOD", "1", "SOLVER.MAX_CHECKPOINTS_TO_KEEP", "2",
+                   "TEST.EVAL_PERIOD", "0", "TEST.TEN_CROP", "False")
+    train(cfg)
+    assert sorted(p.name for p in tmp_path.glob("model_*.pth")) == [
+        "model_0000003.pth", "model_0000004.pth", "model_final.pth"]
+    assert (tmp_path / "last_checkpoint").read_text() == "model_final.pth"

@@ -142,6 +142,9 @@ def get_pretrain_cfg() -> CfgNode:
     _C.SOLVER.CHANNELS_LAST = False
     _C.SOLVER.COMPILE = False
     _C.SOLVER.CHECKPOINT_PERIOD = 0  # iterations; 0: once per epoch
+    # Periodic checkpoints kept on disk (the newest ones; older ones are deleted once a newer
+    # one is complete); 0 keeps all. model_final.pth and the backbone export are never deleted.
+    _C.SOLVER.MAX_CHECKPOINTS_TO_KEEP = 3
     _C.SOLVER.LOG_PERIOD = 20  # iterations between host syncs for logging and the NaN check
 
     _C.TEST = PretrainCfgNode()
@@ -235,6 +238,7 @@ def validate_pretrain_cfg(cfg: CfgNode, source: str = "config") -> None:
                 "MODEL.STRIDE_IN_1X1", "MODEL.ZERO_INIT_RESIDUAL"):
         choice(key, (True, False))
     number("SOLVER.CHECKPOINT_PERIOD", 0, integer=True)
+    number("SOLVER.MAX_CHECKPOINTS_TO_KEEP", 0, integer=True)
     number("SOLVER.LOG_PERIOD", 1, integer=True)
     number("TEST.IMS_PER_BATCH", 1, integer=True)
     number("TEST.EVAL_PERIOD", 0, integer=True)

@@ -39,6 +39,7 @@ __all__ = [
     "save_checkpoint",
     "load_checkpoint",
     "last_checkpoint",
+    "prune_checkpoints",
     "train",
     "evaluate_only",
     "plot_curves",
@@ -213,6 +214,20 @@ def save_checkpoint(output_dir, name, *, model, optimizer=None, scheduler=None, 
     with atomic_write(output_dir / LAST_CHECKPOINT, mode="w") as f:
         f.write(name)
     return path
+
+
+def prune_checkpoints(output_dir, keep: int) -> list:
+    """Delete all but the ``keep`` newest periodic checkpoints (``model_<iteration>.pth``) of
+    ``output_dir``; never the one ``last_checkpoint`` names, nor ``model_final.pth``. ``keep``
+    0 keeps all. Returns the deleted paths."""
+    if keep <= 0:
+        return []
+    current = last_checkpoint(output_dir)
+    periodic = sorted(p for p in Path(output_dir).glob("model_*.pth") if p.stem[6:].isdigit())
+    doomed = [p for p in periodic[:-keep] if current is None or p.name != current.name]
+    for path in doomed:
+        path.unlink(missing_ok=True)
+    return doomed
 
 
 def last_checkpoint(output_dir) -> Path | None:
@@ -482,6 +497,7 @@ def train(cfg, resume: bool = False, on_batch=None) -> dict:
                     last_good = save_checkpoint(
                         out, f"model_{done:07d}.pth", model=raw_model, optimizer=optimizer,
                         scheduler=scheduler, scaler=scaler, iteration=done)
+                    prune_checkpoints(out, s.MAX_CHECKPOINTS_TO_KEEP)
                 comm.synchronize()
             if done % L.eval_period == 0 and not is_last:
                 res = evaluate(raw_model, val_loader, device=device, amp=s.AMP, channels_last=s.CHANNELS_LAST)
