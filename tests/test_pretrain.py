@@ -26,7 +26,7 @@ from resnet_det.classification import (
     train,
 )
 from resnet_det.classification import data as cls_data
-from resnet_det.data.toy import TOY_CLASSES, make_toy_data
+from resnet_det.data.toy import TOY_CLASSES
 from resnet_det.models import build_model, build_resnet
 
 CONFIGS = os.path.join(os.path.dirname(__file__), "..", "configs", "pretrain")
@@ -40,13 +40,6 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def toy_root(tmp_path_factory):
-    out = tmp_path_factory.mktemp("toycls")
-    make_toy_data(out, kinds=("classification",), num_train_per_class=8, num_val_per_class=2, cls_size=32)
-    return str(out / "imagenet")
 
 
 def tiny_cfg(root, out, *extra):
@@ -138,8 +131,8 @@ def test_lr_schedule_warmup_steps_and_cosine():
     assert opt.param_groups[0]["lr"] == pytest.approx(0.2)
 
 
-def test_augmentation_same_for_any_worker_count(toy_root):
-    cfg = tiny_cfg(toy_root, "unused")
+def test_augmentation_same_for_any_worker_count(toy_cls_root):
+    cfg = tiny_cfg(toy_cls_root, "unused")
     train_set, _ = build_datasets(cfg)
     batches = {}
     for workers in (0, 2):
@@ -183,8 +176,8 @@ def test_evaluate_top1_top5_and_ten_crop_averaging():
 
 # ---------------------------------------------------------------- training runs
 
-def test_train_outputs_backbone_and_eval_only(toy_root, tmp_path):
-    cfg = tiny_cfg(toy_root, tmp_path)
+def test_train_outputs_backbone_and_eval_only(toy_cls_root, tmp_path):
+    cfg = tiny_cfg(toy_cls_root, tmp_path)
     final = train(cfg)
     for name in ("config.yaml", "metrics.json", "curves.png", "model_0000002.pth", "model_0000004.pth",
                  "model_final.pth", "backbone.safetensors", "backbone.json", "last_checkpoint"):
@@ -211,15 +204,15 @@ def test_train_outputs_backbone_and_eval_only(toy_root, tmp_path):
     assert again["val_top1_err"] == pytest.approx(final["val_top1_err"])
 
 
-def test_resume_from_checkpoint_matches_uninterrupted(toy_root, tmp_path):
+def test_resume_from_checkpoint_matches_uninterrupted(toy_cls_root, tmp_path):
     # workers=2: the resumed run's augmentation must not depend on the data-loader processes.
-    cfg = tiny_cfg(toy_root, tmp_path / "full", "DATA.NUM_WORKERS", "2", "TEST.TEN_CROP", "False")
+    cfg = tiny_cfg(toy_cls_root, tmp_path / "full", "DATA.NUM_WORKERS", "2", "TEST.TEN_CROP", "False")
     train(cfg)
     resumed = tmp_path / "resumed"
     resumed.mkdir()
     shutil.copy(tmp_path / "full" / "model_0000002.pth", resumed)
     (resumed / "last_checkpoint").write_text("model_0000002.pth")
-    train(tiny_cfg(toy_root, resumed, "DATA.NUM_WORKERS", "2", "TEST.TEN_CROP", "False"), resume=True)
+    train(tiny_cfg(toy_cls_root, resumed, "DATA.NUM_WORKERS", "2", "TEST.TEN_CROP", "False"), resume=True)
     a = torch.load(tmp_path / "full" / "model_final.pth", weights_only=True)["model"]
     b = torch.load(resumed / "model_final.pth", weights_only=True)["model"]
     start = torch.load(resumed / "model_0000002.pth", weights_only=True)["model"]
@@ -227,8 +220,8 @@ def test_resume_from_checkpoint_matches_uninterrupted(toy_root, tmp_path):
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_amp_bf16_channels_last_accumulation_mixing_run(toy_root, tmp_path):
-    cfg = tiny_cfg(toy_root, tmp_path, "SOLVER.AMP", "bf16", "SOLVER.CHANNELS_LAST", "True",
+def test_amp_bf16_channels_last_accumulation_mixing_run(toy_cls_root, tmp_path):
+    cfg = tiny_cfg(toy_cls_root, tmp_path, "SOLVER.AMP", "bf16", "SOLVER.CHANNELS_LAST", "True",
                    "SOLVER.GRAD_ACCUM_STEPS", "2", "SOLVER.MIXUP_ALPHA", "0.2", "SOLVER.CUTMIX_ALPHA", "1.0",
                    "SOLVER.LABEL_SMOOTHING", "0.1", "SOLVER.OPTIMIZER_IMPL", "fused", "SOLVER.MAX_ITER", "2",
                    "DATA.RECIPE", "modern", "TEST.TEN_CROP", "False")
@@ -241,7 +234,7 @@ def test_amp_bf16_channels_last_accumulation_mixing_run(toy_root, tmp_path):
     assert not torch.equal(init["stem.conv1.weight"], after["stem.conv1.weight"])
 
 
-def test_nan_loss_stops_with_iteration_and_keeps_checkpoint(toy_root, tmp_path, monkeypatch):
+def test_nan_loss_stops_with_iteration_and_keeps_checkpoint(toy_cls_root, tmp_path, monkeypatch):
     calls = []
     real = engine.classification_loss
 
@@ -251,7 +244,7 @@ def test_nan_loss_stops_with_iteration_and_keeps_checkpoint(toy_root, tmp_path, 
         return loss * float("nan") if len(calls) == 3 else loss
 
     monkeypatch.setattr(engine, "classification_loss", poisoned)
-    cfg = tiny_cfg(toy_root, tmp_path, "SOLVER.LOG_PERIOD", "20", "TEST.TEN_CROP", "False")
+    cfg = tiny_cfg(toy_cls_root, tmp_path, "SOLVER.LOG_PERIOD", "20", "TEST.TEN_CROP", "False")
     with pytest.raises(DivergenceError, match=r"loss is nan at iteration 3 .*model_0000002.pth"):
         train(cfg)
     ckpt = last_checkpoint(tmp_path)
@@ -261,8 +254,8 @@ def test_nan_loss_stops_with_iteration_and_keeps_checkpoint(toy_root, tmp_path, 
     assert all(torch.isfinite(v).all() for v in model.state_dict().values())
 
 
-def test_dead_worker_error_names_the_sample(toy_root, monkeypatch):
-    cfg = tiny_cfg(toy_root, "unused")
+def test_dead_worker_error_names_the_sample(toy_cls_root, monkeypatch):
+    cfg = tiny_cfg(toy_cls_root, "unused")
     train_set, _ = build_datasets(cfg)
     victim = train_set.samples[7][0]
     real = cls_data.decode_image
@@ -293,8 +286,8 @@ def test_prune_checkpoints_keeps_newest_and_the_published_one(tmp_path):
     assert prune_checkpoints(tmp_path, 0) == []  # 0 keeps everything
 
 
-def test_training_keeps_at_most_max_checkpoints(toy_root, tmp_path):
-    cfg = tiny_cfg(toy_root, tmp_path, "SOLVER.CHECKPOINT_PERIOD", "1", "SOLVER.MAX_CHECKPOINTS_TO_KEEP", "2",
+def test_training_keeps_at_most_max_checkpoints(toy_cls_root, tmp_path):
+    cfg = tiny_cfg(toy_cls_root, tmp_path, "SOLVER.CHECKPOINT_PERIOD", "1", "SOLVER.MAX_CHECKPOINTS_TO_KEEP", "2",
                    "TEST.EVAL_PERIOD", "0", "TEST.TEN_CROP", "False")
     train(cfg)
     assert sorted(p.name for p in tmp_path.glob("model_*.pth")) == [

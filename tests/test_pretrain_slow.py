@@ -10,18 +10,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from resnet_det.data.toy import make_toy_data
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
 TOY_CFG = str(REPO / "configs" / "pretrain" / "toy_resnet18.yaml")
-
-
-@pytest.fixture(scope="module")
-def toy_root(tmp_path_factory):
-    out = tmp_path_factory.mktemp("toycls_slow")
-    make_toy_data(out, kinds=("classification",), num_train_per_class=8, num_val_per_class=2, cls_size=32)
-    return str(out / "imagenet")
 
 
 def _opts(root, out, *extra):
@@ -45,10 +37,10 @@ def _ddp_worker(root, out):
     Path(out, f"seen_rank{comm.get_rank()}.json").write_text(json.dumps(seen))
 
 
-def test_ddp_two_process_gloo_disjoint_batches(toy_root, tmp_path):
+def test_ddp_two_process_gloo_disjoint_batches(toy_cls_root, tmp_path):
     from detectron2.engine import launch
 
-    launch(_ddp_worker, 2, dist_url="auto", args=(toy_root, str(tmp_path)))
+    launch(_ddp_worker, 2, dist_url="auto", args=(toy_cls_root, str(tmp_path)))
     seen = [json.loads((tmp_path / f"seen_rank{r}.json").read_text()) for r in range(2)]
     for r in range(2):
         assert [it for it, _ in seen[r]] == [0, 1, 2, 3]
@@ -80,13 +72,13 @@ def _weights(path):
     return torch.load(path, map_location="cpu", weights_only=True)["model"]
 
 
-def test_sigkill_during_save_and_training_then_resume_is_exact(toy_root, tmp_path):
+def test_sigkill_during_save_and_training_then_resume_is_exact(toy_cls_root, tmp_path):
     env = dict(os.environ, OMP_NUM_THREADS="1")
     ref, run = tmp_path / "reference", tmp_path / "killed"
-    subprocess.run(_cli(toy_root, ref), env=env, check=True, capture_output=True)
+    subprocess.run(_cli(toy_cls_root, ref), env=env, check=True, capture_output=True)
 
     # 1. Killed while model_0000004.pth is being written (the save sleeps before its rename).
-    proc = subprocess.Popen(_cli(toy_root, run), env=dict(env, RESNET_DET_FAULT_SLEEP_IN_SAVE="2"),
+    proc = subprocess.Popen(_cli(toy_cls_root, run), env=dict(env, RESNET_DET_FAULT_SLEEP_IN_SAVE="2"),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     _wait_for(lambda: list(run.glob(".model_0000004.pth.*.tmp")), proc)
     proc.send_signal(signal.SIGKILL)
@@ -97,14 +89,14 @@ def test_sigkill_during_save_and_training_then_resume_is_exact(toy_root, tmp_pat
 
     # 2. Resumed, then killed mid-training right after model_0000006.pth is published.
     pointer = run / "last_checkpoint"
-    proc = subprocess.Popen(_cli(toy_root, run, "--resume"), env=env,
+    proc = subprocess.Popen(_cli(toy_cls_root, run, "--resume"), env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     _wait_for(lambda: pointer.read_text() == "model_0000006.pth", proc)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
 
     # 3. Resumed to the end.
-    done = subprocess.run(_cli(toy_root, run, "--resume"), env=env, capture_output=True, text=True)
+    done = subprocess.run(_cli(toy_cls_root, run, "--resume"), env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "resumed from" in (run / "log.txt").read_text()
     assert not list(run.glob(".*.tmp"))  # the interrupted save's temp file was cleaned up
