@@ -257,21 +257,31 @@ def profile(args, design):
         print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=args.profile_rows))
 
 
+def training_batch(n=1, h=800, w=1067,
+                   boxes=((100.0, 120.0, 400.0, 500.0), (500.0, 200.0, 900.0, 700.0)), classes=(3, 17)):
+    """``n`` random ``h x w`` uint8 images, each with the same ground-truth ``boxes``/``classes``:
+    a detectron2 training batch (fixed seed)."""
+    from detectron2.structures import Boxes, Instances
+
+    g = torch.Generator().manual_seed(2)
+    batch = []
+    for _ in range(n):
+        inst = Instances((h, w))
+        inst.gt_boxes = Boxes(torch.tensor(boxes))
+        inst.gt_classes = torch.tensor(classes)
+        batch.append({"image": torch.randint(0, 256, (3, h, w), generator=g, dtype=torch.uint8),
+                      "instances": inst, "height": h, "width": w})
+    return batch
+
+
 def train_iteration(design: str, repeats: int) -> dict:
     """Median s/iter of one batch-1 training step; run in a child process (own peak RSS)."""
-    from detectron2.structures import Boxes, Instances
     from detectron2.utils.events import EventStorage
 
     which, design = design.split(":")
     theirs, ours, cfg = build_pair(design)
     model = (theirs if which == "detectron2" else ours).train()
-    h, w = 800, 1067
-    inst = Instances((h, w))
-    inst.gt_boxes = Boxes(torch.tensor([[100.0, 120.0, 400.0, 500.0], [500.0, 200.0, 900.0, 700.0]]))
-    inst.gt_classes = torch.tensor([3, 17])
-    g = torch.Generator().manual_seed(2)
-    batch = [{"image": torch.randint(0, 256, (3, h, w), generator=g, dtype=torch.uint8),
-              "instances": inst, "height": h, "width": w}]
+    batch = training_batch()
     opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-4, momentum=0.9)
 
     def step():

@@ -37,8 +37,8 @@ import torchvision
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import print_table, time_alternating, write_result  # noqa: E402
 
-from resnet_det.checkpoint.export import PIXEL_MEAN_RGB, PIXEL_STD_RGB  # noqa: E402
 from resnet_det.classification.solver import build_optimizer  # noqa: E402
+from resnet_det.classification.transforms import NormalizeBatch  # noqa: E402
 from resnet_det.models import build_resnet, optimize_for_inference  # noqa: E402
 
 CUDA = torch.device("cuda")
@@ -75,14 +75,9 @@ class PretrainStep:
         self.steps, self.input, self.sync_each_step, self.amp = steps, input, sync_each_step, amp
         g = torch.Generator().manual_seed(0)
         uint8 = torch.randint(0, 256, (batch, 3, 224, 224), generator=g, dtype=torch.uint8)
-        if input == "float_pageable":
-            mean = torch.tensor(PIXEL_MEAN_RGB).view(1, 3, 1, 1)
-            std = torch.tensor(PIXEL_STD_RGB).view(1, 3, 1, 1)
-            self.host = (uint8.float() - mean) / std
-        else:
-            self.host = uint8.pin_memory()
-        self.mean = torch.tensor(PIXEL_MEAN_RGB, device=CUDA).view(1, 3, 1, 1)
-        self.std = torch.tensor(PIXEL_STD_RGB, device=CUDA).view(1, 3, 1, 1)
+        # The engine's normalisation: on the host for the float hand-over, on the GPU otherwise.
+        self.normalize = NormalizeBatch().to(CUDA)
+        self.host = NormalizeBatch()(uint8) if input == "float_pageable" else uint8.pin_memory()
         self.labels = torch.randint(0, 1000, (batch,), generator=g).to(CUDA)
 
     def __call__(self):
@@ -91,7 +86,7 @@ class PretrainStep:
             if self.input == "float_pageable":
                 x = self.host.to(CUDA)
             else:
-                x = (self.host.to(CUDA, non_blocking=True).float() - self.mean) / self.std
+                x = self.normalize(self.host.to(CUDA, non_blocking=True))
             x = x.contiguous(memory_format=self.fmt)
             with torch.autocast("cuda", dtype=self.amp, enabled=self.amp is not None):
                 loss = torch.nn.functional.cross_entropy(self.forward(x), self.labels)
@@ -148,27 +143,13 @@ def bench_pretrain(args) -> dict:
     return results
 
 
-def detection_batch(h=800, w=1067, n=2):
-    from detectron2.structures import Boxes, Instances
-
-    g = torch.Generator().manual_seed(2)
-    batch = []
-    for _ in range(n):
-        inst = Instances((h, w))
-        inst.gt_boxes = Boxes(torch.tensor([[100.0, 120.0, 400.0, 500.0], [500.0, 200.0, 900.0, 700.0],
-                                            [50.0, 600.0, 300.0, 780.0]]))
-        inst.gt_classes = torch.tensor([3, 17, 0])
-        batch.append({"image": torch.randint(0, 256, (3, h, w), generator=g, dtype=torch.uint8),
-                      "instances": inst, "height": h, "width": w})
-    return batch
-
-
 def bench_detection_train(args) -> dict:
-    from bench_detector import build_pair
+    from bench_detector import build_pair, training_batch
     from detectron2.utils.events import EventStorage
 
     theirs, ours, _ = build_pair("c4")
-    batch = detection_batch()
+    batch = training_batch(n=2, boxes=((100.0, 120.0, 400.0, 500.0), (500.0, 200.0, 900.0, 700.0),
+                                       (50.0, 600.0, 300.0, 780.0)), classes=(3, 17, 0))
 
     def trainer(model, amp):
         model = copy.deepcopy(model).to(CUDA).train()
