@@ -1,7 +1,13 @@
 """ResNet backbone throughput: ``build_resnet`` vs torchvision at identical settings.
 
     python benchmarks/bench_backbone.py [--depth 101] [--batch 8] [--size 224] [--device cpu]
-    python benchmarks/bench_backbone.py --device cuda --batch 64 --amp bf16 --channels-last
+    python benchmarks/bench_backbone.py --device cuda --batch 64 --amp bf16 --layout nhwc
+
+``--layout shipped`` (default) runs each library as it comes: ours picks NHWC activations where
+they were measured faster (``build_resnet(channels_last=None)``: CUDA, and bottleneck depths on
+CPU), torchvision stays NCHW; the input batch is the same NCHW float tensor. ``nchw`` and
+``nhwc`` force one layout on both (``nhwc`` also stores both models' weights NHWC; the old flag
+``--channels-last`` means ``--layout nhwc``), so they compare the same arithmetic.
 
 Reports forward (eval, no grad) and training-step (forward + backward + SGD step) img/s for
 both, timed alternately in one process, and their ratio ours/torchvision in img/s (> 1: ours
@@ -32,7 +38,9 @@ def main():
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--warmup", type=int, default=2)
-    p.add_argument("--channels-last", action="store_true", help="both models in channels_last")
+    p.add_argument("--layout", choices=["shipped", "nchw", "nhwc"], default="shipped",
+                   help="shipped: each library's default; nchw/nhwc: both models alike")
+    p.add_argument("--channels-last", action="store_true", help="same as --layout nhwc")
     p.add_argument("--amp", choices=["off", "bf16", "fp16"], default="off")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
     args = p.parse_args()
@@ -41,10 +49,14 @@ def main():
     if torch.device(args.device).type == "cuda":
         torch.backends.cudnn.benchmark = True  # both models alike: best algorithm per shape
 
+    if args.channels_last:
+        args.layout = "nhwc"
     torch.manual_seed(0)
-    fmt = torch.channels_last if args.channels_last else torch.contiguous_format
+    fmt = torch.channels_last if args.layout == "nhwc" else torch.contiguous_format
     # stride_in_1x1=False: torchvision's placement, so both networks do the same arithmetic.
-    ours = build_resnet(args.depth, stride_in_1x1=False).to(args.device, memory_format=fmt)
+    ours = build_resnet(args.depth, stride_in_1x1=False,
+                        channels_last={"shipped": None, "nchw": False, "nhwc": True}[args.layout])
+    ours.to(args.device, memory_format=fmt)
     theirs = getattr(torchvision.models, f"resnet{args.depth}")().to(args.device, memory_format=fmt)
     x = torch.randn(args.batch, 3, args.size, args.size, device=args.device).to(memory_format=fmt)
     target = torch.randint(0, 1000, (args.batch,), device=args.device)
@@ -99,14 +111,14 @@ def main():
                      "fwd img/s": f"{fraction[name]['forward']:.1%}",
                      "train-step img/s": f"{fraction[name]['train_step']:.1%}"})
     print(f"resnet{args.depth}, batch {args.batch}, {args.size}px, {args.device}, amp={args.amp}, "
-          f"channels_last={args.channels_last}, {torch.get_num_threads()} CPU threads, "
+          f"layout {args.layout}, {torch.get_num_threads()} CPU threads, "
           f"median of {args.repeats} alternated runs")
     print_table(rows, ["model", "fwd img/s", "train-step img/s"])
     tf32 = device_type == "cuda" and dtype is None and torch.backends.cudnn.allow_tf32
     print(f"{macs_per_image / 1e9:.2f} GMAC per image; measured {ceiling / 1e9:.1f} GMAC/s "
           f"on a {'fp32' if dtype is None else args.amp} matmul{' (TF32, as cuDNN convs)' if tf32 else ''}")
     tag = f"_{args.amp}" if dtype is not None else ""
-    tag += "_cl" if args.channels_last else ""
+    tag += "" if args.layout == "shipped" else f"_{args.layout}"
     path = write_result(f"backbone_r{args.depth}_{torch.device(args.device).type}{tag}", {
         "args": vars(args), "seconds": {"forward": fwd, "train_step": trn},
         "img_per_s": rows[:2], "img_per_s_ratio_ours_over_torchvision": ratios,

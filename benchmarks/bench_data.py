@@ -16,9 +16,10 @@ process and the median over ``--repeats`` calls after ``--warmup`` is reported.
 Our loader yields uint8 batches; training moves them to the device and normalises them there
 (``NormalizeBatch``), which on a GPU costs next to nothing. "ours" is the loader alone, as it
 feeds a GPU; "ours + CPU normalise" also normalises each batch in this (the main) process, as
-training on a CPU does, which on a 2-core machine takes CPU time from the workers. The classic
-pipeline normalises per sample in its workers. ``--ablation`` adds ours with the former
-per-sample float conversion in the workers (float batches; the former evaluation order
+training on a CPU does (into the previous batch's tensor, ``NormalizeBatch(reuse_output=True)``),
+which on a 2-core machine takes CPU time from the workers. The classic pipeline normalises per
+sample in its workers. ``--ablation`` adds ours normalising into a fresh tensor per batch, ours
+with the former per-sample float conversion in the workers (float batches; the former evaluation order
 normalised the whole resized image before cropping), and ours without the JPEG draft (which
 only acts on photos at least twice the resize target: try ``--size 1600 1200``).
 """
@@ -126,8 +127,13 @@ def main():
     p.add_argument("--threads", type=int, default=1, help="torch threads of the main process")
     p.add_argument("--ablation", action="store_true",
                    help="also time ours with per-sample float conversion, and without the JPEG draft")
+    p.add_argument("--normalise-only", action="store_true",
+                   help="only time NormalizeBatch on one uint8 batch (--batch x 3 x --crop^2): "
+                        "into a fresh tensor vs into the previous call's (reuse_output)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
+    if args.normalise_only:
+        return normalise_only(args)
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(args.data) if args.data else Path(tmp) / "train"
@@ -151,10 +157,25 @@ def main():
     print(f"wrote {path}")
 
 
+def normalise_only(args):
+    """NormalizeBatch on one uint8 batch, in the main process's threads: fresh vs reused output."""
+    images = torch.randint(0, 256, (args.batch, 3, args.crop, args.crop), dtype=torch.uint8)
+    fresh, reuse = NormalizeBatch(), NormalizeBatch(reuse_output=True)
+    seconds = time_alternating({"fresh output": lambda: fresh(images), "reused output": lambda: reuse(images)},
+                               repeats=max(args.repeats, 7), warmup=2)
+    print(f"NormalizeBatch, uint8 batch {tuple(images.shape)}, {args.threads} thread(s), median of "
+          f"{max(args.repeats, 7)} alternated calls")
+    print_table([{"output": k, "ms per batch": 1e3 * v, "vs fresh": seconds["fresh output"] / v}
+                 for k, v in seconds.items()], ["output", "ms per batch", "vs fresh"])
+    path = write_result("normalise_batch", {"args": vars(args), "command": " ".join(sys.argv), "seconds": seconds})
+    print(f"wrote {path}")
+
+
 def run(root: Path, args) -> dict:
     """Time each recipe's contenders (alternated); returns seconds and img/s per contender."""
     crop, rr, n = args.crop, tuple(args.resize_range), args.batch * args.batches
-    normalize = NormalizeBatch()
+    # As the engine normalises on a CPU: into the previous batch's tensor (reuse_output).
+    normalizers = {"reuse": NormalizeBatch(reuse_output=True), "fresh": NormalizeBatch()}
     per_sample_float = [v2.ToDtype(torch.float32, scale=True), v2.Normalize(MEAN, STD)]
     results = {}
     for kind in args.kinds:
@@ -189,19 +210,20 @@ def run(root: Path, args) -> dict:
                 collate = MixCollate(len(theirs.classes)) if train and ours_style else None
                 for images, *_ in loader(dataset, keys(train and ours_style), collate):
                     if norm:
-                        images = normalize(images)
+                        images = normalizers[norm](images)
                     assert images.shape[0] == args.batch
             return call
 
         train = kind != "eval"
-        contenders = {"classic": consume(theirs, train, False), "ours": consume(ours, train, False),
-                      "ours + CPU normalise": consume(ours, train, True)}
+        contenders = {"classic": consume(theirs, train, None), "ours": consume(ours, train, None),
+                      "ours + CPU normalise": consume(ours, train, "reuse")}
         if args.ablation:
             name = "ours, per-sample float" if train else "ours, normalise before crop"
-            contenders[name] = consume(ours_float, train, False)
+            contenders[name] = consume(ours_float, train, None)
+            contenders["ours + CPU normalise, fresh output"] = consume(ours, train, "fresh")
             if ours.draft_short_side:
                 no_draft = ImageFolderDataset(root, ours.transform)
-                contenders["ours, no JPEG draft"] = consume(no_draft, train, False)
+                contenders["ours, no JPEG draft"] = consume(no_draft, train, None)
         print(f"timing {kind}: {', '.join(contenders)}", flush=True)
         seconds = time_alternating(contenders, repeats=args.repeats, warmup=args.warmup)
         results[kind] = {"seconds_per_call": seconds, "images_per_call": n,

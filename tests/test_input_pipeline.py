@@ -176,3 +176,21 @@ def test_decode_image_falls_back_to_pil_when_torchvision_refuses(tmp_path, monke
     monkeypatch.setattr(data, "decode_jpeg", refusing)
     assert torch.equal(decode_image(path), v2.functional.pil_to_tensor(load_image(path)))
     assert len(calls) == 1  # the direct path was tried first
+
+
+def test_normalize_batch_reusing_its_output_gives_the_same_numbers():
+    fresh, reuse = NormalizeBatch(), NormalizeBatch(reuse_output=True)
+    g = torch.Generator().manual_seed(0)
+    first = torch.randint(0, 256, (2, 3, 5, 7), dtype=torch.uint8, generator=g)
+    out1 = reuse(first)
+    assert torch.equal(out1, fresh(first))
+    second = torch.randint(0, 256, (2, 3, 5, 7), dtype=torch.uint8, generator=g)
+    out2 = reuse(second)
+    # The same tensor, overwritten: what reuse_output promises, and why only loops use it.
+    assert out2.data_ptr() == out1.data_ptr() and torch.equal(out2, fresh(second))
+    cl = second.contiguous(memory_format=torch.channels_last)
+    out3 = reuse(cl)  # another memory format: a new tensor in that format, same values
+    assert out3.is_contiguous(memory_format=torch.channels_last) and torch.equal(out3, fresh(second))
+    mixed = torch.rand(4, 3, 5, 7, generator=g)  # float 0..1 (MixUp/CutMix batches), new shape
+    assert torch.equal(reuse(mixed), fresh(mixed)) and torch.equal(reuse(mixed), fresh(mixed))
+    assert torch.equal(reuse(first[:, None]), fresh(first[:, None]))  # 10-crop batches

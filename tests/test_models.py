@@ -180,3 +180,30 @@ def test_vgg16_shapes():
     assert model.forward_features(x).shape == (1, 512, 8, 6)  # conv5_3 at stride 16
     assert model(x).shape == (1, 10)
     assert gflops(build_vgg16()) == pytest.approx(15.5, rel=0.03)
+
+
+@pytest.mark.parametrize(
+    "depth, norm, choice, nhwc",
+    [
+        (50, "BN", None, True),  # bottleneck on CPU: NHWC by default
+        (18, "BN", None, False),  # basic blocks on CPU: NCHW by default
+        (18, "GN", True, True),
+        (50, "FrozenBN", False, False),
+    ],
+)
+def test_channels_last_choice_keeps_values(depth, norm, choice, nhwc):
+    torch.manual_seed(0)
+    model = build_resnet(depth, 10, norm=norm, channels_last=choice).eval()
+    nchw = build_resnet(depth, 10, norm=norm, channels_last=False).eval()
+    nchw.load_state_dict(model.state_dict())
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        feats, ref = model.forward_features(x), nchw.forward_features(x)
+        logits = model(x)
+    assert feats["res5"].is_contiguous(memory_format=torch.channels_last) is nhwc
+    assert feats["res5"].is_contiguous() is not nhwc
+    for name in ("stem", "res5"):  # same values up to float summation order
+        scale = ref[name].abs().max()
+        assert (feats[name] - ref[name]).abs().max() <= 1e-5 * scale
+    assert torch.allclose(logits, nchw(x), rtol=1e-4, atol=1e-5 * nchw(x).abs().max().item())
+    assert "channels_last" not in model.arch  # a run-time choice: exported files do not carry it

@@ -139,7 +139,7 @@ def evaluate(model, loader, *, device=None, amp="off", channels_last=False) -> d
     device = device or next(model.parameters()).device
     was_training = model.training
     model.eval()
-    normalize = NormalizeBatch().to(device)
+    normalize = NormalizeBatch(reuse_output=True).to(device)  # each batch is done with in-loop
     counts = torch.zeros(3, dtype=torch.float64, device=device)  # top-1 hits, top-5 hits, images
     for images, labels, *_ in loader:
         images = normalize(images.to(device, non_blocking=True))
@@ -457,7 +457,9 @@ def train(cfg, resume: bool = False, on_batch=None) -> dict:
     batches = iterate_loader(loader, train_set)
     autocast = _autocast(device, s.AMP)
     accum = s.GRAD_ACCUM_STEPS
-    normalize = NormalizeBatch().to(device)
+    # On a CPU each batch is written into the previous one's tensor: backward() has freed the
+    # graph that held it by then (NormalizeBatch's reuse_output).
+    normalize = NormalizeBatch(reuse_output=True).to(device)
     try:
         for it in range(start_iter, L.max_iter):
             loss_sum = torch.zeros((), device=device)

@@ -243,24 +243,57 @@ def zero_init_last_norm(block) -> None:
         norm.weight.zero_()
 
 
+# Where NHWC activations pay (oneDNN and cuDNN skip the layout reorders they wrap around NCHW
+# ones). Measured training steps, img/s NHWC over NCHW (docs/benchmarks.md): on CPU, bottleneck
+# nets gain (ResNet-50 1.11-1.12x, ResNet-101 1.03-1.07x at batch 8, 224 px) and basic-block
+# nets do not (ResNet-18 BN 0.97-1.01x, GN 0.90-0.95x); on CUDA every depth gains with BN
+# (ResNet-50 on an H100 with TF32 1.37x).
+CHANNELS_LAST_DEVICES = ("cpu", "cuda")
+
+
+def _channels_last_pays(device_type: str, block: str, norm: str) -> bool:
+    if device_type == "cuda":
+        return norm != "GN"  # not measured with GroupNorm on a GPU
+    return device_type == "cpu" and block == "bottleneck"
+
+
 class ResNet(_D2ResNet):
     """A ResNet classifier: ``model(x)`` gives logits, ``model.forward_features(x)`` the dict of
-    stage outputs ``stem, res2..res5``. Built by :func:`build_resnet`."""
+    stage outputs ``stem, res2..res5``. Built by :func:`build_resnet`.
 
-    def __init__(self, stem, stages, num_classes=1000, freeze_at=0, **arch):
+    ``channels_last``: ``True`` moves the input to the channels_last memory format on CPU and
+    CUDA, so every activation is NHWC; values and shapes are unchanged (up to float summation
+    order), and the feature maps come back channels_last (use ``reshape``, not ``view``, to
+    flatten them). ``None`` (the default) does so where it was measured faster: on CUDA (BN
+    family norms) and, on CPU, for the bottleneck depths 50/101/152. ``False`` never. The
+    weights keep their format; ``model.to(memory_format=torch.channels_last)`` stores them NHWC
+    too (SOLVER.CHANNELS_LAST in pretraining).
+    """
+
+    def __init__(self, stem, stages, num_classes=1000, freeze_at=0, channels_last=None, **arch):
         super().__init__(
             stem,
             stages,
             num_classes=num_classes or None,
             freeze_at=freeze_at,
         )
+        self.channels_last = channels_last
         # Every option needed to rebuild this network, recorded with exported weights.
         self.arch = dict(name="resnet", **arch, num_classes=num_classes or 0)
 
-    def forward_features(self, x) -> dict[str, torch.Tensor]:
-        """Outputs of the stem and every stage (strides 4, 4, 8, 16, 32)."""
+    def _layout(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 4:
             raise ValueError(f"expected an (N, C, H, W) tensor, got shape {tuple(x.shape)}")
+        if self.channels_last is None:
+            block = RESNET_SPECS.get(self.arch.get("depth"), ("basic",))[0]
+            nhwc = _channels_last_pays(x.device.type, block, self.arch.get("norm", "BN"))
+        else:
+            nhwc = self.channels_last and x.device.type in CHANNELS_LAST_DEVICES
+        return x.contiguous(memory_format=torch.channels_last) if nhwc else x
+
+    def forward_features(self, x) -> dict[str, torch.Tensor]:
+        """Outputs of the stem and every stage (strides 4, 4, 8, 16, 32)."""
+        x = self._layout(x)
         x = self.stem(x)
         outputs = {"stem": x}
         for name, stage in zip(self.stage_names, self.stages):
@@ -273,7 +306,7 @@ class ResNet(_D2ResNet):
         if self.num_classes is None:
             last = self.forward_features(x)[self.stage_names[-1]]
             return torch.flatten(F.adaptive_avg_pool2d(last, 1), 1)
-        return super().forward(x)["linear"]
+        return super().forward(self._layout(x))["linear"]
 
 
 def build_resnet(
@@ -287,6 +320,7 @@ def build_resnet(
     zero_init_residual: bool = False,
     freeze_at: int = 0,
     in_channels: int = 3,
+    channels_last: bool | None = None,
 ) -> ResNet:
     """ResNet-``depth`` (18/34/50/101/152) of the paper's Table 1.
 
@@ -295,6 +329,8 @@ def build_resnet(
     'SyncBN' or 'GN'. ``stride_in_1x1=True`` is the paper's (MSRA) placement, False
     torchvision's. ``freeze_at`` (0..5) freezes the stem and stages up to res{freeze_at}, as
     detectron2's ``MODEL.BACKBONE.FREEZE_AT``. ``num_classes=0`` builds no classifier head.
+    ``channels_last`` (None: where measured faster; True; False) runs the activations NHWC (see
+    :class:`ResNet`); a run-time choice, not part of the architecture, so not in ``arch``.
     """
     if not 0 <= freeze_at <= 5:
         raise ValueError(f"freeze_at must be in 0..5, got {freeze_at}")
@@ -308,4 +344,5 @@ def build_resnet(
         in_channels=in_channels,
     )
     stem, stages = build_resnet_stem_and_stages(**arch)
-    return ResNet(stem, stages, num_classes=num_classes, freeze_at=freeze_at, **arch)
+    return ResNet(stem, stages, num_classes=num_classes, freeze_at=freeze_at,
+                  channels_last=channels_last, **arch)
