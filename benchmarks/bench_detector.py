@@ -2,17 +2,22 @@
 
     python benchmarks/bench_detector.py [--arch c4|fpn|both] [--height 800 --width 1067]
                                         [--repeats 3] [--train]
+    python benchmarks/bench_detector.py --arch c4 --weights R101-C4.safetensors --image photo.jpg
 
 For each design (R101-C4: configs/faster_rcnn_r101_coco.yaml vs detectron2's
 COCO-Detection/faster_rcnn_R_101_C4_3x.yaml; R50-FPN: ours with depth 50 vs
 faster_rcnn_R_50_FPN_3x.yaml) the built-in model's random weights are loaded into ours
 unchanged. Inference s/image is timed for detectron2's model and for ours after
 ``resnet_det.detection.fast_inference.optimize_detector_for_inference`` (BN folding,
-channels_last, faster exact post-processing; ``--ablation`` adds each step in turn, ``--jit`` and
+channels_last, faster exact post-processing, RoI pooling on all threads and, for C4, of the bins
+res5 reads; ``--ablation`` adds each step in turn, ``--jit`` and
 ``--compile`` the optional trunk compilers), alternated in one process. The detections of each
 are compared with detectron2's (1000 proposals, score threshold 0, up to 100 detections), next
-to detectron2 against itself under harmless changes (thread count, channels_last): the float
-noise floor. ``--profile`` prints where the time goes instead. ``--train`` also times one
+to detectron2 against itself under harmless changes (thread count, channels_last, every input
+pixel scaled by 1 + 1e-6 N(0,1)): the float noise floor and the network's own sensitivity.
+``--weights`` puts a trained detectron2 model's weights (converted once from the model zoo's
+pickle with ``tools/convert_weights.py --allow-pickle``) in both instead of random ones, and
+``--image`` a photo in place of the noise image. ``--profile`` prints where the time goes instead. ``--train`` also times one
 training iteration (batch 1) of each, in separate processes so each reports its own peak RSS.
 """
 from __future__ import annotations
@@ -41,8 +46,11 @@ DESIGNS = {
 }
 
 
-def build_pair(design: str, logit_std: float = 2.0):
-    """(detectron2's model, ours) on CPU with identical random weights and input handling."""
+def build_pair(design: str, logit_std: float = 2.0, weights: str | None = None):
+    """(detectron2's model, ours) on CPU with identical weights and input handling: random ones
+    (calibrated, see :func:`calibrate_frozen_bn`), or ``weights``, a file of detectron2's
+    built-in model (e.g. a model-zoo ``model_final_*.pkl`` converted once with
+    ``tools/convert_weights.py --allow-pickle``)."""
     import resnet_det  # noqa: F401  (registers our backbones)
     from detectron2 import model_zoo
     from detectron2.config import get_cfg as d2_get_cfg
@@ -66,7 +74,17 @@ def build_pair(design: str, logit_std: float = 2.0):
         d2_cfg.INPUT.FORMAT, d2_cfg.MODEL.PIXEL_MEAN, d2_cfg.MODEL.PIXEL_STD)
     torch.manual_seed(0)
     theirs = build_model(d2_cfg).eval()
-    calibrate_frozen_bn(theirs, logit_std)
+    if weights:
+        from resnet_det.checkpoint import load_state_dict_checked
+        from resnet_det.checkpoint.io import load_state_dict_file
+
+        state = load_state_dict_file(weights)
+        # Model-zoo files carry detectron2's pixel statistics as buffers of the model itself.
+        state = {k: v for k, v in state.items() if k not in ("pixel_mean", "pixel_std")}
+        load_state_dict_checked(theirs, state, allow_missing=("pixel_mean", "pixel_std"),
+                                source=str(weights))
+    else:
+        calibrate_frozen_bn(theirs, logit_std)
     ours = build_model(cfg)
     ours.load_state_dict(theirs.state_dict(), strict=True)
     return theirs.eval(), ours.eval(), cfg
@@ -140,23 +158,28 @@ def compare(a, b) -> dict:
     return out
 
 
-def variants_to_time(ours, ablation: bool, jit: bool, compile: bool) -> dict:
+def variants_to_time(ours, ablation: bool, jit: bool, compile: bool, exact: bool = False) -> dict:
     """Our model under the deploy steps to time; the last one is the full recipe."""
     from resnet_det.detection.fast_inference import optimize_detector_for_inference as opt
 
     steps = {}
+    full = "ours +fold_bn +channels_last +postprocess +roi"
+    no_roi = dict(parallel_roi_align=False, c4_skip_odd_bins=False)
     if ablation:  # each step added on its own, to show what it contributes
-        steps["ours (no deploy step)"] = dict(fold_bn=False, channels_last=False, fast_postprocess=False)
-        steps["ours +fold_bn"] = dict(channels_last=False, fast_postprocess=False)
-        steps["ours +fold_bn +channels_last"] = dict(fast_postprocess=False)
-        steps["ours +fold_bn +postprocess"] = dict(channels_last=False)
-        steps["ours +fold_bn +channels_last +postprocess"] = dict()
+        steps["ours (no deploy step)"] = dict(fold_bn=False, channels_last=False, fast_postprocess=False, **no_roi)
+        steps["ours +fold_bn"] = dict(channels_last=False, fast_postprocess=False, **no_roi)
+        steps["ours +fold_bn +channels_last"] = dict(fast_postprocess=False, **no_roi)
+        steps["ours +fold_bn +channels_last +postprocess"] = dict(**no_roi)
+        steps[full] = dict()
+    if exact:  # only the steps that keep every float: the same detections to the bit
+        steps["ours +postprocess +roi (exact)"] = dict(fold_bn=False, channels_last=False)
+        steps.setdefault(full, dict())
     if jit:
-        steps["ours +fold_bn +channels_last +postprocess +jit"] = dict(jit=True)
+        steps[full + " +jit"] = dict(jit=True)
     if compile:
-        steps["ours +fold_bn +channels_last +postprocess +compile"] = dict(compile=True)
+        steps[full + " +compile"] = dict(compile=True)
     if not steps:
-        steps["ours +fold_bn +channels_last +postprocess"] = dict()
+        steps[full] = dict()
     names = list(steps)
     return {name: opt(ours if name == names[-1] else copy.deepcopy(ours), **kw)
             for name, kw in steps.items()}
@@ -165,11 +188,11 @@ def variants_to_time(ours, ablation: bool, jit: bool, compile: bool) -> dict:
 def inference(args, design):
     import time
 
-    theirs, ours, _ = build_pair(design, args.logit_std)
+    theirs, ours, _ = build_pair(design, args.logit_std, args.weights)
     g = torch.Generator().manual_seed(2)
-    image = torch.randint(0, 256, (3, args.height, args.width), generator=g, dtype=torch.uint8)
+    image = bench_image(args.image, args.height, args.width, g)
     inputs = [{"image": image, "height": args.height, "width": args.width}]
-    variants = {"detectron2": theirs, **variants_to_time(ours, args.ablation, args.jit, args.compile)}
+    variants = {"detectron2": theirs, **variants_to_time(ours, args.ablation, args.jit, args.compile, args.exact)}
     outputs, first_call = {}, {}
 
     def runner(name, model):
@@ -196,7 +219,66 @@ def inference(args, design):
     with torch.inference_mode():
         noise = theirs.to(memory_format=torch.channels_last)(inputs)[0]["instances"]
     agreement["noise floor: detectron2, channels_last"] = compare(outputs["detectron2"], noise)
+    theirs.to(memory_format=torch.contiguous_format)
+    # The network's own sensitivity: every pixel changed by one part per million (a uint8 image
+    # is quantised at one part in 255).
+    jitter = 1 + 1e-6 * torch.randn(image.shape, generator=g)
+    with torch.inference_mode():
+        noise = theirs([{**inputs[0], "image": image.float() * jitter}])[0]["instances"]
+    agreement["noise floor: detectron2, input x (1 + 1e-6 N(0,1))"] = compare(outputs["detectron2"], noise)
     return seconds, agreement, first_call
+
+
+def bench_image(path, height: int, width: int, generator) -> torch.Tensor:
+    """The benchmark's uint8 CHW image in detectron2's BGR order: ``path`` resized to
+    ``height x width``, or uniform noise (what random weights are benchmarked on)."""
+    if not path:
+        return torch.randint(0, 256, (3, height, width), generator=generator, dtype=torch.uint8)
+    from PIL import Image
+
+    rgb = Image.open(path).convert("RGB").resize((width, height), Image.BILINEAR)
+    import numpy as np
+
+    return torch.from_numpy(np.ascontiguousarray(np.asarray(rgb)[:, :, ::-1])).permute(2, 0, 1).contiguous()
+
+
+def sensitivity(args, design):
+    """Relative L2 change of every backbone block's output, against detectron2's model as it is,
+    under: BN folded (the deploy step's rounding), another thread count (the float-noise floor)
+    and every input pixel times 1 + 1e-6 N(0,1) (the network's own sensitivity)."""
+    from resnet_det.models.fuse import fuse_conv_bn
+
+    theirs, _, _ = build_pair(design, args.logit_std, args.weights)
+    g = torch.Generator().manual_seed(2)
+    image = bench_image(args.image, args.height, args.width, g)
+    with torch.inference_mode():
+        x = theirs.preprocess_image([{"image": image, "height": args.height, "width": args.width}]).tensor
+    jittered = x * (1 + 1e-6 * torch.randn(x.shape, generator=g))
+    bottom_up = getattr(theirs.backbone, "bottom_up", theirs.backbone)
+    names = [n for n, _ in bottom_up.named_modules() if n == "stem" or (n.startswith("res") and n.count(".") == 1)]
+
+    def blocks(model, inp):
+        seen, net = {}, getattr(model.backbone, "bottom_up", model.backbone)
+        hooks = [net.get_submodule(n).register_forward_hook(
+            lambda m, i, o, n=n: seen.__setitem__(n, o.detach().clone())) for n in names]
+        with torch.inference_mode():
+            net(inp)
+        for h in hooks:
+            h.remove()
+        return seen
+
+    ref = blocks(theirs, x)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1 if threads > 1 else 2)
+    other_threads = blocks(theirs, x)
+    torch.set_num_threads(threads)
+    cases = {"BN folded": blocks(fuse_conv_bn(copy.deepcopy(theirs)), x),
+             "other thread count": other_threads, "input x (1 + 1e-6 N)": blocks(theirs, jittered)}
+    rows = [{"block": n, **{k: f"{((c[n] - ref[n]).norm() / ref[n].norm()).item():.2e}" for k, c in cases.items()}}
+            for n in names]
+    print(f"\n{design}: relative L2 change of each block's output, {args.height}x{args.width}")
+    print_table(rows, ["block", *cases])
+    return rows
 
 
 STAGES = {  # module path -> label; the rest of a parent's time is reported as its own line
@@ -222,9 +304,9 @@ def profile(args, design):
 
     from resnet_det.detection.fast_inference import optimize_detector_for_inference
 
-    theirs, ours, _ = build_pair(design, args.logit_std)
+    theirs, ours, _ = build_pair(design, args.logit_std, args.weights)
     g = torch.Generator().manual_seed(2)
-    image = torch.randint(0, 256, (3, args.height, args.width), generator=g, dtype=torch.uint8)
+    image = bench_image(args.image, args.height, args.width, g)
     inputs = [{"image": image, "height": args.height, "width": args.width}]
     for name, model in {"detectron2": theirs, "ours": optimize_detector_for_inference(ours, jit=args.jit)}.items():
         seconds, handles = {}, []
@@ -305,26 +387,36 @@ def main():
     p.add_argument("--ablation", action="store_true",
                    help="also time ours with no deploy step and with each step added in turn")
     p.add_argument("--jit", action="store_true", help="also time ours with the jit-frozen trunks")
+    p.add_argument("--exact", action="store_true",
+                   help="also time ours with only the exact steps (post-processing, RoI pooling; no folding, NCHW)")
     p.add_argument("--compile", action="store_true",
                    help="also time ours with torch.compile'd trunks (compile time in 'first call s')")
     p.add_argument("--logit-std", type=float, default=2.0,
                    help="std of the random model's RPN and classifier logits (0: detectron2's init, "
                         "where all scores are near-tied)")
+    p.add_argument("--weights", help="detectron2 built-in model weights (.safetensors/.pth) for both "
+                   "models instead of random ones; needs --arch c4 or fpn (the file's design)")
+    p.add_argument("--image", help="an image to run on (resized to --height x --width) instead of noise")
     p.add_argument("--train", action="store_true", help="also time one training iteration per model")
     p.add_argument("--profile", action="store_true",
                    help="print a per-stage and per-operator profile instead of timing")
     p.add_argument("--profile-rows", type=int, default=25)
+    p.add_argument("--sensitivity", action="store_true",
+                   help="print how BN folding, another thread count and a 1e-6 input change "
+                        "propagate through the backbone's blocks instead of timing")
     p.add_argument("--train-child", help=argparse.SUPPRESS)
     args = p.parse_args()
+    if args.weights and args.arch == "both":
+        p.error("--weights holds one design's weights: pass --arch c4 or --arch fpn with it")
     torch.set_num_threads(args.threads)
     if args.train_child:
         print(json.dumps(train_iteration(args.train_child, args.repeats)))
         return
 
     designs = ["c4", "fpn"] if args.arch == "both" else [args.arch]
-    if args.profile:
+    if args.profile or args.sensitivity:
         for design in designs:
-            profile(args, design)
+            (profile if args.profile else sensitivity)(args, design)
         return
     results = {}
     for design in designs:

@@ -148,6 +148,14 @@ def test_short_training_learns_evaluates_and_writes_outputs(toy_env, tmp_path, c
     )
     assert json.loads((again / "eval_results.json").read_text()) == results
 
+    # ... and after the inference deploy step, the same up to float rounding
+    deployed = tmp_path / "deployed"
+    _run(toy_env, config, deployed, "MODEL.WEIGHTS", str(out / "model_final.pth"),
+         args=["--eval-only", "--deploy"])
+    assert "Deploy step applied" in (deployed / "log.txt").read_text()
+    fast = json.loads((deployed / "eval_results.json").read_text())[dataset]["bbox"]
+    assert abs(fast["AP50"] - bbox["AP50"]) <= 1.0 and abs(fast["AP"] - bbox["AP"]) <= 1.0
+
 
 # Kills itself (SIGKILL) in the middle of writing its second checkpoint.
 KILL_DURING_SAVE = """

@@ -19,6 +19,9 @@ Other uses:
     --resume                 continue from OUTPUT_DIR/last_checkpoint (same data order and
                              random numbers as an uninterrupted run)
     --eval-only              evaluate MODEL.WEIGHTS (or, with --resume, the last checkpoint)
+    --eval-only --deploy     ... after the inference deploy step (resnet_det.detection.
+                             fast_inference: BN folded, channels_last, faster post-processing
+                             and RoI pooling; detections equal up to float rounding)
     --num-gpus N             N processes on this machine (GPUs; with MODEL.DEVICE cpu, CPU
                              processes talking over gloo)
     --num-machines M --machine-rank R --dist-url tcp://HOST:PORT
@@ -41,6 +44,10 @@ def main():
     parser = default_argument_parser(epilog=__doc__)
     parser.add_argument(
         "--config", dest="config_file", metavar="FILE", help="same as --config-file"
+    )
+    parser.add_argument(
+        "--deploy", action="store_true",
+        help="with --eval-only: evaluate the model after optimize_detector_for_inference",
     )
     args = parser.parse_args()
     if not args.config_file:

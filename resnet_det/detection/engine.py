@@ -209,6 +209,12 @@ def main(args):
         ResNetDetCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
             cfg.MODEL.WEIGHTS, resume=args.resume
         )
+        if getattr(args, "deploy", False):
+            from .fast_inference import optimize_detector_for_inference
+
+            optimize_detector_for_inference(model)
+            logger.info("Deploy step applied: BN folded, channels_last, fast post-processing and "
+                        "RoI pooling (detections equal up to float rounding)")
         results = Trainer.test(cfg, model)
     else:
         trainer = Trainer(cfg)
@@ -223,6 +229,8 @@ def launch_from_args(args):
     """Validate the config in this process (before any worker starts or any file is written),
     then run :func:`main` in ``--num-gpus`` processes per machine through detectron2's ``launch``.
     """
+    if getattr(args, "deploy", False) and not args.eval_only:
+        raise ConfigError("--deploy only applies to --eval-only (training needs the unfolded model)")
     cfg = load_config(args.config_file, args.opts)
     if not args.eval_only:
         check_can_train(cfg, args.resume)

@@ -8,6 +8,15 @@ time. Each step is a switch, and ``benchmarks/bench_detector.py --ablation`` tim
 - box post-processing whose per-class NMS runs on class-sorted contiguous slices instead of
   scanning all R x K candidates once per class (:func:`batched_nms`: the same kept indices as
   torchvision's, in the same order);
+- ``parallel_roi_align``: on CPU, torchvision's ``roi_align`` runs on one thread; RoIs are split
+  into chunks pooled on ``torch.get_num_threads()`` threads (each RoI's output is computed
+  alone, so the values are bit-identical);
+- ``c4_skip_odd_bins``: in a C4 head whose res5 first block subsamples only through stride-2
+  1x1 convolutions (the MSRA ``stride_in_1x1`` placement: conv1 and the shortcut), those read
+  only the even rows and columns of the 14x14 RoI features; the pooler keeps just those (7x7,
+  straight into the convolutions' memory format) and the two convolutions get stride 1. The
+  same arithmetic on a quarter of the pooled features (RoIAlign's values unchanged; the 1x1
+  convolutions may add in another order);
 - ``jit``: the convolutional trunks (ResNet bottom-up and the C4 res5 head) traced and frozen
   with ``torch.jit.optimize_for_inference``, which prepacks oneDNN weights and fuses
   conv+ReLU / conv+add;
@@ -23,17 +32,20 @@ The training path is untouched: these change one model instance, which must be i
 from __future__ import annotations
 
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from typing import List, Tuple
 
 import torch
 from detectron2.structures import Boxes, Instances
 from torch import nn
 from torchvision.ops import batched_nms as tv_batched_nms
-from torchvision.ops import nms
+from torchvision.ops import nms, roi_align
 
 from ..models.fuse import fuse_conv_bn
+from ..models.resnet import ZeroPadShortcut
 
-__all__ = ["batched_nms", "fast_rcnn_inference_single_image", "optimize_detector_for_inference"]
+__all__ = ["batched_nms", "fast_rcnn_inference_single_image", "optimize_detector_for_inference",
+           "roi_align_chunked"]
 
 # torchvision runs one NMS per class ("vanilla") above this many box coordinates on CPU, and the
 # coordinate-offset trick below it; we defer to it below, so results are identical everywhere.
@@ -143,6 +155,8 @@ def optimize_detector_for_inference(
     fast_postprocess: bool = True,
     jit: bool = False,
     compile: bool = False,
+    parallel_roi_align: bool = True,
+    c4_skip_odd_bins: bool = True,
 ):
     """Deploy step for a detectron2 ``GeneralizedRCNN`` (ours or detectron2's): eval mode, then
     the enabled transforms of the module docstring; in place, returns ``model``.
@@ -157,6 +171,7 @@ def optimize_detector_for_inference(
         fuse_conv_bn(model)
     if channels_last:
         model.to(memory_format=torch.channels_last)
+    _optimize_roi_pooling(model.roi_heads, parallel_roi_align, c4_skip_odd_bins, channels_last)
     predictor = getattr(model.roi_heads, "box_predictor", None)
     if fast_postprocess and predictor is not None:
         predictor.inference = _predictor_inference.__get__(predictor)
@@ -183,3 +198,113 @@ def _replace_module(parent, name, wrapped, original):
             if hasattr(original, attr) and not hasattr(wrapped, attr):
                 object.__setattr__(wrapped, attr, getattr(original, attr))
     setattr(parent, name, wrapped)
+
+
+_POOL: ThreadPoolExecutor | None = None
+
+
+def _thread_pool() -> ThreadPoolExecutor:
+    global _POOL
+    threads = torch.get_num_threads()
+    if _POOL is None or _POOL._max_workers != threads:
+        _POOL = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="roi_align")
+    return _POOL
+
+
+def roi_align_chunked(features, rois, output_size, spatial_scale, sampling_ratio, aligned, *,
+                      every: int = 1, memory_format=torch.contiguous_format, parallel: bool = True,
+                      chunk: int = 16) -> torch.Tensor:
+    """``torchvision.ops.roi_align`` keeping every ``every``-th output row and column, written
+    into a tensor of ``memory_format``; on CPU, chunks of ``chunk`` RoIs are pooled on
+    ``torch.get_num_threads()`` threads when ``parallel``. The kept values are bit-identical to
+    ``roi_align(...)[:, :, ::every, ::every]``."""
+    oh, ow = output_size
+    n = rois.shape[0]
+    shape = (n, features.shape[1], len(range(0, oh, every)), len(range(0, ow, every)))
+    rois = rois.to(dtype=features.dtype)
+    if features.device.type != "cpu":
+        pooled = roi_align(features, rois, output_size, spatial_scale, sampling_ratio, aligned)
+        return pooled[:, :, ::every, ::every].contiguous(memory_format=memory_format)
+    out = torch.empty(shape, dtype=features.dtype, device=features.device, memory_format=memory_format)
+    features = features.contiguous()  # the CPU kernel reads NCHW; convert once, not per chunk
+    # Grad and inference modes are per thread: the workers run under the caller's.
+    inference, grad = torch.is_inference_mode_enabled(), torch.is_grad_enabled()
+
+    def pool(start):
+        with torch.inference_mode(inference), torch.set_grad_enabled(grad):
+            stop = min(start + chunk, n)
+            part = roi_align(features, rois[start:stop], output_size, spatial_scale, sampling_ratio, aligned)
+            out[start:stop].copy_(part[:, :, ::every, ::every])
+
+    starts = range(0, n, chunk)
+    if parallel and torch.get_num_threads() > 1 and len(starts) > 1:
+        list(_thread_pool().map(pool, starts))
+    else:
+        for start in starts:
+            pool(start)
+    return out
+
+
+class _ROIAlignChunked(nn.Module):
+    """detectron2's ``ROIAlign`` (``forward(input, rois)``) through :func:`roi_align_chunked`."""
+
+    def __init__(self, align, every: int, memory_format, parallel: bool):
+        super().__init__()
+        self.output_size, self.spatial_scale = align.output_size, align.spatial_scale
+        self.sampling_ratio, self.aligned = align.sampling_ratio, align.aligned
+        self.every, self.memory_format, self.parallel = every, memory_format, parallel
+
+    def forward(self, input, rois):
+        assert rois.dim() == 2 and rois.size(1) == 5
+        if input.is_quantized:
+            input = input.dequantize()
+        return roi_align_chunked(input, rois, self.output_size, self.spatial_scale,
+                                 self.sampling_ratio, self.aligned, every=self.every,
+                                 memory_format=self.memory_format, parallel=self.parallel)
+
+
+def _odd_bins_unread(res5) -> list | None:
+    """The stride-2 modules of a C4 res5's first block if it reads only even RoI rows/columns
+    (1x1 stride-2 conv1, stride-1 conv2, and a 1x1 stride-2 conv, option-A or no shortcut)."""
+    block = res5[0] if isinstance(res5, nn.Sequential) and len(res5) else None
+    conv1, conv2 = getattr(block, "conv1", None), getattr(block, "conv2", None)
+    if not (isinstance(conv1, nn.Conv2d) and isinstance(conv2, nn.Conv2d)):
+        return None
+    if conv1.kernel_size != (1, 1) or conv1.stride != (2, 2) or conv1.padding != (0, 0) or conv2.stride != (1, 1):
+        return None
+    shortcut = getattr(block, "shortcut", None)
+    if shortcut is None:
+        return [conv1]
+    if isinstance(shortcut, nn.Conv2d) and shortcut.kernel_size == (1, 1) and shortcut.stride == (2, 2) \
+            and shortcut.padding == (0, 0):
+        return [conv1, shortcut]
+    if isinstance(shortcut, ZeroPadShortcut) and shortcut.stride == 2:
+        return [conv1, shortcut]
+    return None
+
+
+def _optimize_roi_pooling(roi_heads, parallel: bool, skip_odd_bins: bool, channels_last: bool):
+    """Swap the RoI poolers' ``ROIAlign`` levels for :class:`_ROIAlignChunked` (see the module
+    docstring: ``parallel_roi_align`` and ``c4_skip_odd_bins``)."""
+    from detectron2.layers import ROIAlign
+
+    strided = None
+    pooler = getattr(roi_heads, "pooler", None)  # C4 (Res5ROIHeads)
+    if skip_odd_bins and pooler is not None and hasattr(roi_heads, "res5") \
+            and len(pooler.level_poolers) == 1 and isinstance(pooler.level_poolers[0], ROIAlign):
+        strided = _odd_bins_unread(roi_heads.res5)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    for name in ("pooler", "box_pooler", "mask_pooler", "keypoint_pooler"):
+        pooler = getattr(roi_heads, name, None)
+        if pooler is None or not hasattr(pooler, "level_poolers"):
+            continue
+        every = 2 if strided is not None and name == "pooler" else 1
+        if not parallel and every == 1:
+            continue
+        for i, level in enumerate(pooler.level_poolers):
+            if isinstance(level, ROIAlign):
+                pooler.level_poolers[i] = _ROIAlignChunked(
+                    level, every, fmt if every == 2 else torch.contiguous_format, parallel)
+    if strided is not None:
+        for module in strided:
+            module.stride = 1 if isinstance(module, ZeroPadShortcut) else (1, 1)
