@@ -105,7 +105,8 @@ def bench_pretrain(args) -> dict:
     results = {}
     for depth in args.depths:
         torch.manual_seed(0)
-        base = build_resnet(depth)
+        # The layout is the ladder's channels_last switch, so ours must not choose its own.
+        base = build_resnet(depth, channels_last=False)
         rows, settings = {}, {}
         for name, change in LADDER:
             settings = {**settings, **change}
@@ -114,7 +115,7 @@ def bench_pretrain(args) -> dict:
             rows["+ torch.compile"] = PretrainStep(copy.deepcopy(base), args.batch, args.steps,
                                                    **settings, compile=True)
         torch.manual_seed(0)
-        tv_placement = build_resnet(depth, stride_in_1x1=False)
+        tv_placement = build_resnet(depth, stride_in_1x1=False, channels_last=False)
         tv = getattr(torchvision.models, f"resnet{depth}")()
         rows["ours, torchvision's stride placement (best settings)"] = PretrainStep(
             tv_placement, args.batch, args.steps, **settings)
