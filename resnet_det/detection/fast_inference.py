@@ -200,15 +200,14 @@ def _replace_module(parent, name, wrapped, original):
     setattr(parent, name, wrapped)
 
 
-_POOL: ThreadPoolExecutor | None = None
+_POOLS: dict[int, ThreadPoolExecutor] = {}  # thread count -> pool
 
 
 def _thread_pool() -> ThreadPoolExecutor:
-    global _POOL
     threads = torch.get_num_threads()
-    if _POOL is None or _POOL._max_workers != threads:
-        _POOL = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="roi_align")
-    return _POOL
+    if threads not in _POOLS:
+        _POOLS[threads] = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="roi_align")
+    return _POOLS[threads]
 
 
 def roi_align_chunked(features, rois, output_size, spatial_scale, sampling_ratio, aligned, *,
