@@ -31,6 +31,10 @@ pip_quiet install -q "setuptools<81" fvcore iopath pycocotools omegaconf hydra-c
   termcolor tabulate cloudpickle tensorboard matplotlib safetensors tqdm "numpy>=1.24" pillow \
   opencv-python-headless
 
+# Deploy (ONNX export, ONNX Runtime runner) and the C++ COCO evaluator behind COCOEvaluator.
+echo "[setup] onnx, onnxruntime, faster-coco-eval"
+pip_quiet install -q "onnx>=1.16" "onnxruntime>=1.18" "faster-coco-eval>=1.6"
+
 # detectron2 has no official PyPI release. Keep a detectron2 the user already has (for
 # example built from source); otherwise install the sal-detectron2 redistribution's
 # pure-Python part (its compiled _C is not needed for Faster R-CNN).
