@@ -1,4 +1,5 @@
-"""tools/eval_coco.py prints pycocotools' numbers and matches detectron2's COCOEvaluator."""
+"""tools/eval_coco.py and detectron2's COCOEvaluator run faster-coco-eval and give pycocotools'
+numbers."""
 import contextlib
 import importlib.util
 import io
@@ -18,7 +19,12 @@ from pycocotools.cocoeval import COCOeval
 from resnet_det.data import datasets as ds
 from resnet_det.data.datasets import DatasetError
 from resnet_det.data.toy import make_toy_data
-from resnet_det.evaluation import COCO_STAT_NAMES, evaluate_coco_files
+from resnet_det.evaluation import (
+    COCO_STAT_NAMES,
+    coco_engine,
+    evaluate_coco_files,
+    use_in_detectron2,
+)
 
 from test_evaluation import predictions
 
@@ -27,13 +33,15 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 @pytest.fixture(scope="module")
 def coco_run(tmp_path_factory):
-    """Toy COCO val, perturbed predictions, and detectron2's COCOEvaluator results on them."""
+    """Toy COCO val, perturbed predictions, and detectron2's COCOEvaluator results on them
+    (pycocotools)."""
     root = str(tmp_path_factory.mktemp("toy_eval_coco"))
     make_toy_data(root, kinds=("coco",), num_det_train=1, num_det_val=16)
     gt = f"{root}/coco/annotations/instances_val2017.json"
     ds.register_coco_json("evalcoco_toy_val", gt, f"{root}/coco/val2017")
+    # use_fast_impl=False: detectron2 with pycocotools, the reference.
     evaluator = COCOEvaluator("evalcoco_toy_val", tasks=("bbox",), distributed=False,
-                              output_dir=root)
+                              output_dir=root, use_fast_impl=False)
     evaluator.reset()
     evaluator.process(*predictions(DatasetCatalog.get("evalcoco_toy_val"),
                                    np.random.default_rng(0)))
@@ -53,13 +61,39 @@ def pycocotools_stats(gt, dt):
 
 def test_library_matches_pycocotools_and_detectron2_evaluator(coco_run):
     gt, dt, d2 = coco_run
+    assert coco_engine()[2] == "faster-coco-eval"  # installed by tools/setup_env.sh
+    reference = pycocotools_stats(gt, dt)
     ours = evaluate_coco_files(gt, dt, verbose=False)
     assert list(ours) == list(COCO_STAT_NAMES)
-    assert [ours[k] for k in COCO_STAT_NAMES] == list(pycocotools_stats(gt, dt))
+    # faster-coco-eval's C++ precision differs from pycocotools' in the last bit at most.
+    np.testing.assert_allclose([ours[k] for k in COCO_STAT_NAMES], reference, rtol=0, atol=1e-12)
+    slow = evaluate_coco_files(gt, dt, verbose=False, engine="pycocotools")
+    assert [slow[k] for k in COCO_STAT_NAMES] == list(reference)
     for name in ("AP", "AP50", "AP75", "APs", "APm", "APl"):
         if ours[name] >= 0:
-            assert ours[name] * 100 == d2[name], name
+            assert ours[name] * 100 == pytest.approx(d2[name], abs=1e-9), name
     assert 0 < ours["AP"] < 1 and 0 < d2["AP"] < 100
+    assert sum(v < 0 for v in reference) == 2  # no large objects in the toy set: APl = ARl = -1
+
+
+def test_detectron2_coco_evaluator_runs_faster_coco_eval(coco_run):
+    from detectron2.evaluation import coco_evaluation
+    from faster_coco_eval import COCOeval_faster
+
+    import resnet_det  # noqa: F401  (installs the engine)
+
+    assert use_in_detectron2() == "faster_coco_eval"
+    assert coco_evaluation.COCOeval_opt is COCOeval_faster
+    evaluator = COCOEvaluator("evalcoco_toy_val", tasks=("bbox",), distributed=False)
+    assert evaluator._use_fast_impl
+    evaluator.reset()
+    evaluator.process(*predictions(DatasetCatalog.get("evalcoco_toy_val"),
+                                   np.random.default_rng(0)))
+    fast = evaluator.evaluate()["bbox"]
+    _, _, d2 = coco_run
+    assert fast.keys() == d2.keys() and len(fast) == 6 + 5  # 6 stats + AP per toy class
+    for name, value in d2.items():
+        assert fast[name] == pytest.approx(value, abs=1e-9, nan_ok=True), name
 
 
 def check_cli_output(stdout, out_json, gt, dt):
@@ -67,7 +101,8 @@ def check_cli_output(stdout, out_json, gt, dt):
     expected = pycocotools_stats(gt, dt)
     assert printed == [float(f"{v:.3f}") for v in expected]
     saved = json.loads(out_json.read_text())
-    assert [saved[k] for k in COCO_STAT_NAMES] == list(expected)
+    np.testing.assert_allclose([saved[k] for k in COCO_STAT_NAMES], expected, rtol=0, atol=1e-12)
+    assert saved["engine"] == "faster-coco-eval"
 
 
 def test_cli_prints_the_12_pycocotools_numbers_and_saves_them(coco_run, tmp_path, capsys):
