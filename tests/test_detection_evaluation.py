@@ -81,3 +81,61 @@ def test_evaluator_follows_evaluator_type(voc_name, tmp_path):
         MetadataCatalog.get(other).set(evaluator_type="sem_seg")
     with pytest.raises(ValueError, match="'sem_seg'"):
         build_evaluator(cfg, other)
+
+
+def _write_voc(root, objects_per_image, size=128):
+    """A minimal VOC2007 folder: one xml per image (VOC's 1-based pixel boxes), test split."""
+    (root / "Annotations").mkdir(parents=True)
+    (root / "ImageSets" / "Main").mkdir(parents=True)
+    for image_id, boxes in objects_per_image.items():
+        objects = "".join(
+            f"<object><name>shape</name><pose>Unspecified</pose><truncated>0</truncated>"
+            f"<difficult>0</difficult><bndbox><xmin>{x1}</xmin><ymin>{y1}</ymin>"
+            f"<xmax>{x2}</xmax><ymax>{y2}</ymax></bndbox></object>"
+            for x1, y1, x2, y2 in boxes
+        )
+        (root / "Annotations" / f"{image_id}.xml").write_text(
+            f"<annotation><filename>{image_id}.jpg</filename><size><width>{size}</width>"
+            f"<height>{size}</height><depth>3</depth></size>{objects}</annotation>"
+        )
+    (root / "ImageSets" / "Main" / "test.txt").write_text("\n".join(objects_per_image) + "\n")
+
+
+def test_voc07_11_point_ap_against_a_hand_computed_curve(tmp_path):
+    # 4 objects; 3 detections in score order: hit, miss (background), hit. Two objects are
+    # never found. Ranked list: precision 1/1, 1/2, 2/3 at recall 1/4, 1/4, 2/4.
+    objects = {"a": [(10, 10, 50, 50), (60, 60, 100, 100), (10, 60, 50, 100)],
+               "b": [(20, 20, 80, 80)]}
+    _write_voc(tmp_path, objects)
+    detections = {  # detectron2 boxes are 0-based: xml xmin/ymin - 1 (IoU 1 with the object)
+        "a": [((9, 9, 50, 50), 0.9)],
+        "b": [((100, 100, 120, 120), 0.8), ((19, 19, 80, 80), 0.7)],
+    }
+    # By hand. 11-point (VOC2007): mean over t = 0, .1, ..., 1 of the best precision at
+    # recall >= t: t <= .2 -> 1 (recall .25 at precision 1); t = .3, .4, .5 -> 2/3
+    # (recall .5); t >= .6 -> 0 (recall never exceeds .5). (3 * 1 + 3 * 2/3) / 11 = 5/11.
+    ap_11_point = (3 * 1 + 3 * 2 / 3) / 11
+    # All points (VOC2010+): area under the precision envelope, recall steps of 1/4:
+    # 1/4 * 1 + 1/4 * 2/3 = 5/12.
+    ap_all_points = 1 / 4 * 1 + 1 / 4 * 2 / 3
+    assert ap_11_point == pytest.approx(0.454545, abs=1e-6) and ap_all_points == pytest.approx(0.416667, abs=1e-6)
+
+    results = {}
+    for year in (2007, 2012):
+        name = f"test_eval_hand_voc_{year}"
+        register_voc(name, tmp_path, "test", year, ["shape"])
+        evaluator = VOCDetectionEvaluator(name)
+        evaluator.reset()
+        for image_id, dets in detections.items():
+            inst = Instances((128, 128))
+            inst.pred_boxes = Boxes(torch.tensor([b for b, _ in dets], dtype=torch.float32))
+            inst.scores = torch.tensor([s for _, s in dets])
+            inst.pred_classes = torch.zeros(len(dets), dtype=torch.int64)
+            evaluator.process([{"image_id": image_id}], [{"instances": inst}])
+        results[year] = evaluator.evaluate()["bbox"]
+    for bbox in results.values():
+        assert bbox["AP50_VOC07"] == pytest.approx(100 * ap_11_point)
+        assert bbox["AP50_allpoints"] == pytest.approx(100 * ap_all_points)
+    assert results[2007]["AP50"] == pytest.approx(100 * ap_11_point)  # the year's own definition
+    assert results[2012]["AP50"] == pytest.approx(100 * ap_all_points)
+    assert results[2007]["AP50-shape"] == pytest.approx(100 * ap_11_point)
