@@ -126,8 +126,12 @@ def test_short_training_learns_evaluates_and_writes_outputs(toy_env, tmp_path, c
         "model_0000029.pth",
         "model_final.pth",
         "eval_results.json",
+        "curves.png",
     } <= names
     assert any(n.startswith("events.out.tfevents") for n in names)
+    # Both evaluators leave their detections for tools/analyze_results.py.
+    (dataset_dir,) = (out / "inference").iterdir()
+    assert json.loads((dataset_dir / "coco_instances_results.json").read_text())
     losses = _total_losses(out)
     assert len(losses) >= 3 and losses[-1] < losses[0]
     results = json.loads((out / "eval_results.json").read_text())

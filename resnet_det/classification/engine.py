@@ -265,25 +265,11 @@ def load_checkpoint(path, *, model, optimizer=None, scheduler=None, scaler=None,
 # ---------------------------------------------------------------- outputs
 
 def plot_curves(records, path) -> Path:
-    """Train/val top-1 error vs iteration from metrics records, as a PNG (Agg, no display)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    """Train/val top-1 error vs iteration from metrics records, as a PNG (Agg, no display);
+    drawn by the plotting module detection's curves.png uses too."""
+    from ..analysis.plotting import plot_metric_curves, pretraining_curve_panels
 
-    fig = Figure(figsize=(6, 4), dpi=100)
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
-    for key, label in (("train_top1_err", "train (augmented batches)"), ("val_top1_err", "val, centre crop")):
-        pts = [(r["iteration"], r[key]) for r in records if key in r]
-        if pts:
-            ax.plot(*zip(*pts), marker="." if key.startswith("val") else None, label=label)
-    ax.set_xlabel("iteration")
-    ax.set_ylabel("top-1 error (%)")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    with atomic_write(path) as f:
-        fig.savefig(f, format="png")
-    return Path(path)
+    return plot_metric_curves(pretraining_curve_panels(records), path)
 
 
 class _Outputs:

@@ -27,6 +27,7 @@ from detectron2.engine import (
 from detectron2.utils import comm
 from detectron2.utils.logger import create_small_table, setup_logger
 
+from ..analysis.plotting import plot_detection_curves
 from ..checkpoint.detectron2 import ResNetDetCheckpointer
 from ..checkpoint.io import atomic_write
 from ..config import RESNET_BACKBONES, ConfigError, load_config
@@ -53,10 +54,34 @@ class _SeedEachIteration(HookBase):
         torch.manual_seed(seed)
 
 
+class _PlotCurves(HookBase):
+    """Redraw OUTPUT_DIR/curves.png from metrics.json after each evaluation and at the end
+    (main process). Registered after detectron2's writers, so the file holds what it plots."""
+
+    def __init__(self, output_dir, eval_period):
+        self._metrics = os.path.join(output_dir, "metrics.json")
+        self._eval_period = eval_period
+
+    def _plot(self):
+        if comm.is_main_process() and os.path.isfile(self._metrics):
+            try:
+                plot_detection_curves(self._metrics)
+            except Exception as e:  # a picture must never stop training
+                logger.warning(f"curves.png not drawn: {type(e).__name__}: {e}")
+
+    def after_step(self):
+        next_iter = self.trainer.iter + 1
+        if self._eval_period > 0 and next_iter % self._eval_period == 0 and next_iter != self.trainer.max_iter:
+            self._plot()
+
+    def after_train(self):
+        self._plot()
+
+
 class Trainer(DefaultTrainer):
     """detectron2's ``DefaultTrainer`` with: :class:`ResNetDetCheckpointer` (safe loading of
     backbone/torchvision/detector weights, atomic saves), evaluators by ``evaluator_type``, the
-    robust dataset mapper, and exact resume (data order and RNGs depend only on the seed and
+    robust dataset mapper, ``curves.png`` after each evaluation and at the end, and exact resume (data order and RNGs depend only on the seed and
     the iteration; the seed is stored in checkpoints)."""
 
     def __init__(self, cfg):
@@ -84,7 +109,11 @@ class Trainer(DefaultTrainer):
         self.register_hooks(self.build_hooks())
 
     def build_hooks(self):
-        return [_SeedEachIteration()] + super().build_hooks()
+        return (
+            [_SeedEachIteration()]
+            + super().build_hooks()
+            + [_PlotCurves(self.cfg.OUTPUT_DIR, self.cfg.TEST.EVAL_PERIOD)]
+        )
 
     def build_train_loader(self, cfg, start_iter: int = 0):
         """Batches of iterations ``start_iter, start_iter + 1, ...`` (see ``loader.py``)."""

@@ -1,6 +1,8 @@
 """Evaluators chosen by a dataset's ``evaluator_type``: COCO (pycocotools) or PASCAL VOC."""
 from __future__ import annotations
 
+import itertools
+import json
 import os
 import tempfile
 from collections import defaultdict
@@ -8,10 +10,17 @@ from collections import defaultdict
 import numpy as np
 from detectron2.data import MetadataCatalog
 from detectron2.evaluation import COCOEvaluator, PascalVOCDetectionEvaluator
+from detectron2.evaluation.coco_evaluation import instances_to_coco_json
 from detectron2.evaluation.pascal_voc_evaluation import voc_eval
 from detectron2.utils import comm
 
-__all__ = ["VOCDetectionEvaluator", "build_evaluator"]
+from ..checkpoint.io import atomic_write
+
+__all__ = ["RESULTS_JSON", "VOCDetectionEvaluator", "build_evaluator"]
+
+# The detections file both evaluators write to their output_dir (COCOEvaluator's name; the
+# COCO results format). tools/analyze_results.py reads it.
+RESULTS_JSON = "coco_instances_results.json"
 
 
 class VOCDetectionEvaluator(PascalVOCDetectionEvaluator):
@@ -23,6 +32,11 @@ class VOCDetectionEvaluator(PascalVOCDetectionEvaluator):
         all_predictions = comm.gather(self._predictions, dst=0)
         if not comm.is_main_process():
             return None
+        if self._output_dir:
+            coco_results = comm.gather(self._coco_results, dst=0)
+            os.makedirs(self._output_dir, exist_ok=True)
+            with atomic_write(os.path.join(self._output_dir, RESULTS_JSON), mode="w") as f:
+                json.dump(list(itertools.chain(*coco_results)), f)
         predictions = defaultdict(list)
         for per_rank in all_predictions:
             for cls_id, lines in per_rank.items():
@@ -64,13 +78,14 @@ class VOCDetectionEvaluator(PascalVOCDetectionEvaluator):
 
 
 def build_evaluator(cfg, dataset_name: str, output_dir: str | None = None):
-    """COCOEvaluator or :class:`VOCDetectionEvaluator`, from the dataset's ``evaluator_type``."""
+    """COCOEvaluator or :class:`VOCDetectionEvaluator`, from the dataset's ``evaluator_type``;
+    both write their detections to ``output_dir`` (default OUTPUT_DIR/inference/<dataset>)."""
     evaluator_type = getattr(MetadataCatalog.get(dataset_name), "evaluator_type", None)
+    output_dir = output_dir or os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
     if evaluator_type == "coco":
-        output_dir = output_dir or os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
         return COCOEvaluator(dataset_name, output_dir=output_dir)
     if evaluator_type == "pascal_voc":
-        return VOCDetectionEvaluator(dataset_name)
+        return VOCDetectionEvaluator(dataset_name, output_dir=output_dir)
     raise ValueError(
         f"dataset {dataset_name!r} has evaluator_type {evaluator_type!r}; this trainer evaluates "
         "'coco' and 'pascal_voc' datasets (register COCO-format json files with "
