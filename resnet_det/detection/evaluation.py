@@ -26,7 +26,26 @@ RESULTS_JSON = "coco_instances_results.json"
 class VOCDetectionEvaluator(PascalVOCDetectionEvaluator):
     """detectron2's PASCAL VOC evaluator (AP, AP50, AP75 with the year's own AP definition:
     11-point for 2007, all points for 2012), plus ``AP50_VOC07`` (11-point, the metric of the
-    paper's VOC tables), ``AP50_allpoints`` and the per-class AP50 ``AP50-<class>``."""
+    paper's VOC tables), ``AP50_allpoints`` and the per-class AP50 ``AP50-<class>``.
+
+    With ``output_dir``, the detections are also written there as :data:`RESULTS_JSON`, in the
+    COCO results format of the ground truth that detectron2's ``convert_to_coco_dict`` makes of
+    the dataset (image ids = VOC ids, category ids = class indices), for the result analysis."""
+
+    def __init__(self, dataset_name, output_dir=None):
+        super().__init__(dataset_name)
+        self._output_dir = output_dir
+
+    def reset(self):
+        super().reset()
+        self._coco_results = []
+
+    def process(self, inputs, outputs):
+        super().process(inputs, outputs)
+        if self._output_dir:
+            for inp, out in zip(inputs, outputs):
+                instances = out["instances"].to(self._cpu_device)
+                self._coco_results.extend(instances_to_coco_json(instances, inp["image_id"]))
 
     def evaluate(self):
         all_predictions = comm.gather(self._predictions, dst=0)

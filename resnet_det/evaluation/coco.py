@@ -114,9 +114,10 @@ def load_coco_results(coco_gt, dt, gt_name: str = "the ground truth"):
 
 
 def run_cocoeval(coco_gt, coco_dt, iou_type: str = "bbox", engine: str = "auto", verbose=False,
-                 **params):
-    """evaluate + accumulate + summarize with the engine's COCOeval; ``params`` override
-    ``COCOeval.params`` fields (``iouThrs``, ``maxDets``, ``useCats``...). Returns the COCOeval."""
+                 summarize=True, **params):
+    """evaluate + accumulate (+ summarize, which needs the default areas and maxDets) with the
+    engine's COCOeval; ``params`` override ``COCOeval.params`` fields (``iouThrs``, ``maxDets``,
+    ``useCats``...). Returns the COCOeval."""
     if iou_type not in _IOU_TYPES:
         raise ValueError(f"iou_type={iou_type!r}; choose from {list(_IOU_TYPES)}")
     _, COCOeval, _ = coco_engine(engine)
@@ -127,7 +128,8 @@ def run_cocoeval(coco_gt, coco_dt, iou_type: str = "bbox", engine: str = "auto",
     with quiet:
         coco_eval.evaluate()
         coco_eval.accumulate()
-        coco_eval.summarize()
+        if summarize:
+            coco_eval.summarize()
     return coco_eval
 
 
