@@ -82,7 +82,7 @@ def test_detectron2_coco_evaluator_runs_faster_coco_eval(coco_run):
 
     import resnet_det  # noqa: F401  (installs the engine)
 
-    assert use_in_detectron2() == "faster_coco_eval"
+    assert use_in_detectron2() == "faster-coco-eval"
     assert coco_evaluation.COCOeval_opt is COCOeval_faster
     evaluator = COCOEvaluator("evalcoco_toy_val", tasks=("bbox",), distributed=False)
     assert evaluator._use_fast_impl
@@ -151,3 +151,18 @@ def test_bad_result_files_fail_with_the_file_named(coco_run, tmp_path):
         assert str(path) in str(info.value)
     with pytest.raises(DatasetError, match="nothere.json does not exist"):
         evaluate_coco_files(str(tmp_path / "nothere.json"), dt)
+
+
+def test_pycocotools_is_the_fallback_without_faster_coco_eval(coco_run, monkeypatch):
+    from detectron2.evaluation import coco_evaluation
+
+    gt, dt, _ = coco_run
+    monkeypatch.setitem(sys.modules, "faster_coco_eval", None)  # import now fails
+    assert coco_engine()[2] == "pycocotools"
+    with pytest.raises(ImportError, match="faster-coco-eval is not installed"):
+        coco_engine("faster")
+    stats = evaluate_coco_files(gt, dt, verbose=False)
+    assert [stats[k] for k in COCO_STAT_NAMES] == list(pycocotools_stats(gt, dt))
+    monkeypatch.setattr(coco_evaluation, "COCOeval_opt", coco_evaluation.COCOeval)
+    assert use_in_detectron2() == "pycocotools"
+    assert coco_evaluation.COCOeval_opt is coco_evaluation.COCOeval

@@ -61,7 +61,8 @@ def coco_engine(engine: str = "auto"):
 
 def use_in_detectron2() -> str:
     """Make detectron2's ``COCOEvaluator`` (``use_fast_impl=True``, its default) evaluate with
-    faster-coco-eval; returns the engine detectron2 now uses.
+    faster-coco-eval; returns the engine detectron2 now uses ("faster-coco-eval", "detectron2"
+    for its own compiled one, or "pycocotools").
 
     detectron2 looks for its own compiled ``COCOeval_opt`` and falls back to pycocotools when
     it is not built (the PyPI redistribution ships it unloadable). faster-coco-eval fills that
@@ -74,7 +75,9 @@ def use_in_detectron2() -> str:
         if name == "pycocotools":
             return name
         d2.COCOeval_opt = cocoeval
-    return "pycocotools" if d2.COCOeval_opt is d2.COCOeval else d2.COCOeval_opt.__module__.split(".")[0]
+    if d2.COCOeval_opt is d2.COCOeval:
+        return "pycocotools"
+    return "faster-coco-eval" if d2.COCOeval_opt.__module__.startswith("faster_coco_eval") else "detectron2"
 
 
 def load_coco_gt(gt, engine: str = "auto", what: str = "ground-truth json"):
