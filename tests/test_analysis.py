@@ -13,10 +13,11 @@ from detectron2.structures import Boxes, BoxMode, Instances
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
+from resnet_det.config import load_config
 from resnet_det.data import datasets as ds
 from resnet_det.data.datasets import DatasetError
 from resnet_det.data.toy import TOY_CLASSES, make_toy_data
-from resnet_det.detection.evaluation import RESULTS_JSON, VOCDetectionEvaluator
+from resnet_det.detection.evaluation import RESULTS_JSON, build_evaluator
 from resnet_det.evaluation.analysis import (
     ERROR_TYPES,
     analyze,
@@ -210,11 +211,17 @@ def test_bad_results_fail_with_the_file_named(toy, tmp_path, capsys):
     assert not (tmp_path / "x").exists()
 
 
-def test_voc_run_is_analysed_through_its_ground_truth_in_memory(tmp_path):
+def test_voc_run_is_analysed_through_its_ground_truth_in_memory(tmp_path, monkeypatch, capsys):
+    # A train_det OUTPUT_DIR of a toy VOC run: config.yaml, and what the VOC evaluator writes.
     make_toy_data(tmp_path, kinds=("voc",), num_det_train=1, num_det_val=12, det_size=(96, 128))
-    name = "analysis_toy_voc_test"
-    ds.register_voc(name, tmp_path / "VOC2007", "test", 2007, TOY_CLASSES)
-    evaluator = VOCDetectionEvaluator(name, output_dir=str(tmp_path / "inference"))
+    monkeypatch.setenv("RESNET_DET_TOY_DATA", str(tmp_path))
+    cfg = load_config(os.path.join(REPO, "configs", "toy", "faster_rcnn_r18_fpn_voc.yaml"))
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text(cfg.dump())
+    ds.register_all_datasets(cfg)
+    (name,) = cfg.DATASETS.TEST
+    evaluator = build_evaluator(cfg.clone(), name, output_dir=str(run / "inference" / name))
     evaluator.reset()
     for record in DatasetCatalog.get(name):  # the ground truth as detections
         boxes = [BoxMode.convert(a["bbox"], a["bbox_mode"], BoxMode.XYXY_ABS)
@@ -225,11 +232,14 @@ def test_voc_run_is_analysed_through_its_ground_truth_in_memory(tmp_path):
         inst.pred_classes = torch.tensor([a["category_id"] for a in record["annotations"]])
         evaluator.process([{"image_id": record["image_id"]}], [{"instances": inst}])
     assert evaluator.evaluate()["bbox"]["AP50"] == pytest.approx(100)
-    results = json.loads((tmp_path / "inference" / RESULTS_JSON).read_text())
-    assert {r["image_id"] for r in results} <= {r["image_id"] for r in DatasetCatalog.get(name)}
-    gt, image_root = dataset_ground_truth(name)
-    analysis = write_analysis(gt, str(tmp_path / "inference" / RESULTS_JSON), tmp_path / "out",
-                              image_root=image_root, num_images=1)
-    assert analysis.stats["AP"] == pytest.approx(1.0) and analysis.stats["AR100"] == pytest.approx(1.0)
-    assert analysis.confusion[-1].sum() == 0 and analysis.confusion[:, -1].sum() == 0
-    assert not (tmp_path / "out" / "most_false_positives.png").exists()  # nothing wrong to draw
+    results = json.loads((run / "inference" / name / RESULTS_JSON).read_text())
+    assert {r["image_id"] for r in results} == {r["image_id"] for r in DatasetCatalog.get(name)}
+    gt, _ = dataset_ground_truth(name)  # VOC xml -> COCO dict, in memory
+    assert len(gt["annotations"]) == len(results) and gt["categories"][0]["id"] == 0
+
+    assert _tool().main(["--run", str(run), "--output", str(tmp_path / "out")]) == 0
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert "| 100.0 | 100.0 | 100.0 |" in report  # AP, AP50, AP75 of the ground truth itself
+    assert "(none, or the image files were not found" in report  # nothing wrong to draw
+    assert _tool().main(["--run", str(tmp_path), "--output", str(tmp_path / "o2")]) == 2
+    assert "is not a train_det OUTPUT_DIR" in capsys.readouterr().err
