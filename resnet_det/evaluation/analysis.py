@@ -188,10 +188,11 @@ def error_breakdown(coco_gt, coco_dt, iou_type="bbox", engine="auto"):
             if not dts:
                 ps[row, :, k] = -1 if ps[1, 0, k] == -1 else 0
                 continue
-            gt = copy.deepcopy(coco_gt.dataset)
-            for ann in gt["annotations"]:
-                if ann["category_id"] != cat and ann["category_id"] in forgiven:
-                    ann.update(category_id=cat, iscrowd=1)
+            # Fresh dicts (the COCO API writes flags into them); their fields are not mutated.
+            gt = dict(coco_gt.dataset, annotations=[
+                dict(a, category_id=cat, iscrowd=1)
+                if a["category_id"] != cat and a["category_id"] in forgiven else dict(a)
+                for a in coco_gt.dataset["annotations"]])
             with contextlib.redirect_stdout(io.StringIO()):
                 g = COCO()
                 g.dataset = gt
