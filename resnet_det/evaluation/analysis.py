@@ -105,14 +105,15 @@ def find_run_results(output_dir):
 
 
 def dataset_ground_truth(dataset_name):
-    """(COCO ground-truth dict, image root) of a registered detectron2 dataset: its COCO json
-    when it has one, else detectron2's ``convert_to_coco_dict`` of its records (VOC)."""
+    """(COCO ground truth, image root) of a registered detectron2 dataset: the path of its COCO
+    json when it has one, else detectron2's ``convert_to_coco_dict`` of its records (VOC: a
+    dict in memory, whose file names are full paths)."""
     from detectron2.data import DatasetCatalog, MetadataCatalog
     from detectron2.data.datasets.coco import convert_to_coco_dict
 
     meta = MetadataCatalog.get(dataset_name)
     if getattr(meta, "json_file", None) and os.path.isfile(meta.json_file):
-        return read_json(meta.json_file, "ground-truth json"), getattr(meta, "image_root", None)
+        return meta.json_file, getattr(meta, "image_root", None)
     DatasetCatalog.get(dataset_name)  # fails early, naming the dataset's files
     with contextlib.redirect_stdout(io.StringIO()):
         gt = convert_to_coco_dict(dataset_name)
