@@ -26,7 +26,6 @@ from resnet_det.evaluation.analysis import (
     plot_confusion_matrix,
     plot_error_breakdown,
     plot_pr_curves,
-    write_analysis,
 )
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
