@@ -81,7 +81,8 @@ def plot_metric_curves(panels, path, panel_size=(6, 4)):
     for i, (ylabel, series, log) in enumerate(panels):
         ax = fig.add_subplot(1, len(panels), i + 1)
         for label, points, marker in series:
-            ax.plot(*zip(*points), marker=marker, label=label)
+            # A lone point (the first log line, one evaluation) needs a marker to be seen.
+            ax.plot(*zip(*points), marker=marker or ("o" if len(points) == 1 else None), label=label)
         ax.set_xlabel("iteration")
         ax.set_ylabel(ylabel)
         if log:
