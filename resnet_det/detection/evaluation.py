@@ -1,17 +1,77 @@
 """Evaluators chosen by a dataset's ``evaluator_type``: COCO (pycocotools) or PASCAL VOC."""
 from __future__ import annotations
 
+import logging
+import math
 import os
 import tempfile
 from collections import defaultdict
 
 import numpy as np
 from detectron2.data import MetadataCatalog
-from detectron2.evaluation import COCOEvaluator, PascalVOCDetectionEvaluator
+from detectron2.evaluation import COCOEvaluator, DatasetEvaluator, PascalVOCDetectionEvaluator
 from detectron2.evaluation.pascal_voc_evaluation import voc_eval
 from detectron2.utils import comm
 
-__all__ = ["VOCDetectionEvaluator", "build_evaluator"]
+__all__ = ["NoDetectionAsZero", "VOCDetectionEvaluator", "build_evaluator"]
+
+logger = logging.getLogger(__name__)
+# COCO's summary metrics and the size range (pycocotools' Params.areaRngLbl) each one covers.
+_COCO_RANGES = {"AP": "all", "AP50": "all", "AP75": "all", "APs": "small", "APm": "medium",
+                "APl": "large"}
+
+
+class NoDetectionAsZero(DatasetEvaluator):
+    """Wraps an evaluator: when the model made no detection at all (on any process), AP, AP50
+    and AP75 are 0, not detectron2's ``nan``, with a warning saying why; a size range (APs,
+    APm, APl) stays ``nan`` when the ground truth has no object of that size, as pycocotools
+    reports it. VOC APs are already 0 then; the warning is added."""
+
+    def __init__(self, evaluator, dataset_name):
+        self.evaluator = evaluator
+        self.dataset_name = dataset_name
+        self._count = 0
+
+    def reset(self):
+        self._count = 0
+        self.evaluator.reset()
+
+    def process(self, inputs, outputs):
+        self._count += sum(len(o["instances"]) for o in outputs if "instances" in o)
+        self.evaluator.process(inputs, outputs)
+
+    def evaluate(self):
+        counts = comm.gather(self._count, dst=0)  # every rank calls it, like the evaluators
+        results = self.evaluator.evaluate()
+        if not comm.is_main_process() or sum(counts) > 0:
+            return results
+        logger.warning(
+            f"The model made no detection on {self.dataset_name} (none scored above "
+            "MODEL.ROI_HEADS.SCORE_THRESH_TEST): its AP is reported as 0. Train longer, check "
+            "the learning rate and the data (tools/browse_dataset.py), or lower the threshold."
+        )
+        coco_api = getattr(self.evaluator, "_coco_api", None)
+        if not results or coco_api is None:
+            return results
+        present = _coco_ranges_with_ground_truth(coco_api)
+        for metrics in results.values():
+            for key, value in list(metrics.items()):
+                if key in _COCO_RANGES and math.isnan(value) and _COCO_RANGES[key] in present:
+                    metrics[key] = 0.0
+        return results
+
+
+def _coco_ranges_with_ground_truth(coco_api):
+    """Names of pycocotools' area ranges that hold at least one non-crowd ground-truth box."""
+    from pycocotools.cocoeval import Params
+
+    params = Params(iouType="bbox")
+    areas = [a["area"] for a in coco_api.dataset.get("annotations", []) if not a.get("iscrowd")]
+    return {
+        label
+        for label, (lo, hi) in zip(params.areaRngLbl, params.areaRng)
+        if any(lo <= area <= hi for area in areas)
+    }
 
 
 class VOCDetectionEvaluator(PascalVOCDetectionEvaluator):
@@ -64,15 +124,16 @@ class VOCDetectionEvaluator(PascalVOCDetectionEvaluator):
 
 
 def build_evaluator(cfg, dataset_name: str, output_dir: str | None = None):
-    """COCOEvaluator or :class:`VOCDetectionEvaluator`, from the dataset's ``evaluator_type``."""
+    """COCOEvaluator or :class:`VOCDetectionEvaluator`, from the dataset's ``evaluator_type``,
+    inside :class:`NoDetectionAsZero`."""
     evaluator_type = getattr(MetadataCatalog.get(dataset_name), "evaluator_type", None)
     if evaluator_type == "coco":
         output_dir = output_dir or os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
-        return COCOEvaluator(dataset_name, output_dir=output_dir)
+        return NoDetectionAsZero(COCOEvaluator(dataset_name, output_dir=output_dir), dataset_name)
     if evaluator_type == "pascal_voc":
-        return VOCDetectionEvaluator(dataset_name)
+        return NoDetectionAsZero(VOCDetectionEvaluator(dataset_name), dataset_name)
     raise ValueError(
         f"dataset {dataset_name!r} has evaluator_type {evaluator_type!r}; this trainer evaluates "
         "'coco' and 'pascal_voc' datasets (register COCO-format json files with "
-        "DATASETS.COCO_JSON_REGISTER)"
+        "DATASETS.COCO_JSON_REGISTER, VOC-layout folders with DATASETS.VOC_REGISTER)"
     )
