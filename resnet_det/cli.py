@@ -76,6 +76,8 @@ _KNOWN_WARNINGS = (
     (UserWarning, r"torch\.meshgrid: in an upcoming release, it will be required to pass the indexing"),
     # detectron2.model_zoo imports pkg_resources (setuptools < 81 keeps it working).
     (UserWarning, r"pkg_resources is deprecated as an API"),
+    # detectron2's create_ddp_model passes broadcast_buffers to DistributedDataParallel.
+    (FutureWarning, r"`broadcast_buffers` is deprecated"),
     (DeprecationWarning, r"pkg_resources is deprecated as an API"),
 )
 # (logger, message regex) of upstream log warnings of the same kind.

@@ -15,11 +15,13 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from PIL import Image
 
 import resnet_det  # noqa: F401
-from resnet_det.config import ConfigError, ConfigKeyError, learning_rate_warning, load_config
+from resnet_det.config import ConfigError, load_config
 from resnet_det.data import datasets as ds
 from resnet_det.data.datasets import DatasetError, check_datasets, register_all_datasets
-from resnet_det.data.toy import LABELIMG_CLASSES, TOY_CLASSES, make_toy_data
-from resnet_det.detection.engine import check_num_classes
+from resnet_det.data.toy import TOY_CLASSES, make_toy_data
+
+# The own classes of the toy "labelimg" kind (resnet_det.data.toy.LABELIMG_CLASSES).
+LABELIMG_CLASSES = ("circle", "square")
 
 ROOT = Path(__file__).resolve().parents[1]
 TOY_VOC = ROOT / "configs" / "toy" / "faster_rcnn_r18_c4_voc.yaml"
@@ -68,6 +70,8 @@ def test_voc_register_reads_labelimg_xml_png_images_and_counts_unknown_classes(l
     assert (meta.evaluator_type, meta.thing_classes, meta.year) == (
         "pascal_voc", list(LABELIMG_CLASSES), 2012)
     check_datasets(["mine_trainval", "mine_test"])
+    from resnet_det.detection.engine import check_num_classes
+
     check_num_classes(cfg)
     with caplog.at_level(logging.WARNING, logger=LOGGER):
         records = DatasetCatalog.get("mine_trainval")
@@ -127,6 +131,8 @@ def test_voc_register_bad_entries_are_refused(entry, words):
 
 
 def test_num_classes_must_match_the_dataset(labelimg):
+    from resnet_det.detection.engine import check_num_classes
+
     opts = own_data_opts(labelimg["root"])[:-2]  # NUM_CLASSES stays the toy config's 5
     cfg = load_config(str(TOY_VOC), opts)
     register_all_datasets(cfg)
@@ -182,15 +188,6 @@ def test_learning_rate_far_above_the_reference_warns_with_the_scaled_value(tmp_p
     from resnet_det.detection.engine import setup
 
     config = ROOT / "configs" / "faster_rcnn_r101_voc.yaml"
-    cfg = load_config(str(config), ["SOLVER.BASE_LR", "0.01", "SOLVER.IMS_PER_BATCH", "2"])
-    message = learning_rate_warning(cfg)
-    assert "4.0x the reference learning rate per image" in message
-    assert "Scaled linearly to batch 2 the reference is SOLVER.BASE_LR 0.0025" in message
-    # At 2x the reference (e.g. 0.005 at batch 2) it stays quiet; REFERENCE_LR 0 disables it.
-    assert learning_rate_warning(load_config(str(config), [
-        "SOLVER.BASE_LR", "0.005", "SOLVER.IMS_PER_BATCH", "2"])) is None
-    assert learning_rate_warning(load_config(str(config), [
-        "SOLVER.BASE_LR", "0.01", "SOLVER.IMS_PER_BATCH", "2", "SOLVER.REFERENCE_LR", "0.0"])) is None
     # train_det's setup logs it at the start of training (OUTPUT_DIR/log.txt and the console).
     args = default_argument_parser().parse_args([
         "--config-file", str(config), "SOLVER.BASE_LR", "0.01", "SOLVER.IMS_PER_BATCH", "2",
@@ -198,11 +195,19 @@ def test_learning_rate_far_above_the_reference_warns_with_the_scaled_value(tmp_p
     setup(args)
     log = (tmp_path / "log.txt").read_text()
     assert "Scaled linearly to batch 2 the reference is SOLVER.BASE_LR 0.0025" in log
+    from resnet_det.config import learning_rate_warning
+
+    cfg = load_config(str(config), ["SOLVER.BASE_LR", "0.01", "SOLVER.IMS_PER_BATCH", "2"])
+    assert "4.0x the reference learning rate per image" in learning_rate_warning(cfg)
+    # At 2x the reference (e.g. 0.005 at batch 2) it stays quiet; REFERENCE_LR 0 disables it.
+    assert learning_rate_warning(load_config(str(config), [
+        "SOLVER.BASE_LR", "0.005", "SOLVER.IMS_PER_BATCH", "2"])) is None
+    assert learning_rate_warning(load_config(str(config), [
+        "SOLVER.BASE_LR", "0.01", "SOLVER.IMS_PER_BATCH", "2", "SOLVER.REFERENCE_LR", "0.0"])) is None
 
 
 def test_pretraining_on_a_single_class_is_refused(tmp_path):
     from resnet_det.classification import build_datasets, load_pretrain_cfg
-    from resnet_det.classification.data import ClassTreeError
 
     for split in ("train", "val"):
         folder = tmp_path / split / "raccoon"
@@ -211,11 +216,16 @@ def test_pretraining_on_a_single_class_is_refused(tmp_path):
             Image.new("RGB", (32, 32), (i * 40, 0, 0)).save(folder / f"{i}.jpg")
     cfg = load_pretrain_cfg(str(ROOT / "configs" / "pretrain" / "toy_resnet18.yaml"),
                             ["DATA.ROOT", str(tmp_path)])
-    with pytest.raises(ClassTreeError, match="needs at least two classes"):
+    with pytest.raises(ValueError, match="needs at least two classes") as info:
         build_datasets(cfg)
+    from resnet_det.classification.data import ClassTreeError
+
+    assert isinstance(info.value, ClassTreeError)  # an expected error: message alone on the CLI
 
 
 def test_unknown_config_key_is_a_config_error_naming_close_keys():
+    from resnet_det.config import ConfigKeyError
+
     with pytest.raises(ConfigKeyError, match="MODEL.RESNETS.DEPTHH.*'MODEL.RESNETS.DEPTH'"):
         load_config(str(TOY_VOC), ["MODEL.RESNETS.DEPTHH", "50"])
 
@@ -241,6 +251,13 @@ def test_expected_errors_print_the_message_alone_and_exit_2(tmp_path):
     assert "WeightsFileError" in debug.stderr
 
 
+def test_commands_print_no_known_upstream_warning():
+    proc = subprocess.run([sys.executable, str(ROOT / "tools" / "train_det.py"), "--help"],
+                          env=cli_env(), cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and "DATASETS.VOC_REGISTER" in proc.stdout
+    assert "Warning" not in proc.stderr, proc.stderr
+
+
 def test_silencing_keeps_other_warnings(recwarn):
     import warnings
 
@@ -255,6 +272,26 @@ def test_silencing_keeps_other_warnings(recwarn):
         warnings.warn("a warning of the user's own code", UserWarning)
     messages = [str(w.message) for w in recwarn]
     assert messages == ["a warning of the user's own code"]
+
+
+@pytest.mark.slow
+def test_an_expected_error_in_launch_worker_processes_is_the_message_alone(tmp_path):
+    """train_det --num-gpus 2 (two CPU processes): the weights are read in the workers."""
+    toy = tmp_path / "toy"
+    make_toy_data(toy, kinds=["voc"], num_det_train=4, num_det_val=2, det_size=(96, 128))
+    notes = tmp_path / "notes.txt"
+    notes.write_text("my training notes\n")
+    cmd = [sys.executable, str(ROOT / "tools" / "train_det.py"), "--config", str(TOY_VOC),
+           "--num-gpus", "2", "MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", str(notes),
+           "SOLVER.IMS_PER_BATCH", "2", "DATALOADER.NUM_WORKERS", "0",
+           "OUTPUT_DIR", str(tmp_path / "out")]
+    proc = subprocess.run(cmd, env=cli_env(RESNET_DET_TOY_DATA=str(toy)), cwd=ROOT,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert f"error: {notes} is not a weights file" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    for warning in UPSTREAM_WARNINGS + ("`broadcast_buffers` is deprecated",):
+        assert warning not in proc.stderr
 
 
 # ------------------------------------------------------------------ the whole path
