@@ -131,3 +131,22 @@ def test_no_detection_on_voc_warns_and_scores_zero(voc_name, tmp_path, caplog):
         bbox = evaluator.evaluate()["bbox"]
     assert bbox["AP50"] == 0.0 and bbox["AP"] == 0.0
     assert "made no detection" in caplog.text
+
+
+def test_voc_evaluation_reads_xml_without_pose_or_flags_and_with_decimal_boxes(tmp_path):
+    """CVAT-style files: decimal coordinates, no <pose>/<truncated>/<difficult>; detectron2's
+    voc_eval alone fails on them (int('11.5'), None.text)."""
+    root = tmp_path / "voc"
+    for sub in ("Annotations", "JPEGImages", "ImageSets/Main"):
+        (root / sub).mkdir(parents=True)
+    boxes = {"a": (11.5, 21.0, 40.4, 60.0), "b": (5.0, 5.0, 50.0, 30.0)}
+    for image_id, (x0, y0, x1, y1) in boxes.items():
+        (root / "Annotations" / f"{image_id}.xml").write_text(
+            f"<annotation><filename>{image_id}.jpg</filename><size><width>100</width>"
+            f"<height>80</height></size><object><name>circle</name><bndbox><xmin>{x0}</xmin>"
+            f"<ymin>{y0}</ymin><xmax>{x1}</xmax><ymax>{y1}</ymax></bndbox></object></annotation>")
+    (root / "ImageSets" / "Main" / "test.txt").write_text("a\nb\n")
+    name = "test_eval_cvat_style"
+    register_voc(name, root, "test", 2012, TOY_CLASSES)
+    bbox = _evaluate(name)
+    assert bbox["AP50-circle"] == pytest.approx(100) and bbox["AP50"] == pytest.approx(100 / 5)

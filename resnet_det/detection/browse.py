@@ -1,5 +1,6 @@
 """Draw a registered dataset's ground truth (boxes and class names), optionally after the
-training augmentation, so a user sees that the annotations are right before training.
+training augmentation, so a user sees that the annotations are right before training; or cut
+its boxes out as an ImageNet-layout folder for classification pretraining on the same images.
 
 ``tools/browse_dataset.py`` is the command line (like detectron2's tools/visualize_data.py).
 """
@@ -20,7 +21,7 @@ from PIL import Image
 from ..data.datasets import check_datasets, register_all_datasets
 from ..data.mapper import ImageError, RobustDatasetMapper, read_image_checked
 
-__all__ = ["browse_dataset", "class_color"]
+__all__ = ["browse_dataset", "class_color", "export_crops"]
 
 logger = logging.getLogger(__name__)
 _PALETTE = colormap(rgb=True, maximum=1)
@@ -52,16 +53,54 @@ def _ground_truth(record):
     return boxes, [a["category_id"] for a in record["annotations"]]
 
 
-def browse_dataset(cfg, output_dir, split="train", augment=False, num=None) -> dict:
-    """Write ``output_dir/<dataset>/<image>.png`` for the images of DATASETS.TRAIN (``split``
-    "train") or DATASETS.TEST ("test"), with their ground-truth boxes and class names; with
-    ``augment``, after the training mapper (resize, flip) instead. ``num`` limits the images.
-    Returns {"images": paths written, "boxes_per_class": Counter of drawn boxes by name}."""
+def _split_datasets(cfg, split):
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
     names = list(cfg.DATASETS.TRAIN if split == "train" else cfg.DATASETS.TEST)
     register_all_datasets(cfg)
     check_datasets(names)
+    return names
+
+
+def export_crops(cfg, output_dir, split="train", context=0.1, min_side=8, num=None) -> Counter:
+    """Write every ground-truth box of DATASETS.TRAIN (``split`` "train") or DATASETS.TEST
+    ("test") as ``output_dir/<class>/<image>_<k>.png``, the box grown by ``context`` of its
+    size on each side (clipped to the image); boxes shorter than ``min_side`` pixels are left
+    out. The result is an ImageNet-layout folder (``tools/pretrain_cls.py`` DATA.TRAIN_DIR or
+    VAL_DIR). Returns the number of crops per class."""
+    written = Counter()
+    for name in _split_datasets(cfg, split):
+        class_names = list(MetadataCatalog.get(name).get("thing_classes", []) or [])
+        for index, record in enumerate(DatasetCatalog.get(name)):
+            if num is not None and index >= num:
+                break
+            boxes, class_ids = _ground_truth(record)
+            if not boxes:
+                continue
+            image = read_image_checked(record["file_name"], "RGB", (record["height"], record["width"]),
+                                       cfg.DATASETS.MAX_IMAGE_PIXELS or None, strict=True)
+            height, width = image.shape[:2]
+            for k, ((x0, y0, x1, y1), c) in enumerate(zip(boxes, class_ids)):
+                if min(x1 - x0, y1 - y0) < min_side:
+                    continue
+                dx, dy = context * (x1 - x0), context * (y1 - y0)
+                left, top = max(int(x0 - dx), 0), max(int(y0 - dy), 0)
+                right, bottom = min(int(np.ceil(x1 + dx)), width), min(int(np.ceil(y1 + dy)), height)
+                label = class_names[c] if c < len(class_names) else str(c)
+                folder = Path(output_dir) / label
+                folder.mkdir(parents=True, exist_ok=True)
+                stem = f"{Path(record['file_name']).stem}_{k}.png"
+                Image.fromarray(np.ascontiguousarray(image[top:bottom, left:right])).save(folder / stem)
+                written[label] += 1
+    return written
+
+
+def browse_dataset(cfg, output_dir, split="train", augment=False, num=None) -> dict:
+    """Write ``output_dir/<dataset>/<image>.png`` for the images of DATASETS.TRAIN (``split``
+    "train") or DATASETS.TEST ("test"), with their ground-truth boxes and class names; with
+    ``augment``, after the training mapper (resize, flip) instead. ``num`` limits the images.
+    Returns {"images": paths written, "boxes_per_class": Counter of drawn boxes by name}."""
+    names = _split_datasets(cfg, split)
     mapper = RobustDatasetMapper(cfg, is_train=True) if augment else None
     written, per_class = [], Counter()
     for name in names:

@@ -5,6 +5,7 @@ import logging
 import math
 import os
 import tempfile
+import xml.etree.ElementTree as ET
 from collections import defaultdict
 
 import numpy as np
@@ -77,7 +78,12 @@ def _coco_ranges_with_ground_truth(coco_api):
 class VOCDetectionEvaluator(PascalVOCDetectionEvaluator):
     """detectron2's PASCAL VOC evaluator (AP, AP50, AP75 with the year's own AP definition:
     11-point for 2007, all points for 2012), plus ``AP50_VOC07`` (11-point, the metric of the
-    paper's VOC tables), ``AP50_allpoints`` and the per-class AP50 ``AP50-<class>``."""
+    paper's VOC tables), ``AP50_allpoints`` and the per-class AP50 ``AP50-<class>``.
+
+    detectron2's ``voc_eval`` reads the xml files with ``int()`` coordinates and requires
+    ``<pose>``, ``<truncated>`` and ``<difficult>``, which labelling tools other than LabelImg
+    often leave out or write as decimals; the ground truth is therefore copied first into
+    files it reads (:func:`_normalized_voc_xml`), with the same objects and flags."""
 
     def evaluate(self):
         all_predictions = comm.gather(self._predictions, dst=0)
@@ -95,6 +101,13 @@ class VOCDetectionEvaluator(PascalVOCDetectionEvaluator):
         ap50 = {True: [], False: []}  # use_07_metric -> AP50 per class
         with tempfile.TemporaryDirectory(prefix="voc_eval_") as dirname:
             template = os.path.join(dirname, "{}.txt")
+            annotations = os.path.join(dirname, "annotations")
+            os.makedirs(annotations)
+            with open(self._image_set_path) as f:
+                for image_id in (line.strip() for line in f if line.strip()):
+                    with open(os.path.join(annotations, image_id + ".xml"), "w") as out:
+                        out.write(_normalized_voc_xml(self._anno_file_template.format(image_id)))
+            anno_template = os.path.join(annotations, "{}.xml")
             for cls_id, cls_name in enumerate(self._class_names):
                 with open(template.format(cls_name), "w") as f:
                     f.write("\n".join(predictions.get(cls_id, [""])))
@@ -102,7 +115,7 @@ class VOCDetectionEvaluator(PascalVOCDetectionEvaluator):
                 def ap(iou, use_07):
                     _, _, value = voc_eval(
                         template,
-                        self._anno_file_template,
+                        anno_template,
                         self._image_set_path,
                         cls_name,
                         ovthresh=iou / 100.0,
@@ -121,6 +134,39 @@ class VOCDetectionEvaluator(PascalVOCDetectionEvaluator):
         for name, value in zip(self._class_names, aps[50]):
             bbox[f"AP50-{name}"] = float(value)
         return {"bbox": bbox}
+
+
+def _int(text, default=0):
+    try:
+        return int(round(float(text)))
+    except (TypeError, ValueError):
+        return default
+
+
+def _normalized_voc_xml(path) -> str:
+    """The objects of VOC xml ``path`` as detectron2's ``parse_rec`` reads them: name, pose,
+    truncated, difficult (0 when absent) and integer bndbox (decimals rounded). Objects without
+    a name or a complete numeric box are left out, as the training loader drops them; a file
+    that does not parse gives no objects (the loader skipped that image)."""
+    root = ET.Element("annotation")
+    try:
+        objects = ET.parse(path).findall("object")
+    except ET.ParseError:
+        objects = []
+    for obj in objects:
+        name = (obj.findtext("name") or "").strip()
+        box = [obj.findtext(f"bndbox/{k}") for k in ("xmin", "ymin", "xmax", "ymax")]
+        if not name or any(_int(v, None) is None for v in box):
+            continue
+        node = ET.SubElement(root, "object")
+        for tag, value in (("name", name), ("pose", obj.findtext("pose") or "Unspecified"),
+                           ("truncated", _int(obj.findtext("truncated"))),
+                           ("difficult", _int(obj.findtext("difficult")))):
+            ET.SubElement(node, tag).text = str(value)
+        bndbox = ET.SubElement(node, "bndbox")
+        for tag, value in zip(("xmin", "ymin", "xmax", "ymax"), box):
+            ET.SubElement(bndbox, tag).text = str(_int(value))
+    return ET.tostring(root, encoding="unicode")
 
 
 def build_evaluator(cfg, dataset_name: str, output_dir: str | None = None):
