@@ -179,6 +179,28 @@ def test_browser_draws_each_ground_truth_box_in_its_class_colour(labelimg, tmp_p
     assert checked > 0 and unchanged > 0
 
 
+def test_crops_of_the_boxes_make_an_imagenet_layout_folder(labelimg, tmp_path):
+    from resnet_det.detection.browse import export_crops
+
+    cfg = load_config(str(TOY_VOC), own_data_opts(labelimg["root"]))
+    counts = export_crops(cfg, tmp_path / "val", "test", context=0.0, min_side=1)
+    register_all_datasets(cfg)
+    records = DatasetCatalog.get("mine_test")
+    expected = {}
+    for r in records:
+        for a in r["annotations"]:
+            name = LABELIMG_CLASSES[a["category_id"]]
+            expected[name] = expected.get(name, 0) + 1
+    assert dict(counts) == expected
+    assert sorted(p.name for p in (tmp_path / "val").iterdir()) == sorted(expected)
+    record = next(r for r in records if r["annotations"])
+    x0, y0, x1, y1 = record["annotations"][0]["bbox"]
+    crop = np.asarray(Image.open(tmp_path / "val" / LABELIMG_CLASSES[
+        record["annotations"][0]["category_id"]] / f"{record['image_id']}_0.png"))
+    image = np.asarray(Image.open(record["file_name"]).convert("RGB"))
+    assert np.array_equal(crop, image[int(y0):int(np.ceil(y1)), int(x0):int(np.ceil(x1))])
+
+
 # ------------------------------------------------------------------ rough edges
 
 
