@@ -194,10 +194,6 @@ def check_can_train(cfg, resume: bool) -> None:
         )
 
 
-# Datasets that check_datasets passed in this process.
-_CHECKED = set()
-
-
 def _used_datasets(cfg, eval_only):
     return list(cfg.DATASETS.TEST) + ([] if eval_only else list(cfg.DATASETS.TRAIN))
 
@@ -242,13 +238,13 @@ def write_results(cfg, results) -> str | None:
     return path
 
 
-def main(args):
-    """Train (or with ``--eval-only`` evaluate) in this process; called by ``launch``."""
+def main(args, datasets_checked: bool = False):
+    """Train (or with ``--eval-only`` evaluate) in this process; called by ``launch``.
+    ``datasets_checked``: :func:`launch_from_args` already ran check_datasets on this machine."""
     cfg = setup(args)
     register_all_datasets(cfg)
-    names = _used_datasets(cfg, args.eval_only)
-    if not _CHECKED.issuperset(names):  # launch_from_args checked them when in this process
-        check_datasets(names)
+    if not datasets_checked:
+        check_datasets(_used_datasets(cfg, args.eval_only))
     if args.eval_only:
         model = Trainer.build_model(cfg)
         ResNetDetCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
@@ -279,10 +275,9 @@ def launch_from_args(args):
     cfg = load_config(args.config_file, args.opts)
     if not args.eval_only:
         check_can_train(cfg, args.resume)
+    # Every dataset problem and a wrong NUM_CLASSES before any process starts or file is written.
     register_all_datasets(cfg)
-    names = _used_datasets(cfg, args.eval_only)
-    check_datasets(names)
-    _CHECKED.update(names)
+    check_datasets(_used_datasets(cfg, args.eval_only))
     check_num_classes(cfg)
     world_size = args.num_gpus * args.num_machines
     if world_size > 1 and cfg.MODEL.DEVICE == "cpu" and torch.cuda.is_available():
@@ -296,5 +291,5 @@ def launch_from_args(args):
         num_machines=args.num_machines,
         machine_rank=args.machine_rank,
         dist_url=args.dist_url,
-        args=(args,),
+        args=(args, True),
     )
