@@ -2,11 +2,13 @@
 
 ``get_cfg()`` is detectron2's default config plus our keys; ``load_config(file, opts)`` merges a
 yaml (``_BASE_`` inheritance, safe yaml only) and ``KEY VALUE`` overrides, then checks values.
-An unknown key fails with detectron2's usual ``KeyError: 'Non-existent config key: ...'``; a
-wrong type or an out-of-range value fails naming the key and the values it allows.
+An unknown key, in the yaml or on the command line, fails with :class:`ConfigKeyError` (a
+``KeyError`` like yacs' own, with the closest known keys); a wrong type or an out-of-range
+value fails naming the key and the values it allows.
 """
 from __future__ import annotations
 
+import difflib
 import math
 
 from detectron2.config import CfgNode as CN
@@ -14,7 +16,15 @@ from detectron2.config import get_cfg as _d2_get_cfg
 
 from .models.resnet import NORMS, RESNET_SPECS, SHORTCUTS
 
-__all__ = ["ConfigError", "add_resnet_det_config", "get_cfg", "load_config", "validate_config"]
+__all__ = [
+    "ConfigError",
+    "ConfigKeyError",
+    "add_resnet_det_config",
+    "get_cfg",
+    "learning_rate_warning",
+    "load_config",
+    "validate_config",
+]
 
 # Backbones whose options this plugin reads (the others are detectron2's own).
 RESNET_BACKBONES = ("build_resnet_det_backbone", "build_resnet_det_fpn_backbone")
@@ -23,6 +33,20 @@ RESNET_FEATURES = ("stem", "res2", "res3", "res4", "res5")
 
 class ConfigError(ValueError):
     """A config value is out of range; the message names the key and the allowed values."""
+
+
+class ConfigKeyError(ConfigError, KeyError):
+    """A config key that does not exist (a ``KeyError``, as yacs raises, and a ConfigError)."""
+
+    def __str__(self):
+        return str(self.args[0]) if self.args else ""
+
+
+# SOLVER.BASE_LR above this many times the reference LR per image (SOLVER.REFERENCE_LR at
+# SOLVER.REFERENCE_IMS_PER_BATCH) draws a warning at the start of training: twice the linear
+# scaling rule's value (Goyal et al. 2017) still trains in detectron2's recipes; the reported
+# divergence was 4x (0.01 at batch 2 on a pretrained backbone).
+LR_WARN_FACTOR = 2.0
 
 
 def add_resnet_det_config(cfg) -> None:
@@ -42,6 +66,11 @@ def add_resnet_det_config(cfg) -> None:
     cfg.MODEL.VGG = CN()
     # Dropout after fc6 and fc7 of the VGG-16 box head, as in Fast/Faster R-CNN.
     cfg.MODEL.VGG.DROPOUT = 0.5
+    # The learning rate the recipe was tuned at, and its batch: detectron2's Faster R-CNN
+    # schedules use 0.02 at 16 images. Training warns when BASE_LR per image is more than
+    # LR_WARN_FACTOR times REFERENCE_LR / REFERENCE_IMS_PER_BATCH (REFERENCE_LR 0.0: no check).
+    cfg.SOLVER.REFERENCE_LR = 0.02
+    cfg.SOLVER.REFERENCE_IMS_PER_BATCH = 16
     add_dataset_config(cfg)
 
 
@@ -96,6 +125,8 @@ RULES = {
     "SOLVER.BASE_LR": (_positive, "a number > 0"),
     "SOLVER.MAX_ITER": (lambda v: v >= 1, "an integer >= 1"),
     "SOLVER.IMS_PER_BATCH": (lambda v: v >= 1, "an integer >= 1"),
+    "SOLVER.REFERENCE_LR": (_non_negative, "a number >= 0 (0: no learning-rate warning)"),
+    "SOLVER.REFERENCE_IMS_PER_BATCH": (lambda v: v >= 1, "an integer >= 1"),
     "SOLVER.MOMENTUM": (lambda v: 0 <= v < 1, "a number in [0, 1)"),
     "SOLVER.WEIGHT_DECAY": (_non_negative, "a number >= 0"),
     "SOLVER.GAMMA": (_positive, "a number > 0"),
@@ -149,6 +180,18 @@ def load_config(config_file: str | None = None, opts=()):
             # allow_unsafe=False: a yaml file must not construct Python objects (run code).
             cfg.merge_from_file(config_file, allow_unsafe=False)
         cfg.merge_from_list(list(opts or ()))
+    except (KeyError, AssertionError) as e:
+        # yacs: KeyError "Non-existent config key: K" from a yaml, AssertionError
+        # "Non-existent key: K" from the command line.
+        text = str(e.args[0]) if e.args else str(e)
+        if "Non-existent" not in text:
+            raise
+        key = text.rsplit(":", 1)[-1].strip()
+        where = f"{config_file}: " if config_file and isinstance(e, KeyError) else ""
+        raise ConfigKeyError(
+            f"{where}Non-existent config key: {key}; closest known keys: "
+            f"{_close_keys(cfg, key) or 'none'}"
+        ) from e
     except ValueError as e:
         # yacs: "Type mismatch (...) with values (...) for config key: KEY"
         key = str(e).rsplit("config key: ", 1)[-1].strip()
@@ -157,3 +200,36 @@ def load_config(config_file: str | None = None, opts=()):
         raise
     validate_config(cfg)
     return cfg
+
+
+def _all_keys(node, prefix=""):
+    for k, v in node.items():
+        if isinstance(v, CN):
+            yield from _all_keys(v, f"{prefix}{k}.")
+        else:
+            yield f"{prefix}{k}"
+
+
+def _close_keys(cfg, key):
+    return difflib.get_close_matches(key, list(_all_keys(cfg)), n=3, cutoff=0.6)
+
+
+def learning_rate_warning(cfg) -> str | None:
+    """A warning when SOLVER.BASE_LR per image is more than :data:`LR_WARN_FACTOR` times the
+    reference (SOLVER.REFERENCE_LR at SOLVER.REFERENCE_IMS_PER_BATCH), naming the linearly
+    scaled value for SOLVER.IMS_PER_BATCH; None when it is not."""
+    s = cfg.SOLVER
+    if not s.REFERENCE_LR:
+        return None
+    per_image = s.BASE_LR / s.IMS_PER_BATCH
+    reference = s.REFERENCE_LR / s.REFERENCE_IMS_PER_BATCH
+    if per_image <= LR_WARN_FACTOR * reference:
+        return None
+    scaled = reference * s.IMS_PER_BATCH
+    return (
+        f"SOLVER.BASE_LR {s.BASE_LR:g} at SOLVER.IMS_PER_BATCH {s.IMS_PER_BATCH} is "
+        f"{per_image / reference:.1f}x the reference learning rate per image "
+        f"(SOLVER.REFERENCE_LR {s.REFERENCE_LR:g} at SOLVER.REFERENCE_IMS_PER_BATCH "
+        f"{s.REFERENCE_IMS_PER_BATCH}) and may diverge. Scaled linearly to batch "
+        f"{s.IMS_PER_BATCH} the reference is SOLVER.BASE_LR {scaled:g}."
+    )

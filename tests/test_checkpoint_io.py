@@ -79,3 +79,25 @@ def test_backbone_export_round_trip(tmp_path, build):
     assert (tmp_path / "bb.json").exists()
     missing = load_state_dict_checked(build(), state, allow_missing=("linear.", "fc8."))
     assert missing and all(k.startswith(("linear.", "fc8.")) for k in missing)
+
+
+@pytest.mark.parametrize("name, content", [
+    ("weights.pth", b"MODEL:\n  WEIGHTS: ''\n"),  # a yaml saved under a weights name
+    ("notes.txt", b"hello world\n"),
+    ("model.pt", b""),
+])
+def test_a_text_file_is_not_a_weights_file_rather_than_an_unsafe_pickle(tmp_path, name, content):
+    from resnet_det.checkpoint.detectron2 import ResNetDetCheckpointer
+
+    path = tmp_path / name
+    path.write_bytes(content)
+    for load in (lambda: load_state_dict_file(path),
+                 lambda: ResNetDetCheckpointer(torch.nn.Linear(2, 2)).load(str(path))):
+        with pytest.raises(Exception) as info:
+            load()
+        message = str(info.value)
+        assert f"{path} is not a weights file" in message and ".safetensors" in message
+        assert "unpickling" not in message and not isinstance(info.value, UnsafeWeightsError)
+        from resnet_det.checkpoint import WeightsFileError
+
+        assert isinstance(info.value, WeightsFileError)

@@ -113,5 +113,6 @@ def test_cli_nonzero_exit_and_message_for_bad_config(tmp_path):
     bad = subprocess.run([sys.executable, "-W", "ignore", str(REPO / "tools" / "pretrain_cls.py"),
                           "--config-file", TOY_CFG, "MODEL.DEPTH", "77", "OUTPUT_DIR", str(tmp_path / "o")],
                          capture_output=True, text=True)
-    assert bad.returncode == 1 and "MODEL.DEPTH = 77" in bad.stderr
+    assert bad.returncode == 2 and "MODEL.DEPTH = 77" in bad.stderr
+    assert "Traceback" not in bad.stderr
     assert not (tmp_path / "o").exists()  # failed before any work

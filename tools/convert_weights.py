@@ -17,7 +17,11 @@ import argparse
 import json
 import sys
 
-from resnet_det.checkpoint.detectron2 import convert_pickle_weights
+from resnet_det.cli import add_debug_argument, run_cli, silence_known_warnings
+
+silence_known_warnings()  # before detectron2's imports, which warn
+
+from resnet_det.checkpoint.detectron2 import convert_pickle_weights  # noqa: E402
 
 
 def main(argv=None):
@@ -31,6 +35,7 @@ def main(argv=None):
         action="store_true",
         help="required: confirm that SRC is trusted, since unpickling runs code from it",
     )
+    add_debug_argument(parser)
     args = parser.parse_args(argv)
     if not args.allow_pickle:
         parser.error(
@@ -51,4 +56,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_cli(main))

@@ -10,10 +10,14 @@ Writes one PNG per image (boxes, class names, scores) and detections.json to --o
 import argparse
 import sys
 
-from detectron2.utils.logger import setup_logger
+from resnet_det.cli import add_debug_argument, run_cli, silence_known_warnings
 
-from resnet_det.config import load_config
-from resnet_det.detection.demo import run_demo
+silence_known_warnings()  # before detectron2's imports, which warn
+
+from detectron2.utils.logger import setup_logger  # noqa: E402
+
+from resnet_det.config import load_config  # noqa: E402
+from resnet_det.detection.demo import run_demo  # noqa: E402
 
 
 def main(argv=None):
@@ -23,6 +27,7 @@ def main(argv=None):
     p.add_argument("--input", required=True, help="an image file or a directory of images")
     p.add_argument("--output", required=True, help="directory for the drawn images and json")
     p.add_argument("--confidence-threshold", type=float, default=0.5)
+    add_debug_argument(p)
     p.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides: KEY VALUE ...")
     args = p.parse_args(argv)
     setup_logger(name="resnet_det")
@@ -33,4 +38,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main))

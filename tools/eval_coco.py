@@ -10,11 +10,19 @@ import json
 import os
 import sys
 
-from resnet_det.data.datasets import DatasetError
-from resnet_det.evaluation import coco_engine, evaluate_coco_files
+from resnet_det.cli import add_debug_argument, run_cli, silence_known_warnings
+
+silence_known_warnings()  # before detectron2's imports, which warn
+
+from resnet_det.evaluation import coco_engine, evaluate_coco_files  # noqa: E402
 
 
 def main(argv=None):
+    """Exit status of :func:`evaluate`: 0, or 2 with the message of an expected error."""
+    return run_cli(evaluate, argv)
+
+
+def evaluate(argv=None):
     """Parse arguments, evaluate, optionally save the stats as json."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--gt", required=True, help="ground-truth COCO annotation json")
@@ -23,13 +31,14 @@ def main(argv=None):
     parser.add_argument("--engine", default="auto", choices=["auto", "faster", "pycocotools"],
                         help="auto: faster-coco-eval when installed, else pycocotools")
     parser.add_argument("--out", help="also write the 12 stats to this json file")
+    add_debug_argument(parser)
     args = parser.parse_args(argv)
     try:
         engine = coco_engine(args.engine)[2]
-        stats = evaluate_coco_files(args.gt, args.dt, args.iou_type, engine=args.engine)
-    except (DatasetError, ImportError) as e:
+    except ImportError as e:  # --engine faster without faster-coco-eval installed
         print(f"error: {e}", file=sys.stderr)
         return 2
+    stats = evaluate_coco_files(args.gt, args.dt, args.iou_type, engine=args.engine)
     if args.out:
         os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
         with open(args.out, "w") as f:

@@ -5,8 +5,13 @@
         --det-size 128 160
 """
 import argparse
+import sys
 
-from resnet_det.data.toy import KINDS, make_toy_data
+from resnet_det.cli import run_cli, silence_known_warnings
+
+silence_known_warnings()  # before detectron2's imports, which warn
+
+from resnet_det.data.toy import KINDS, make_toy_data  # noqa: E402
 
 
 def main():
@@ -18,7 +23,9 @@ def main():
     )
     parser.add_argument("--seed", type=int, help="random seed (library default: 0)")
     parser.add_argument(
-        "--kinds", nargs="+", choices=KINDS, help="what to write (library default: all)"
+        "--kinds", nargs="+", choices=KINDS,
+        help="what to write (library default: classification voc coco; labelimg: a user's own "
+        "VOC-layout dataset as LabelImg writes it, see docs/custom_data.md)",
     )
     # Unset options fall through to make_toy_data's own defaults, so they are stated in one place.
     parser.add_argument("--num-train-per-class", type=int)
@@ -43,4 +50,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_cli(main))

@@ -7,18 +7,15 @@
 import json
 import sys
 
-from detectron2.engine import default_argument_parser, launch
-from detectron2.utils import comm
-from detectron2.utils.logger import setup_logger
+from resnet_det.cli import add_debug_argument, in_worker, run_cli, silence_known_warnings
 
-from resnet_det.classification import (
-    DataLoaderWorkerError,
-    DivergenceError,
-    UnreadableImageError,
-    evaluate_only,
-    load_pretrain_cfg,
-    train,
-)
+silence_known_warnings()  # before detectron2's imports, which warn
+
+from detectron2.engine import default_argument_parser, launch  # noqa: E402
+from detectron2.utils import comm  # noqa: E402
+from detectron2.utils.logger import setup_logger  # noqa: E402
+
+from resnet_det.classification import evaluate_only, load_pretrain_cfg, train  # noqa: E402
 
 
 def main(args):
@@ -36,16 +33,15 @@ def cli(argv=None):
     parser = default_argument_parser(epilog=__doc__)
     # train_det.py's spelling too, so both stages take the same flags.
     parser.add_argument("--config", dest="config_file", metavar="FILE", help="same as --config-file")
+    add_debug_argument(parser)
     args = parser.parse_args(argv)
-    try:
-        load_pretrain_cfg(args.config_file, args.opts)  # fail on a bad config before spawning
-        launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
-               dist_url=args.dist_url, args=(args,))
-    except (ValueError, KeyError, FileNotFoundError, DivergenceError, DataLoaderWorkerError,
-            UnreadableImageError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
+    load_pretrain_cfg(args.config_file, args.opts)  # fail on a bad config before spawning
+    world_size = args.num_gpus * args.num_machines
+    # Expected errors (config, data, divergence) in worker processes: message alone, exit 2.
+    launch(in_worker(main) if world_size > 1 else main, args.num_gpus,
+           num_machines=args.num_machines, machine_rank=args.machine_rank,
+           dist_url=args.dist_url, args=(args,))
 
 
 if __name__ == "__main__":
-    cli()
+    sys.exit(run_cli(cli))

@@ -27,17 +27,35 @@ Other uses:
     --num-machines M --machine-rank R --dist-url tcp://HOST:PORT
                              multi-machine training, run once on each machine
     KEY VALUE ...            config overrides, e.g. SOLVER.BASE_LR 0.01 MODEL.DEVICE cpu
+    --debug                  full tracebacks for expected errors too (or RESNET_DET_DEBUG=1)
+
+Your own data (docs/custom_data.md): a VOC-layout folder with your class names,
+
+    python tools/train_det.py --config configs/toy/faster_rcnn_r18_c4_voc.yaml \
+        DATASETS.VOC_REGISTER "[['mine_trainval', 'data/mine', 'trainval', ['cat', 'dog']],
+                                ['mine_test', 'data/mine', 'test', ['cat', 'dog']]]" \
+        DATASETS.TRAIN "('mine_trainval',)" DATASETS.TEST "('mine_test',)" \
+        MODEL.ROI_HEADS.NUM_CLASSES 2
+
+or a COCO json with DATASETS.COCO_JSON_REGISTER "[['mine_train', 'train.json', 'images/']]".
 
 MODEL.DEVICE defaults to cpu (with a log line) where CUDA is not available. OUTPUT_DIR
 receives config.yaml, log.txt, metrics.json, TensorBoard events, model_*.pth checkpoints
 (written atomically; last_checkpoint names the newest), and eval_results.json with the
 final COCO (AP, AP50, AP75, APs/m/l, per class) or VOC (AP50 = VOC07 11-point for VOC2007
 test, AP50_allpoints, per class) metrics. Exit status is non-zero on any failure, including
-a NaN/inf loss (the message gives the iteration and every loss term).
+a NaN/inf loss (the message gives the iteration and every loss term). Expected errors (config,
+dataset, weights) print their message alone and exit with status 2.
 """
-from detectron2.engine import default_argument_parser
+import sys
 
-from resnet_det.detection.engine import launch_from_args
+from resnet_det.cli import add_debug_argument, run_cli, silence_known_warnings
+
+silence_known_warnings()  # before detectron2's imports, which warn
+
+from detectron2.engine import default_argument_parser  # noqa: E402
+
+from resnet_det.detection.engine import launch_from_args  # noqa: E402
 
 
 def main():
@@ -49,6 +67,7 @@ def main():
         "--deploy", action="store_true",
         help="with --eval-only: evaluate the model after optimize_detector_for_inference",
     )
+    add_debug_argument(parser)
     args = parser.parse_args()
     if not args.config_file:
         parser.error("--config FILE is required (e.g. configs/toy/faster_rcnn_r18_c4_voc.yaml)")
@@ -56,4 +75,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_cli(main))

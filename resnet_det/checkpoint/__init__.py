@@ -2,6 +2,7 @@
 from .export import BACKBONE_FORMAT, load_backbone, save_backbone
 from .io import (
     UnsafeWeightsError,
+    WeightsFileError,
     atomic_write,
     load_state_dict_checked,
     load_state_dict_file,
@@ -15,6 +16,7 @@ __all__ = [
     "load_backbone",
     "save_backbone",
     "UnsafeWeightsError",
+    "WeightsFileError",
     "atomic_write",
     "from_torchvision",
     "is_torchvision_resnet",

@@ -5,7 +5,9 @@ import contextlib
 import json
 import os
 import pickle
+import tarfile
 import tempfile
+import zipfile
 from pathlib import Path
 
 import torch
@@ -14,6 +16,7 @@ __all__ = [
     "read_safetensors_metadata",
     "PICKLE_SUFFIXES",
     "UnsafeWeightsError",
+    "WeightsFileError",
     "atomic_write",
     "load_state_dict_file",
     "load_state_dict_checked",
@@ -24,8 +27,26 @@ PICKLE_SUFFIXES = (".pkl", ".pickle")
 CONVERT_HINT = "python tools/convert_weights.py --allow-pickle {path} OUT.safetensors"
 
 
-class UnsafeWeightsError(ValueError):
+ACCEPTED_FORMATS = (
+    ".safetensors, a torch state dict saved with torch.save (.pth/.pt: a zip archive), or a "
+    "detectron2/Detectron .pkl converted once with tools/convert_weights.py"
+)
+
+
+class WeightsFileError(ValueError):
+    """A file given as weights that cannot be read as weights; the message names it."""
+
+
+class UnsafeWeightsError(WeightsFileError):
     """A weights file can only be read by unpickling it, which may run arbitrary code."""
+
+
+def _looks_like_torch_file(path) -> bool:
+    """Whether ``path`` starts like something torch.save wrote: a zip archive (torch >= 1.6),
+    a pickle stream of protocol 2+ (the legacy format, and .pkl files) or a tar (torch < 0.4)."""
+    with open(path, "rb") as f:
+        first = f.read(1)
+    return first == b"\x80" or zipfile.is_zipfile(path) or tarfile.is_tarfile(path)
 
 
 def _umask() -> int:
@@ -84,7 +105,7 @@ def _unwrap(obj, path):
     if not isinstance(obj, dict) or not all(
         isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()
     ):
-        raise ValueError(
+        raise WeightsFileError(
             f"{path}: expected a state dict (str -> tensor), or a dict holding one under "
             f"'model'/'state_dict'; got {type(obj).__name__}"
         )
@@ -112,7 +133,13 @@ def load_state_dict_file(path) -> dict[str, torch.Tensor]:
         try:
             return load_file(str(path), device="cpu")
         except Exception as e:  # safetensors raises its own error types for corrupt headers
-            raise ValueError(f"{path}: not a readable safetensors file ({e})") from e
+            raise WeightsFileError(f"{path}: not a readable safetensors file ({e})") from e
+    if not _looks_like_torch_file(path):
+        # A text file, image, yaml... : torch.load would call it a pickle it cannot restore.
+        raise WeightsFileError(
+            f"{path} is not a weights file (it is neither a zip archive nor a pickle, as "
+            f"torch.save writes). Accepted: {ACCEPTED_FORMATS}."
+        )
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
@@ -122,12 +149,12 @@ def load_state_dict_file(path) -> dict[str, torch.Tensor]:
             f"torch said: {str(e).splitlines()[0]}"
         ) from e
     except (RuntimeError, EOFError, OSError) as e:
-        raise ValueError(f"{path}: not a readable torch weights file ({e})") from e
+        raise WeightsFileError(f"{path}: not a readable torch weights file ({e})") from e
     return _unwrap(obj, path)
 
 
 def load_state_dict_checked(model, state_dict, *, allow_missing=(), source="state dict"):
-    """Load ``state_dict`` into ``model``, raising a ``ValueError`` that lists missing,
+    """Load ``state_dict`` into ``model``, raising a :class:`WeightsFileError` that lists missing,
     unexpected and wrongly shaped keys. Keys starting with a prefix in ``allow_missing`` may be
     absent; the list of those that were is returned."""
     own = model.state_dict()
@@ -150,6 +177,6 @@ def load_state_dict_checked(model, state_dict, *, allow_missing=(), source="stat
             if keys:
                 shown = ", ".join(keys[:8]) + (f", ... ({len(keys)} in all)" if len(keys) > 8 else "")
                 parts.append(f"  {title}: {shown}")
-        raise ValueError("\n".join(parts))
+        raise WeightsFileError("\n".join(parts))
     model.load_state_dict(state_dict, strict=False)
     return missing

@@ -9,6 +9,7 @@ Library use (no config file needed for the pieces)::
 """
 from .config import get_pretrain_cfg, load_pretrain_cfg, validate_pretrain_cfg
 from .data import (
+    ClassTreeError,
     DataLoaderWorkerError,
     ImageFolderDataset,
     TrainSampler,
@@ -47,7 +48,7 @@ from .transforms import (
 
 __all__ = [
     "get_pretrain_cfg", "load_pretrain_cfg", "validate_pretrain_cfg",
-    "DataLoaderWorkerError", "ImageFolderDataset", "TrainSampler", "UnreadableImageError",
+    "ClassTreeError", "DataLoaderWorkerError", "ImageFolderDataset", "TrainSampler", "UnreadableImageError",
     "build_test_loader", "build_train_loader", "check_class_tree", "decode_image", "iterate_loader",
     "load_image", "sample_seed",
     "DivergenceError", "build_classifier", "build_datasets", "classification_loss", "evaluate",

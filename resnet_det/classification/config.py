@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from detectron2.config import CfgNode
 
+from ..config import ConfigError, ConfigKeyError
 from ..models import NORMS, RESNET_SPECS, SHORTCUTS
 
 __all__ = [
@@ -43,15 +44,17 @@ class PretrainCfgNode(CfgNode):
         _ints_to_floats(loaded, self)
         try:
             self.merge_from_other_cfg(loaded)
-        except (KeyError, ValueError) as e:
-            raise type(e)(f"{cfg_filename}: {e.args[0] if e.args else e}") from e
+        except KeyError as e:
+            raise ConfigKeyError(f"{cfg_filename}: {e.args[0] if e.args else e}") from e
+        except ValueError as e:
+            raise ConfigError(f"{cfg_filename}: {e.args[0] if e.args else e}") from e
 
 
     def merge_from_list(self, cfg_list) -> None:
         """Merge ``KEY VALUE`` pairs (command line); ``EPOCHS 5`` is accepted for a float key."""
         cfg_list = list(cfg_list)
         if len(cfg_list) % 2:
-            raise ValueError(f"config overrides must be KEY VALUE pairs; got an odd list: {cfg_list}")
+            raise ConfigError(f"config overrides must be KEY VALUE pairs; got an odd list: {cfg_list}")
         for i in range(0, len(cfg_list), 2):
             default = _lookup(self, cfg_list[i])
             value = self._decode_cfg_value(cfg_list[i + 1])
@@ -170,7 +173,7 @@ def load_pretrain_cfg(config_file: str = "", opts=()) -> CfgNode:
 
 
 def _fail(source, key, value, allowed):
-    raise ValueError(f"{source}: invalid {key} = {value!r}; allowed: {allowed}")
+    raise ConfigError(f"{source}: invalid {key} = {value!r}; allowed: {allowed}")
 
 
 def validate_pretrain_cfg(cfg: CfgNode, source: str = "config") -> None:

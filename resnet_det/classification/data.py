@@ -27,6 +27,7 @@ except ImportError:  # removed: every image goes through PIL
     decode_jpeg = None
 
 __all__ = [
+    "ClassTreeError",
     "UnreadableImageError",
     "DataLoaderWorkerError",
     "load_image",
@@ -45,6 +46,11 @@ logger = logging.getLogger(__name__)
 
 class UnreadableImageError(ValueError):
     """An image file that cannot be decoded (or is refused as too large); names the file."""
+
+
+class ClassTreeError(ValueError):
+    """An ImageNet-layout folder tree that cannot be trained on (empty or single class
+    folders, a validation tree whose classes differ); names the folders."""
 
 
 class DataLoaderWorkerError(RuntimeError):
@@ -141,7 +147,7 @@ def decode_image(path, *, max_pixels: int = 89_478_485, draft_short_side: int | 
 def check_class_tree(root, *, reference_classes=None) -> list[str]:
     """Sorted class folder names under ``root``, after checking the tree is usable.
 
-    Raises ``FileNotFoundError``/``ValueError`` naming the folder for a missing root, a root
+    Raises ``FileNotFoundError``/:class:`ClassTreeError` naming the folder for a missing root, a root
     without class folders, class folders with no images, and (with ``reference_classes``, the
     training classes) a class set that differs from the reference.
     """
@@ -158,7 +164,7 @@ def check_class_tree(root, *, reference_classes=None) -> list[str]:
     empty = [c for c in classes if not any(_is_image(p) for p in _walk(root / c))]
     if empty:
         shown = ", ".join(str(root / c) for c in empty[:10])
-        raise ValueError(
+        raise ClassTreeError(
             f"{len(empty)} class folder(s) under {root} contain no images "
             f"({', '.join(IMG_EXTENSIONS)}): {shown}{' ...' if len(empty) > 10 else ''}. "
             f"Remove them or add images."
@@ -166,7 +172,7 @@ def check_class_tree(root, *, reference_classes=None) -> list[str]:
     if reference_classes is not None and list(reference_classes) != classes:
         missing = sorted(set(reference_classes) - set(classes))
         extra = sorted(set(classes) - set(reference_classes))
-        raise ValueError(
+        raise ClassTreeError(
             f"classes of {root} differ from the training classes: missing folders "
             f"{missing[:10]}{' ...' if len(missing) > 10 else ''}, extra folders "
             f"{extra[:10]}{' ...' if len(extra) > 10 else ''}. Both trees need the same "

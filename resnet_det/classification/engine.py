@@ -21,10 +21,17 @@ import torch
 import torch.nn.functional as F
 from detectron2.utils import comm
 
-from ..checkpoint import atomic_write, load_state_dict_checked, load_state_dict_file, save_backbone
+from ..checkpoint import (
+    WeightsFileError,
+    atomic_write,
+    load_state_dict_checked,
+    load_state_dict_file,
+    save_backbone,
+)
+from ..config import ConfigError
 from ..models import build_resnet, build_vgg16
 from .config import validate_pretrain_cfg
-from .data import ImageFolderDataset, build_test_loader, build_train_loader, iterate_loader
+from .data import ClassTreeError, ImageFolderDataset, build_test_loader, build_train_loader, iterate_loader
 from .solver import build_lr_scheduler, build_optimizer, scaled_lr
 from .transforms import MixCollate, NormalizeBatch, build_eval_transform, build_train_transform
 
@@ -79,6 +86,13 @@ def build_datasets(cfg, *, train=True, ten_crop=False):
         draft = d.RESIZE_RANGE[1] if d.RECIPE == "paper" else None
         train_set = ImageFolderDataset(root / d.TRAIN_DIR, tf, draft_short_side=draft, **common)
         classes = train_set.classes
+        if len(classes) < 2:
+            # One class: every label is the same, training "reaches" 0% error and learns nothing.
+            raise ClassTreeError(
+                f"{train_set.root} holds {len(classes)} class folder ({classes[0]}); "
+                "classification needs at least two classes (one folder per class, e.g. crops "
+                "of each object class, or an ImageNet-layout tree)"
+            )
     val_tf = build_eval_transform(d.CROP_SIZE, d.TEST_RESIZE, ten_crop=ten_crop)
     val_set = ImageFolderDataset(root / d.VAL_DIR, val_tf, classes=classes,
                                  draft_short_side=d.TEST_RESIZE, **common)
@@ -97,13 +111,13 @@ def schedule_lengths(cfg, dataset_size: int, world_size: int) -> ScheduleLengths
     s = cfg.SOLVER
     accum = s.GRAD_ACCUM_STEPS
     if s.IMS_PER_BATCH % (world_size * accum):
-        raise ValueError(f"SOLVER.IMS_PER_BATCH={s.IMS_PER_BATCH} must be divisible by the number of "
+        raise ConfigError(f"SOLVER.IMS_PER_BATCH={s.IMS_PER_BATCH} must be divisible by the number of "
                          f"processes ({world_size}) x SOLVER.GRAD_ACCUM_STEPS ({accum})")
     micro = s.IMS_PER_BATCH // (world_size * accum)
     per_rank_step = micro * accum
     iters_per_epoch = (-(-dataset_size // world_size)) // per_rank_step
     if iters_per_epoch == 0:
-        raise ValueError(f"SOLVER.IMS_PER_BATCH={s.IMS_PER_BATCH} exceeds the training set "
+        raise ConfigError(f"SOLVER.IMS_PER_BATCH={s.IMS_PER_BATCH} exceeds the training set "
                          f"({dataset_size} images over {world_size} processes); lower it")
     max_iter = s.MAX_ITER if s.MAX_ITER > 0 else max(1, round(s.EPOCHS * iters_per_epoch))
     return ScheduleLengths(
@@ -247,9 +261,9 @@ def load_checkpoint(path, *, model, optimizer=None, scheduler=None, scaler=None,
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        raise ValueError(f"{path}: not a readable pretraining checkpoint ({e})") from e
+        raise WeightsFileError(f"{path}: not a readable pretraining checkpoint ({e})") from e
     if not isinstance(state, dict) or "model" not in state or "iteration" not in state:
-        raise ValueError(f"{path}: not a pretraining checkpoint (expected keys 'model', 'iteration')")
+        raise WeightsFileError(f"{path}: not a pretraining checkpoint (expected keys 'model', 'iteration')")
     load_state_dict_checked(model, state["model"], source=str(path))
     if optimizer is not None and state["optimizer"]:
         optimizer.load_state_dict(state["optimizer"])
@@ -341,7 +355,7 @@ def train(cfg, resume: bool = False, on_batch=None) -> dict:
     train_set, val_set = build_datasets(cfg)
     num_classes = cfg.MODEL.NUM_CLASSES or len(train_set.classes)
     if num_classes != len(train_set.classes):
-        raise ValueError(f"MODEL.NUM_CLASSES={num_classes} but {train_set.root} has "
+        raise ConfigError(f"MODEL.NUM_CLASSES={num_classes} but {train_set.root} has "
                          f"{len(train_set.classes)} class folders; set it to 0 or fix the data")
     L = schedule_lengths(cfg, len(train_set), world)
     model = build_classifier(cfg, num_classes)
@@ -373,7 +387,7 @@ def train(cfg, resume: bool = False, on_batch=None) -> dict:
 
     raw_model = model
     if world > 1 and device.type != "cuda" and cfg.MODEL.NORM == "SyncBN":
-        raise ValueError("MODEL.NORM = 'SyncBN' uses torch's SyncBatchNorm, which needs CUDA; "
+        raise ConfigError("MODEL.NORM = 'SyncBN' uses torch's SyncBatchNorm, which needs CUDA; "
                          "on CPU processes use MODEL.NORM BN (per-process statistics)")
     if world > 1:
         model = torch.nn.parallel.DistributedDataParallel(

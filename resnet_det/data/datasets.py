@@ -8,7 +8,8 @@ Every detection dataset goes through the same checks, whichever way it is regist
 * toy names ``toy_coco_train``, ``toy_coco_val``, ``toy_voc_trainval``, ``toy_voc_test``,
   rooted at ``$RESNET_DET_TOY_DATA`` (default ``datasets/toy``, the layout written by
   ``python tools/make_toy_data.py --out datasets/toy``);
-* any COCO-format json named in the config.
+* any COCO-format json, and any VOC-layout folder with its own class names, named in the
+  config.
 
 Config keys (added by :func:`add_dataset_config`):
 
@@ -16,6 +17,13 @@ Config keys (added by :func:`add_dataset_config`):
     list of ``[name, json_file, image_root]`` triples, each registered as a COCO-format
     detection dataset (COCO evaluator), e.g. on the command line
     ``DATASETS.COCO_JSON_REGISTER "[['mine_train', 'ann/train.json', 'images/']]"``.
+``DATASETS.VOC_REGISTER``
+    list of ``[name, dirname, split, [class names]]`` entries, each registered as a VOC-layout
+    detection dataset (PASCAL VOC evaluator: AP50 per class, 11-point and all-point), e.g.
+    ``DATASETS.VOC_REGISTER "[['mine_train', 'data/mine', 'trainval', ['cat', 'dog']]]"``.
+    ``dirname`` holds ``Annotations/<id>.xml``, ``JPEGImages/<id>.jpg|.jpeg|.png`` (the
+    extension the xml's ``<filename>`` names) and ``ImageSets/Main/<split>.txt`` (one id per
+    line): the layout LabelImg and most labelling tools write.
 ``DATASETS.STRICT``
     False (default): degenerate or broken annotations and unreadable training images are
     repaired or skipped, with one warning per dataset that counts them. True: each raises
@@ -53,6 +61,7 @@ __all__ = [
     "register_all_datasets",
     "register_coco_json",
     "register_voc",
+    "register_voc_entries",
     "check_datasets",
     "load_coco_json_checked",
     "load_voc_instances_checked",
@@ -86,6 +95,7 @@ class DatasetError(ValueError):
 def add_dataset_config(cfg):
     """Add the DATASETS.* keys documented in this module to a detectron2 CfgNode (in place)."""
     cfg.DATASETS.COCO_JSON_REGISTER = []
+    cfg.DATASETS.VOC_REGISTER = []
     cfg.DATASETS.STRICT = False
     cfg.DATASETS.MAX_IMAGE_PIXELS = int(Image.MAX_IMAGE_PIXELS or 0)
     return cfg
@@ -120,6 +130,7 @@ def register_all_datasets(cfg=None):
                         "DATASETS.COCO_JSON_REGISTER \"[['mine_train', 'ann.json', 'images/']]\""
                     )
                 register_coco_json(*(str(v) for v in entry))
+            register_voc_entries(datasets_cfg.get("VOC_REGISTER", []) or [])
         _register_toy(os.path.expanduser(os.environ.get(_TOY_ENV, _TOY_DEFAULT)))
         _wrap_builtins()
 
@@ -138,8 +149,39 @@ def register_coco_json(name, json_file, image_root, metadata=None):
     )
 
 
+def register_voc_entries(entries):
+    """Register each ``[name, dirname, split, [class, ...]]`` of DATASETS.VOC_REGISTER.
+
+    The splits are evaluated with the VOC 2012 (all-point) AP definition; the evaluator also
+    reports the 11-point AP50_VOC07. Malformed entries raise DatasetError showing the form.
+    """
+    example = "DATASETS.VOC_REGISTER \"[['mine_train', 'data/mine', 'trainval', ['cat', 'dog']]]\""
+    for entry in entries:
+        if (
+            not isinstance(entry, (list, tuple))
+            or len(entry) != 4
+            or not isinstance(entry[3], (list, tuple))
+            or not entry[3]
+            or not all(isinstance(c, str) and c.strip() for c in entry[3])
+        ):
+            raise DatasetError(
+                f"DATASETS.VOC_REGISTER entry {entry!r} is not [name, dirname, split, "
+                f"[class names]] with at least one class name; e.g. {example}"
+            )
+        name, dirname, split, classes = entry
+        duplicates = sorted(c for c, n in Counter(classes).items() if n > 1)
+        if duplicates:
+            raise DatasetError(
+                f"DATASETS.VOC_REGISTER entry {name!r} lists class names twice: {duplicates}"
+            )
+        register_voc(str(name), str(dirname), str(split), 2012, [str(c) for c in classes])
+
+
 def register_voc(name, dirname, split, year=2007, class_names=TOY_CLASSES):
-    """Register a VOC-layout split (pascal_voc evaluator) loaded by load_voc_instances_checked."""
+    """Register a VOC-layout split (pascal_voc evaluator) loaded by load_voc_instances_checked.
+
+    ``year`` 2007 evaluates with VOC07's 11-point AP, 2012 with the all-point AP.
+    """
     class_names = tuple(class_names)
     args = (os.fspath(dirname), split, class_names)
     if not _claim(name, ("voc", args + (year,))):
@@ -490,43 +532,54 @@ def read_split_ids(path):
 def load_voc_instances_checked(dirname, split, class_names, strict=None):
     """Load a VOC split like detectron2's `load_voc_instances`, validating each xml file.
 
-    Output matches detectron2's loader on clean data (XYXY_ABS, 0-based xmin/ymin).
-    Class names outside `class_names` always raise; other broken objects or files are
-    skipped with a counted warning, or raise when `strict` (default: DATASETS.STRICT).
+    Output matches detectron2's loader on clean data (XYXY_ABS, 0-based xmin/ymin). The image
+    is ``JPEGImages/<id><ext>``, ``<ext>`` the .jpg/.jpeg/.png of the xml's ``<filename>``
+    (.jpg when it names none). Objects of classes outside `class_names`, broken objects and
+    broken files are skipped with a counted warning, or raise when `strict` (default:
+    DATASETS.STRICT).
     """
     strict = is_strict() if strict is None else strict
     class_names = list(class_names)
     split_file = os.path.join(dirname, "ImageSets", "Main", split + ".txt")
     problems = _Problems(f"VOC {dirname} split '{split}'", strict)
-    unknown = defaultdict(list)
     dicts = []
     for file_id in read_split_ids(split_file):
         xml_path = os.path.join(dirname, "Annotations", file_id + ".xml")
-        record = _parse_voc_xml(xml_path, class_names, problems, unknown)
+        record = _parse_voc_xml(xml_path, class_names, problems)
         if record is None:
             continue
-        record["file_name"] = os.path.join(dirname, "JPEGImages", file_id + ".jpg")
+        image_name = file_id + record.pop("image_suffix")
+        record["file_name"] = os.path.join(dirname, "JPEGImages", image_name)
         record["image_id"] = file_id
         dicts.append(record)
-    if unknown:
-        listed = [
-            f"'{name}' in {len(files)} objects, e.g. {files[0]}" for name, files in unknown.items()
-        ]
-        _fail(
-            f"VOC {dirname} split '{split}': class names not in the dataset's list {class_names}",
-            listed,
-            "correct the <name> tags, or register the dataset with the full class list",
-        )
     annotations_dir = os.path.join(dirname, "Annotations")
     sanitize_boxes(
         dicts, problems, describe=lambda r: os.path.join(annotations_dir, r["image_id"] + ".xml")
     )
-    problems.finish("skipped or repaired", "correct the listed xml files")
+    fix = "correct the listed xml files"
+    if any(kind.startswith("object of unknown class") for kind in problems.items):
+        fix += (
+            " (an unknown class: correct its <name> tags, or register the dataset with it "
+            f"in the class list, now {class_names})"
+        )
+    problems.finish("skipped or repaired", fix)
     return dicts
 
 
-def _parse_voc_xml(xml_path, class_names, problems, unknown):
-    """One detectron2 dataset record from a VOC xml (without file_name/image_id), or None."""
+# Image extensions a VOC xml's <filename> may name (lower case); others fall back to .jpg.
+VOC_IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+
+
+def _voc_image_suffix(filename):
+    """The image file's extension from a VOC xml's <filename> text: as written when it is
+    .jpg/.jpeg/.png (any case), else .jpg (detectron2's assumption for VOC)."""
+    suffix = os.path.splitext((filename or "").strip())[1]
+    return suffix if suffix.lower() in VOC_IMAGE_SUFFIXES else ".jpg"
+
+
+def _parse_voc_xml(xml_path, class_names, problems):
+    """One detectron2 dataset record from a VOC xml (without file_name/image_id, with the
+    image's ``image_suffix``), or None."""
     try:
         tree = ET.parse(xml_path)
     except FileNotFoundError:
@@ -558,7 +611,8 @@ def _parse_voc_xml(xml_path, class_names, problems, unknown):
             continue
         name = name.strip()
         if name not in class_names:
-            unknown[name].append(xml_path)
+            # One kind per name: the warning then counts the objects of each unknown name.
+            problems.add(f"object of unknown class '{name}' (dropped)", where, f"class '{name}'")
             continue
         bndbox = obj.find("bndbox")
         if bndbox is None:
@@ -588,7 +642,12 @@ def _parse_voc_xml(xml_path, class_names, problems, unknown):
                     "bbox_mode": BoxMode.XYXY_ABS,
                 }
             )
-    return {"height": size["height"], "width": size["width"], "annotations": instances}
+    return {
+        "height": size["height"],
+        "width": size["width"],
+        "annotations": instances,
+        "image_suffix": _voc_image_suffix(tree.findtext("filename")),
+    }
 
 
 def _to_float(text):
@@ -618,7 +677,8 @@ def check_datasets(names):
             problems.append(
                 f"dataset '{name}' is not registered; close names: {close or 'none'}. "
                 "Register your own COCO json with DATASETS.COCO_JSON_REGISTER "
-                "[[name, json_file, image_root]]"
+                "[[name, json_file, image_root]] or VOC-layout folder with "
+                "DATASETS.VOC_REGISTER [[name, dirname, split, [class, ...]]]"
             )
             continue
         meta = MetadataCatalog.get(name)
@@ -653,7 +713,10 @@ def _root_hint(name):
             f"set {_D2_ENV} to the folder holding {layout} "
             f"(now {_D2_ENV}={root!r}, resolved to {os.path.abspath(root)})"
         )
-    return "correct the paths given in DATASETS.COCO_JSON_REGISTER (or where it was registered)"
+    return (
+        "correct the paths given in DATASETS.COCO_JSON_REGISTER or DATASETS.VOC_REGISTER "
+        "(or where the dataset was registered)"
+    )
 
 
 def _check_coco(name, json_file, image_root):
@@ -693,10 +756,25 @@ def _check_voc(name, dirname, split):
     if not ids:
         return [f"{name}: split file {split_file} lists no images"]
     xmls = [os.path.join(dirname, "Annotations", i + ".xml") for i in ids]
-    jpgs = [os.path.join(dirname, "JPEGImages", i + ".jpg") for i in ids]
-    return _missing_files(name, xmls, "annotation", hint) + _missing_files(
-        name, jpgs, "image", hint
-    )
+    missing_xml = _missing_files(name, xmls, "annotation", hint)
+    images = [
+        os.path.join(dirname, "JPEGImages", i + _voc_image_suffix(_voc_filename(xml)))
+        for i, xml in zip(ids, xmls)
+    ]
+    return missing_xml + _missing_files(name, images, "image", hint)
+
+
+def _voc_filename(xml_path):
+    """The <filename> text of a VOC xml, or None when the file is missing or broken (the
+    loader reports those)."""
+    try:
+        # iterparse stops at <filename>, near the top, instead of building the whole tree.
+        for _, element in ET.iterparse(xml_path):
+            if element.tag == "filename":
+                return element.text
+    except (OSError, ET.ParseError):
+        pass
+    return None
 
 
 def _missing_files(name, paths, what, hint):

@@ -7,6 +7,7 @@ import json
 import math
 import os
 import xml.etree.ElementTree as ET
+from collections import Counter
 
 import numpy as np
 from PIL import Image
@@ -19,16 +20,23 @@ __all__ = [
     "make_classification_tree",
     "make_voc",
     "make_coco",
+    "make_labelimg",
+    "LABELIMG_CLASSES",
 ]
 
 TOY_CLASSES = ("circle", "square", "triangle", "cross", "ring")
 # Not contiguous from zero, like real COCO, so that every reader has to map ids to indices.
 TOY_COCO_CATEGORY_IDS = (1, 2, 3, 5, 7)
-KINDS = ("classification", "voc", "coco")
+KINDS = ("classification", "voc", "coco", "labelimg")
+# What make_toy_data writes unless told otherwise ("labelimg" only serves the custom-data docs
+# and tests).
+DEFAULT_KINDS = ("classification", "voc", "coco")
+# The own classes of the "labelimg" dataset; its other shapes carry names outside this list.
+LABELIMG_CLASSES = ("circle", "square")
 
 JPEG_QUALITY = 90
 # Independent random streams, so e.g. the VOC images do not change when COCO is skipped.
-_STREAM = {"classification": 0, "voc": 1, "coco": 2}
+_STREAM = {"classification": 0, "voc": 1, "coco": 2, "labelimg": 3}
 # A placement whose visible box is narrower than this many pixels is rejected and redrawn.
 _MIN_BOX_PX = 6
 # A truncated shape keeps at least this fraction of its width and of its height in the image.
@@ -46,7 +54,7 @@ def make_toy_data(
     num_det_val=40,
     cls_size=64,
     det_size=(192, 256),
-    kinds=KINDS,
+    kinds=DEFAULT_KINDS,
 ):
     """Write the requested toy datasets under `out_dir`; same seed => byte-identical files.
 
@@ -71,6 +79,10 @@ def make_toy_data(
     if "coco" in kinds:
         written["coco"] = make_coco(
             os.path.join(out_dir, "coco"), seed, num_det_train, num_det_val, det_size
+        )
+    if "labelimg" in kinds:
+        written["labelimg"] = make_labelimg(
+            os.path.join(out_dir, "labelimg"), seed, num_det_train, num_det_val, det_size
         )
     return written
 
@@ -117,7 +129,7 @@ def make_voc(root, seed=0, num_trainval=120, num_test=40, size=(192, 256)):
         image, objects = _detection_image(_rng(seed, "voc", index), height, width)
         _save_jpeg(image, os.path.join(root, "JPEGImages", image_id + ".jpg"))
         xml_path = os.path.join(root, "Annotations", image_id + ".xml")
-        _write_voc_xml(xml_path, image_id, objects, height, width)
+        _write_voc_xml(xml_path, image_id + ".jpg", objects, height, width)
         num_objects += len(objects)
     trainval = ids[:num_trainval]
     # VOC's train and val halve trainval; alternating keeps both non-empty for tiny counts.
@@ -135,6 +147,54 @@ def make_voc(root, seed=0, num_trainval=120, num_test=40, size=(192, 256)):
         "classes": list(TOY_CLASSES),
         **{f"num_{split}": len(split_ids) for split, split_ids in splits.items()},
         "num_objects": num_objects,
+    }
+
+
+def make_labelimg(root, seed=0, num_trainval=120, num_test=40, size=(192, 256)):
+    """Write a user's own VOC-layout dataset as LabelImg saves it, at `root`.
+
+    Every xml has LabelImg's tags (folder, filename, path, source, size, segmented, object
+    with name/pose/truncated/difficult/bndbox); every third image is a .png (the rest .jpg,
+    as the xml's <filename> says); circles and squares are the dataset's classes
+    (:data:`LABELIMG_CLASSES`), the other shapes keep names outside that list. The split
+    files ImageSets/Main/{trainval,test}.txt are written too.
+    """
+    height, width = _check_det_size(size)
+    _require_empty(root)
+    for sub in ("JPEGImages", "Annotations", os.path.join("ImageSets", "Main")):
+        os.makedirs(os.path.join(root, sub))
+    ids = [f"img_{i:04d}" for i in range(1, num_trainval + num_test + 1)]
+    names = Counter()
+    for index, image_id in enumerate(ids):
+        image, objects = _detection_image(_rng(seed, "labelimg", index), height, width)
+        file_name = image_id + (".png" if index % 3 == 1 else ".jpg")
+        image_path = os.path.join(root, "JPEGImages", file_name)
+        if file_name.endswith(".png"):
+            Image.fromarray(image).save(image_path, format="PNG")
+        else:
+            _save_jpeg(image, image_path)
+        _write_voc_xml(
+            os.path.join(root, "Annotations", image_id + ".xml"),
+            file_name,
+            objects,
+            height,
+            width,
+            folder="JPEGImages",
+            # LabelImg records where the image was when it was labelled, on that machine.
+            image_path=os.path.join("/home/labeller/photos", file_name),
+            source="Unknown",
+        )
+        names.update(TOY_CLASSES[obj["label"]] for obj in objects)
+    splits = {"trainval": ids[:num_trainval], "test": ids[num_trainval:]}
+    for split, split_ids in splits.items():
+        with open(os.path.join(root, "ImageSets", "Main", split + ".txt"), "w") as f:
+            f.writelines(image_id + "\n" for image_id in split_ids)
+    return {
+        "root": root,
+        "classes": list(LABELIMG_CLASSES),
+        **{f"num_{split}": len(split_ids) for split, split_ids in splits.items()},
+        "num_png": sum(1 for index in range(len(ids)) if index % 3 == 1),
+        "objects_per_name": dict(sorted(names.items())),
     }
 
 
@@ -395,12 +455,17 @@ def _boxes_overlap(a, b, gap):
     return a[0] < b[2] + gap and b[0] < a[2] + gap and a[1] < b[3] + gap and b[1] < a[3] + gap
 
 
-def _write_voc_xml(path, image_id, objects, height, width):
+def _write_voc_xml(
+    path, file_name, objects, height, width, folder="VOC2007", image_path=None,
+    source="resnet_det toy shapes",
+):
     root = ET.Element("annotation")
-    _sub(root, "folder", "VOC2007")
-    _sub(root, "filename", image_id + ".jpg")
-    source = _sub(root, "source")
-    _sub(source, "database", "resnet_det toy shapes")
+    _sub(root, "folder", folder)
+    _sub(root, "filename", file_name)
+    if image_path is not None:
+        _sub(root, "path", image_path)
+    source_node = _sub(root, "source")
+    _sub(source_node, "database", source)
     size = _sub(root, "size")
     _sub(size, "width", width)
     _sub(size, "height", height)

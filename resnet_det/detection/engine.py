@@ -13,7 +13,7 @@ import weakref
 
 import numpy as np
 import torch
-from detectron2.data import build_detection_test_loader
+from detectron2.data import MetadataCatalog, build_detection_test_loader
 from detectron2.engine import (
     AMPTrainer,
     DefaultTrainer,
@@ -30,17 +30,31 @@ from detectron2.utils.logger import create_small_table, setup_logger
 from ..analysis.plotting import plot_detection_curves
 from ..checkpoint.detectron2 import ResNetDetCheckpointer
 from ..checkpoint.io import atomic_write
-from ..config import RESNET_BACKBONES, ConfigError, load_config
+from ..cli import in_worker
+from ..config import RESNET_BACKBONES, ConfigError, learning_rate_warning, load_config
 from ..data.datasets import check_datasets, register_all_datasets
 from ..data.mapper import RobustDatasetMapper
 from .evaluation import build_evaluator
 from .loader import build_resumable_train_loader, derived_seed
 
-__all__ = ["Trainer", "setup", "main", "launch_from_args", "RESULTS_FILE"]
+__all__ = [
+    "Trainer",
+    "TrainingDivergedError",
+    "setup",
+    "main",
+    "launch_from_args",
+    "check_num_classes",
+    "RESULTS_FILE",
+]
 
 logger = logging.getLogger("resnet_det")
 # Final metrics of a training run or of --eval-only, written to OUTPUT_DIR.
 RESULTS_FILE = "eval_results.json"
+
+
+class TrainingDivergedError(FloatingPointError):
+    """A NaN/inf loss or weights during training; the message names the iteration, the loss
+    terms and the last good checkpoint."""
 
 
 class _SeedEachIteration(HookBase):
@@ -152,7 +166,7 @@ class Trainer(DefaultTrainer):
             last = self.checkpointer.get_checkpoint_file() if has else "(none written yet)"
             recorded = {k: v for k, (v, _) in self.storage.latest().items() if k.startswith("loss")}
             losses = ", ".join(f"{k}={v:.4g}" for k, v in sorted(recorded.items()))
-            raise FloatingPointError(
+            raise TrainingDivergedError(
                 f"{e}\nTraining diverged at iteration {self.iter}; loss terms last recorded: "
                 f"{losses or 'none'}. The last good checkpoint, {last}, is left as it was. "
                 "Lower SOLVER.BASE_LR or lengthen SOLVER.WARMUP_ITERS, then start again "
@@ -187,6 +201,9 @@ def setup(args):
     setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="resnet_det")
     if note:
         logger.info(note)
+    lr_note = learning_rate_warning(cfg)
+    if lr_note and not args.eval_only:
+        logger.warning(lr_note)
     return cfg
 
 
@@ -203,6 +220,28 @@ def check_can_train(cfg, resume: bool) -> None:
             "random initialisation with frozen BN diverges. Set MODEL.WEIGHTS to a backbone "
             "file from tools/pretrain_cls.py (or a torchvision checkpoint), or train from "
             "scratch with MODEL.RESNETS.NORM GN (or BN)."
+        )
+
+
+def _used_datasets(cfg, eval_only):
+    return list(cfg.DATASETS.TEST) + ([] if eval_only else list(cfg.DATASETS.TRAIN))
+
+
+def check_num_classes(cfg) -> None:
+    """Raise ConfigError when MODEL.ROI_HEADS.NUM_CLASSES differs from the number of classes of
+    a registered dataset in DATASETS.TRAIN/TEST whose class list is known before loading (VOC
+    layouts, detectron2's builtin names); COCO json files are checked when they are read."""
+    want = cfg.MODEL.ROI_HEADS.NUM_CLASSES
+    problems = []
+    for name in dict.fromkeys(list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST)):
+        classes = getattr(MetadataCatalog.get(name), "thing_classes", None)
+        if classes is not None and len(classes) != want:
+            problems.append(f"  dataset '{name}' has {len(classes)} classes {list(classes)[:10]}")
+    if problems:
+        raise ConfigError(
+            f"MODEL.ROI_HEADS.NUM_CLASSES is {want}, but\n" + "\n".join(problems) + "\n"
+            "Set MODEL.ROI_HEADS.NUM_CLASSES to the dataset's number of classes (background "
+            "is not counted), and train and test on datasets with the same class list."
         )
 
 
@@ -228,11 +267,13 @@ def write_results(cfg, results) -> str | None:
     return path
 
 
-def main(args):
-    """Train (or with ``--eval-only`` evaluate) in this process; called by ``launch``."""
+def main(args, datasets_checked: bool = False):
+    """Train (or with ``--eval-only`` evaluate) in this process; called by ``launch``.
+    ``datasets_checked``: :func:`launch_from_args` already ran check_datasets on this machine."""
     cfg = setup(args)
     register_all_datasets(cfg)
-    check_datasets(list(cfg.DATASETS.TEST) + ([] if args.eval_only else list(cfg.DATASETS.TRAIN)))
+    if not datasets_checked:
+        check_datasets(_used_datasets(cfg, args.eval_only))
     if args.eval_only:
         model = Trainer.build_model(cfg)
         ResNetDetCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
@@ -263,15 +304,21 @@ def launch_from_args(args):
     cfg = load_config(args.config_file, args.opts)
     if not args.eval_only:
         check_can_train(cfg, args.resume)
+    # Every dataset problem and a wrong NUM_CLASSES before any process starts or file is written.
+    register_all_datasets(cfg)
+    check_datasets(_used_datasets(cfg, args.eval_only))
+    check_num_classes(cfg)
     world_size = args.num_gpus * args.num_machines
     if world_size > 1 and cfg.MODEL.DEVICE == "cpu" and torch.cuda.is_available():
         # detectron2's launch picks NCCL whenever CUDA is visible; CPU processes need gloo.
         os.environ["CUDA_VISIBLE_DEVICES"] = ""
+    # In worker processes an expected error (config, dataset, weights) exits with its message
+    # alone; resnet_det.cli.run_cli in the parent then reports it without a traceback.
     return launch(
-        main,
+        in_worker(main) if world_size > 1 else main,
         args.num_gpus,
         num_machines=args.num_machines,
         machine_rank=args.machine_rank,
         dist_url=args.dist_url,
-        args=(args,),
+        args=(args, True),
     )
