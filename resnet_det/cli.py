@@ -64,6 +64,7 @@ EXPECTED_ERRORS = (
     "resnet_det.classification.data:DataLoaderWorkerError",
     "resnet_det.classification.engine:DivergenceError",
     "resnet_det.detection.engine:TrainingDivergedError",
+    "resnet_det.evaluation.coco:EngineUnavailableError",
     "builtins:FileNotFoundError",
 )
 

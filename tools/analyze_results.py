@@ -12,11 +12,17 @@ datasets, found as train_det finds them). Writes PNGs and report.md to --output.
 import argparse
 import sys
 
-from resnet_det.config import ConfigError
-from resnet_det.data.datasets import DatasetError
+from resnet_det.cli import add_debug_argument, run_cli, silence_known_warnings
+
+silence_known_warnings()  # before detectron2's imports, which warn
 
 
 def main(argv=None):
+    """Exit status of :func:`analyze`: 0, or 2 with the message of an expected error."""
+    return run_cli(analyze, argv)
+
+
+def analyze(argv=None):
     """Parse arguments, run the analysis, print where the report is."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     source = parser.add_mutually_exclusive_group(required=True)
@@ -30,6 +36,7 @@ def main(argv=None):
     parser.add_argument("--iou-thresh", type=float, default=0.5, help="matching IoU of the same")
     parser.add_argument("--num-images", type=int, default=4, help="images drawn per picture")
     parser.add_argument("--engine", default="auto", choices=["auto", "faster", "pycocotools"])
+    add_debug_argument(parser)
     args = parser.parse_args(argv)
     if args.gt and not args.dt:
         parser.error("--gt needs --dt")
@@ -37,14 +44,10 @@ def main(argv=None):
 
     options = dict(score_thresh=args.score_thresh, iou_thresh=args.iou_thresh,
                    num_images=args.num_images, engine=args.engine)
-    try:
-        if args.run:
-            analyze_run(args.run, args.output, **options)
-        else:
-            write_analysis(args.gt, args.dt, args.output, image_root=args.image_root, **options)
-    except (DatasetError, ConfigError, ImportError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    if args.run:
+        analyze_run(args.run, args.output, **options)
+    else:
+        write_analysis(args.gt, args.dt, args.output, image_root=args.image_root, **options)
     print(f"wrote {args.output}/report.md")
     return 0
 

@@ -33,11 +33,7 @@ def evaluate(argv=None):
     parser.add_argument("--out", help="also write the 12 stats to this json file")
     add_debug_argument(parser)
     args = parser.parse_args(argv)
-    try:
-        engine = coco_engine(args.engine)[2]
-    except ImportError as e:  # --engine faster without faster-coco-eval installed
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    engine = coco_engine(args.engine)[2]
     stats = evaluate_coco_files(args.gt, args.dt, args.iou_type, engine=args.engine)
     if args.out:
         os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)

@@ -17,6 +17,7 @@ import logging
 from ..data.datasets import DatasetError, read_json
 
 __all__ = [
+    "EngineUnavailableError",
     "COCO_STAT_NAMES",
     "coco_engine",
     "evaluate_coco_files",
@@ -37,6 +38,10 @@ _IOU_TYPES = ("bbox", "segm", "keypoints")
 ENGINES = ("auto", "faster", "pycocotools")
 
 
+class EngineUnavailableError(ImportError):
+    """The COCO evaluation engine asked for is not installed."""
+
+
 def coco_engine(engine: str = "auto"):
     """``(COCO, COCOeval, name)`` of the evaluation engine: ``"faster"`` (faster-coco-eval),
     ``"pycocotools"``, or ``"auto"``: faster-coco-eval when importable, else pycocotools."""
@@ -47,7 +52,7 @@ def coco_engine(engine: str = "auto"):
             from faster_coco_eval import COCO, COCOeval_faster
         except ImportError:
             if engine == "faster":
-                raise ImportError(
+                raise EngineUnavailableError(
                     "faster-coco-eval is not installed (pip install faster-coco-eval, or run "
                     "tools/setup_env.sh); engine='pycocotools' evaluates without it"
                 ) from None
