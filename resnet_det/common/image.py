@@ -8,11 +8,14 @@ every decoding failure an :class:`ImageError` naming the file.
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-__all__ = ["ImageError", "read_image_checked", "pil_to_numpy"]
+__all__ = ["IMAGE_SUFFIXES", "ImageError", "list_images", "read_image_checked", "pil_to_numpy"]
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
 logger = logging.getLogger(__name__)
 
@@ -116,3 +119,16 @@ def _to_8bit(image, file_name):
             "16-bit range; save it as 8 or 16-bit"
         )
     return Image.fromarray((array // 257).astype(np.uint8), mode="L")
+
+
+def list_images(path) -> list[Path]:
+    """An image file, or the images directly inside a directory (sorted)."""
+    path = Path(path)
+    if path.is_file():
+        return [path]
+    if not path.is_dir():
+        raise FileNotFoundError(f"--input {path}: no such file or directory")
+    images = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not images:
+        raise FileNotFoundError(f"--input {path}: no images ({', '.join(IMAGE_SUFFIXES)}) in it")
+    return images
