@@ -203,11 +203,7 @@ def test_demo_onnx_draws_and_reports_errors(c4, tmp_path, capsys):
     for i, image in enumerate(_images(5, [(96, 128), (120, 90)])):
         Image.fromarray(image).save(images / f"{i}.png")
     out = tmp_path / "out"
-    sys.path.insert(0, str(ROOT / "tools"))
-    try:
-        import demo as demo_tool  # tools/demo.py, in this process: no second torch import
-    finally:
-        sys.path.pop(0)
+    demo_tool = _tool_module("demo")  # tools/demo.py, in this process: no second torch import
     assert demo_tool.main(["--onnx", c4[2]["onnx"], "--input", str(images), "--output", str(out),
                            "--confidence-threshold", "0"]) == 0
     records = json.loads((out / "detections.json").read_text())
@@ -232,3 +228,23 @@ def test_pytorch_reference_is_the_models_own_inference(c4):
         inst = model([{"image": torch.as_tensor(image.transpose(2, 0, 1).copy()), "height": 96,
                        "width": 128}])[0]["instances"]
     assert np.array_equal(ref["boxes"], inst.pred_boxes.tensor.numpy())
+
+
+def _tool_module(name):
+    sys.path.insert(0, str(ROOT / "tools"))
+    try:
+        return __import__(name)
+    finally:
+        sys.path.pop(0)
+
+
+def test_export_tool_reports_bad_inputs_without_a_traceback(tmp_path, capsys):
+    export_tool = _tool_module("export_model")
+    config = str(TOY / "faster_rcnn_r18_c4_coco.yaml")
+    missing = tmp_path / "missing.pth"
+    assert export_tool.main(["--config", config, "--weights", str(missing), "--output", str(tmp_path)]) == 2
+    assert f"{missing}: no such weights file" in capsys.readouterr().err
+    assert export_tool.main(["--config", config, "--weights", str(missing), "--output", str(tmp_path),
+                             "MODEL.RESNETS.DEPTH", "77"]) == 2
+    assert "MODEL.RESNETS.DEPTH = 77" in capsys.readouterr().err
+    assert not (tmp_path / "model.onnx").exists()

@@ -296,6 +296,9 @@ def export_from_config(cfg, weights: str, output_dir) -> dict:
     from ..checkpoint.detectron2 import ResNetDetCheckpointer
     from ..detection.demo import _class_names
 
+    if not Path(weights).is_file():
+        # fvcore's loader would stop on a bare assertion; name the file instead.
+        raise FileNotFoundError(f"{weights}: no such weights file (--weights)")
     cfg = cfg.clone()
     cfg.defrost()
     cfg.MODEL.DEVICE = "cpu"
