@@ -81,12 +81,14 @@ def grouped_nms(boxes, scores, groups, num_groups: int, iou_threshold: float):
     return keep[order]
 
 
+def _at_most(n, k: int):
+    """``min(n, k)`` where ``n`` is a size, which is a graph value (a tensor) when tracing."""
+    return torch.clamp(n, max=k) if isinstance(n, torch.Tensor) else min(n, k)
+
+
 def _first(x, k: int):
-    """The first ``min(k, len(x))`` rows of ``x``, with the length a graph value when tracing."""
-    if k < 0:
-        return x
-    n = x.shape[0]
-    return x[: torch.clamp(n, max=k) if isinstance(n, torch.Tensor) else min(n, k)]
+    """The first ``min(k, len(x))`` rows of ``x`` (all of them if ``k < 0``)."""
+    return x if k < 0 else x[: _at_most(x.shape[0], k)]
 
 
 def _clip(boxes, height, width):
@@ -132,8 +134,7 @@ class ExportableRCNN(nn.Module):
         if d > 1:  # zero padding at the bottom and right, as ImageList.from_tensors
             x = nn.functional.pad(x, (0, (width + d - 1) // d * d - width, 0, (height + d - 1) // d * d - height))
         features = m.backbone(x[None])
-        h = torch.as_tensor(height).float() if isinstance(height, torch.Tensor) else torch.tensor(float(height))
-        w = torch.as_tensor(width).float() if isinstance(width, torch.Tensor) else torch.tensor(float(width))
+        h, w = (torch.as_tensor(v, dtype=torch.float32) for v in (height, width))
         proposals = self._proposals(rpn, [features[f] for f in rpn.in_features], h, w)
         return self._detections(heads, [features[f] for f in self.box_features], proposals, h, w)
 
@@ -147,9 +148,7 @@ class ExportableRCNN(nn.Module):
             logit = logit.permute(0, 2, 3, 1).flatten(1)[0]
             delta = delta.view(delta.shape[0], -1, rpn.anchor_generator.box_dim, delta.shape[-2],
                                delta.shape[-1]).permute(0, 3, 4, 1, 2).flatten(1, -2)[0]
-            n = logit.shape[0]
-            k = torch.clamp(n, max=pre_nms_topk) if isinstance(n, torch.Tensor) else min(n, pre_nms_topk)
-            top, idx = logit.topk(k)
+            top, idx = logit.topk(_at_most(logit.shape[0], pre_nms_topk))
             # Box decoding is elementwise: decoding only the top-k anchors gives the same boxes.
             boxes.append(rpn.box2box_transform.apply_deltas(delta[idx], a.tensor[idx]))
             scores.append(top)
@@ -196,14 +195,13 @@ class ExportableRCNN(nn.Module):
         boxes = predictor.box2box_transform.apply_deltas(deltas, proposals)
         valid = torch.isfinite(boxes).all(dim=1) & torch.isfinite(probs).all(dim=1)
         boxes, probs = boxes[valid], probs[valid][:, :-1]
-        num_classes = probs.shape[1] if not isinstance(probs.shape[1], torch.Tensor) else int(probs.shape[1])
         per_class = boxes.shape[1] // 4
         boxes = _clip(boxes.reshape(-1, 4), h, w).view(-1, per_class, 4)
         mask = probs > predictor.test_score_thresh
         idx = mask.nonzero()
         boxes = boxes[idx[:, 0], 0] if per_class == 1 else boxes[idx[:, 0], idx[:, 1]]
         scores, classes = probs[idx[:, 0], idx[:, 1]], idx[:, 1]
-        keep = grouped_nms(boxes, scores, classes, num_classes, predictor.test_nms_thresh)
+        keep = grouped_nms(boxes, scores, classes, heads.num_classes, predictor.test_nms_thresh)
         keep = _first(keep, predictor.test_topk_per_image)
         return boxes[keep], scores[keep], classes[keep]
 
