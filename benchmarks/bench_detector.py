@@ -179,7 +179,8 @@ def variants_to_time(ours, ablation: bool, jit: bool, compile: bool, exact: bool
         steps[full + " +jit"] = dict(jit=True)
     if compile:
         steps[full + " +compile"] = dict(compile=True)
-    if ort_trunks:
+    if ort_trunks:  # next to the full recipe it extends
+        steps.setdefault(full, dict())
         steps[full + " +onnxruntime trunks"] = dict(onnxruntime=True)
     if not steps:
         steps[full] = dict()
