@@ -1,27 +1,32 @@
 """resnet_det: ResNet (He et al., CVPR 2016) from ImageNet pretraining to Faster R-CNN."""
 from setuptools import find_packages, setup
 
+# What a machine that only serves exported models needs (resnet_det.deploy).
+SERVE = ["numpy", "pillow", "onnxruntime>=1.18"]
+# Pretraining, detection training and evaluation, ONNX export.
+TRAIN = [
+    "torch>=2.1",
+    "torchvision>=0.16",
+    "fvcore",
+    "iopath",
+    "pycocotools",
+    "safetensors",
+    "tqdm",
+    "tensorboard",
+    "matplotlib",
+    "pyyaml",
+    "onnx>=1.16",
+]
+
 setup(
     name="resnet_det",
     version="0.1.0",
     description="ResNet/VGG-16 backbones, classification pretraining and Faster R-CNN on detectron2",
     packages=find_packages(include=["resnet_det", "resnet_det.*"]),
     python_requires=">=3.10",
+    # A serving install: pip install resnet_det; training: pip install "resnet_det[train]".
     # detectron2 is deliberately not listed: it has no official PyPI release, and a user's
     # own source build must not be replaced. tools/setup_env.sh installs it when missing.
-    install_requires=[
-        "torch>=2.1",
-        "torchvision>=0.16",
-        "fvcore",
-        "iopath",
-        "pycocotools",
-        "safetensors",
-        "tqdm",
-        "tensorboard",
-        "matplotlib",
-        "numpy",
-        "pillow",
-        "pyyaml",
-    ],
-    extras_require={"dev": ["pytest>=7", "pytest-timeout"]},
+    install_requires=SERVE,
+    extras_require={"train": TRAIN, "dev": ["pytest>=7", "pytest-timeout"]},
 )

@@ -17,7 +17,11 @@ to detectron2 against itself under harmless changes (thread count, channels_last
 pixel scaled by 1 + 1e-6 N(0,1)): the float noise floor and the network's own sensitivity.
 ``--weights`` puts a trained detectron2 model's weights (converted once from the model zoo's
 pickle with ``tools/convert_weights.py --allow-pickle``) in both instead of random ones, and
-``--image`` a photo in place of the noise image. ``--profile`` prints where the time goes instead. ``--train`` also times one
+``--image`` a photo in place of the noise image. The ONNX Runtime contender (on by default,
+``--no-onnx`` skips it) is our model before its deploy step exported by ``resnet_det.deploy``
+(whole detector, one file) and run by ``OnnxDetector`` with ``--threads`` intra-op threads,
+timed in the same alternation; its export time, file size, and the peak RSS of a process
+serving it (numpy, Pillow, onnxruntime only) beside that of one running detectron2's model. ``--profile`` prints where the time goes instead. ``--train`` also times one
 training iteration (batch 1) of each, in separate processes so each reports its own peak RSS.
 """
 from __future__ import annotations
@@ -25,7 +29,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import resource
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -33,7 +37,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import print_table, time_alternating, write_result  # noqa: E402
+from common import peak_rss_mb, print_table, time_alternating, write_result  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 DESIGNS = {
@@ -87,7 +91,11 @@ def build_pair(design: str, logit_std: float = 2.0, weights: str | None = None):
         calibrate_frozen_bn(theirs, logit_std)
     ours = build_model(cfg)
     ours.load_state_dict(theirs.state_dict(), strict=True)
+    build_pair.cache[design] = (None, None, cfg)
     return theirs.eval(), ours.eval(), cfg
+
+
+build_pair.cache = {}
 
 
 def calibrate_frozen_bn(model, logit_std: float = 2.0) -> None:
@@ -133,32 +141,25 @@ def calibrate_frozen_bn(model, logit_std: float = 2.0) -> None:
             layer.bias.mul_(logit_std / std)
 
 
+def _as_arrays(instances) -> dict:
+    if isinstance(instances, dict):
+        return instances
+    return {"boxes": instances.pred_boxes.tensor.numpy(), "scores": instances.scores.numpy(),
+            "classes": instances.pred_classes.numpy()}
+
+
 def compare(a, b) -> dict:
-    """How far detections ``b`` are from reference ``a``: the number of detections of each, how
-    many pair up one-to-one (same class, IoU >= 0.99, each the other's best match), and over
-    those pairs the largest box-coordinate difference (px) and score difference.
+    """How far detections ``b`` are from reference ``a`` (detectron2 ``Instances`` or the ONNX
+    detector's dicts): :func:`resnet_det.deploy.compare.match_detections` (counts, one-to-one
+    pairs with the same class and IoU >= 0.99, largest box and score differences)."""
+    from resnet_det.deploy.compare import match_detections
 
-    Matching (not index order) because float-level differences can reorder near-tied scores.
-    """
-    from detectron2.structures import pairwise_iou
-
-    out = {"count": [len(a), len(b)], "matched": 0}
-    if len(a) == 0 or len(b) == 0:
-        return out
-    iou = pairwise_iou(a.pred_boxes, b.pred_boxes)
-    iou[a.pred_classes[:, None] != b.pred_classes[None, :]] = -1
-    best_b = iou.argmax(dim=1)
-    best_a = iou.argmax(dim=0)
-    ia = torch.arange(len(a))
-    ok = (best_a[best_b] == ia) & (iou[ia, best_b] >= 0.99)
-    out["matched"] = int(ok.sum())
-    if ok.any():
-        out["max_box_diff_px"] = (a.pred_boxes.tensor[ok] - b.pred_boxes.tensor[best_b[ok]]).abs().max().item()
-        out["max_score_diff"] = (a.scores[ok] - b.scores[best_b[ok]]).abs().max().item()
-    return out
+    out = match_detections(_as_arrays(a), _as_arrays(b))
+    return {k: v for k, v in out.items() if v is not None}
 
 
-def variants_to_time(ours, ablation: bool, jit: bool, compile: bool, exact: bool = False) -> dict:
+def variants_to_time(ours, ablation: bool, jit: bool, compile: bool, exact: bool = False,
+                     ort_trunks: bool = False) -> dict:
     """Our model under the deploy steps to time; the last one is the full recipe."""
     from resnet_det.detection.fast_inference import optimize_detector_for_inference as opt
 
@@ -178,6 +179,9 @@ def variants_to_time(ours, ablation: bool, jit: bool, compile: bool, exact: bool
         steps[full + " +jit"] = dict(jit=True)
     if compile:
         steps[full + " +compile"] = dict(compile=True)
+    if ort_trunks:  # next to the full recipe it extends
+        steps.setdefault(full, dict())
+        steps[full + " +onnxruntime trunks"] = dict(onnxruntime=True)
     if not steps:
         steps[full] = dict()
     names = list(steps)
@@ -192,7 +196,9 @@ def inference(args, design):
     g = torch.Generator().manual_seed(2)
     image = bench_image(args.image, args.height, args.width, g)
     inputs = [{"image": image, "height": args.height, "width": args.width}]
-    variants = {"detectron2": theirs, **variants_to_time(ours, args.ablation, args.jit, args.compile, args.exact)}
+    onnx = export_for_bench(ours, args, design) if args.onnx else None
+    variants = {"detectron2": theirs, **variants_to_time(ours, args.ablation, args.jit, args.compile, args.exact,
+                                                                 args.ort_trunks)}
     outputs, first_call = {}, {}
 
     def runner(name, model):
@@ -203,9 +209,22 @@ def inference(args, design):
             first_call.setdefault(name, time.perf_counter() - start)  # includes jit/compile
         return run
 
-    seconds = time_alternating(
-        {k: runner(k, m) for k, m in variants.items()}, repeats=args.repeats, warmup=1
-    )
+    contenders = {k: runner(k, m) for k, m in variants.items()}
+    if onnx is not None:
+        from resnet_det.deploy import OnnxDetector
+
+        detector = OnnxDetector(onnx["onnx"], threads=args.threads, providers=["CPUExecutionProvider"])
+        rgb = image.permute(1, 2, 0).numpy()[:, :, ::-1].copy()  # the bench image is BGR CHW
+
+        def run_onnx():
+            start = time.perf_counter()
+            outputs[ONNX_NAME] = detector(rgb)
+            first_call.setdefault(ONNX_NAME, time.perf_counter() - start)
+
+        contenders[ONNX_NAME] = run_onnx
+        onnx["rgb"] = rgb
+        variants[ONNX_NAME] = detector
+    seconds = time_alternating(contenders, repeats=args.repeats, warmup=1)
     agreement = {k: compare(outputs["detectron2"], outputs[k]) for k in variants if k != "detectron2"}
     # Float-noise floors: detectron2 against itself under changes that only reorder additions:
     # another thread count (other GEMM blocking), and channels_last (other oneDNN kernels).
@@ -226,7 +245,71 @@ def inference(args, design):
     with torch.inference_mode():
         noise = theirs([{**inputs[0], "image": image.float() * jitter}])[0]["instances"]
     agreement["noise floor: detectron2, input x (1 + 1e-6 N(0,1))"] = compare(outputs["detectron2"], noise)
-    return seconds, agreement, first_call
+    return seconds, agreement, first_call, onnx
+
+
+ONNX_NAME = "onnxruntime (resnet_det.deploy)"
+
+
+def export_for_bench(ours, args, design) -> dict:
+    """Our model (before its deploy step) exported with resnet_det.deploy.export into
+    benchmarks/results/onnx_<design>/; returns export seconds and file size with the paths."""
+    from resnet_det.deploy.export import export_model
+
+    _, _, cfg = build_pair.cache[design]
+    cfg = cfg.clone()
+    cfg.defrost()
+    # The benchmark image goes to both models at its own size: the runner's test-time resize
+    # must leave it so (detectron2's model gets no resize here).
+    cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST = min(args.height, args.width), max(args.height, args.width)
+    out = REPO / "benchmarks" / "results" / f"onnx_{design}"
+    return export_model(copy.deepcopy(ours).eval(), cfg, out, sample_hw=(args.height, args.width))
+
+
+# A serving process: only resnet_det.deploy (numpy, Pillow, onnxruntime) is imported.
+_ONNX_MEMORY_CHILD = """
+import json, sys
+import numpy as np
+from resnet_det.deploy import OnnxDetector
+from common import peak_rss_mb
+detector = OnnxDetector(sys.argv[1], threads=int(sys.argv[2]), providers=["CPUExecutionProvider"])
+image = np.load(sys.argv[3])
+for _ in range(2):
+    detector(image)
+print(json.dumps({"peak_rss_mb": peak_rss_mb()}))
+"""
+
+
+def inference_memory(which: str, args, onnx_path: str | None = None, rgb=None) -> float:
+    """Peak RSS (MiB) of a fresh process that loads one contender and runs two inferences:
+    ``detectron2:<design>`` (this script, its built-in model) or ``onnx`` (``onnx_path`` on
+    ``rgb``, saved beside it)."""
+    if which == "onnx":
+        import numpy as np
+
+        image_file = str(Path(onnx_path).with_name("bench_image.npy"))
+        np.save(image_file, rgb)
+        cmd = [sys.executable, "-c", _ONNX_MEMORY_CHILD, onnx_path, str(args.threads), image_file]
+    else:
+        cmd = [sys.executable, __file__, "--memory-child", which, "--threads", str(args.threads),
+               "--height", str(args.height), "--width", str(args.width), "--logit-std", str(args.logit_std)]
+    paths = [str(REPO), str(Path(__file__).resolve().parent), os.environ.get("PYTHONPATH")]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, paths)))
+    child = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if child.returncode:
+        sys.exit(f"memory child {which} failed:\n{child.stderr[-3000:]}")
+    return json.loads(child.stdout.strip().splitlines()[-1])["peak_rss_mb"]
+
+
+def memory_child(which: str, args) -> dict:
+    """``--memory-child detectron2:<design>``: build the built-in model, run it twice."""
+    design = which.split(":")[1]
+    theirs, _, _ = build_pair(design, args.logit_std, args.weights)
+    image = bench_image(args.image, args.height, args.width, torch.Generator().manual_seed(2))
+    with torch.inference_mode():
+        for _ in range(2):
+            theirs([{"image": image, "height": args.height, "width": args.width}])
+    return {"peak_rss_mb": peak_rss_mb()}
 
 
 def bench_image(path, height: int, width: int, generator) -> torch.Tensor:
@@ -374,7 +457,7 @@ def train_iteration(design: str, repeats: int) -> dict:
         opt.zero_grad(set_to_none=True)
 
     seconds = time_alternating({"step": step}, repeats=repeats, warmup=1)["step"]
-    return {"s_per_iter": seconds, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    return {"s_per_iter": seconds, "peak_rss_mb": peak_rss_mb()}
 
 
 def main():
@@ -404,13 +487,22 @@ def main():
     p.add_argument("--sensitivity", action="store_true",
                    help="print how BN folding, another thread count and a 1e-6 input change "
                         "propagate through the backbone's blocks instead of timing")
+    p.add_argument("--ort-trunks", action="store_true",
+                   help="also time ours with its conv trunks on ONNX Runtime inside PyTorch "
+                        "(optimize_detector_for_inference(onnxruntime=True))")
+    p.add_argument("--no-onnx", dest="onnx", action="store_false",
+                   help="skip the ONNX Runtime contender (export, timing, peak memory)")
     p.add_argument("--train-child", help=argparse.SUPPRESS)
+    p.add_argument("--memory-child", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.weights and args.arch == "both":
         p.error("--weights holds one design's weights: pass --arch c4 or --arch fpn with it")
     torch.set_num_threads(args.threads)
     if args.train_child:
         print(json.dumps(train_iteration(args.train_child, args.repeats)))
+        return
+    if args.memory_child:
+        print(json.dumps(memory_child(args.memory_child, args)))
         return
 
     designs = ["c4", "fpn"] if args.arch == "both" else [args.arch]
@@ -420,7 +512,7 @@ def main():
         return
     results = {}
     for design in designs:
-        seconds, agreement, first_call = inference(args, design)
+        seconds, agreement, first_call, onnx = inference(args, design)
         base = seconds["detectron2"]
         rows = [{"model": k, "s/image": s, "ratio vs detectron2": s / base,
                  "first call s": first_call[k]} for k, s in seconds.items()]
@@ -433,6 +525,14 @@ def main():
                       "max score diff": a.get("max_score_diff", "-")} for k, a in agreement.items()],
                     ["model", "detections (d2, this)", "matched", "max box diff px", "max score diff"])
         results[design] = {"inference_s": seconds, "first_call_s": first_call, "agreement": agreement}
+        if onnx is not None:
+            memory = {"detectron2": inference_memory(f"detectron2:{design}", args, None),
+                      ONNX_NAME: inference_memory("onnx", args, onnx["onnx"], onnx["rgb"])}
+            print(f"{design}: ONNX export {onnx['seconds']:.1f} s, model.onnx {onnx['bytes'] / 2**20:.1f} MiB; "
+                  "peak RSS of a process that builds the model and runs two inferences:")
+            print_table([{"model": k, "peak_rss_mb": v} for k, v in memory.items()], ["model", "peak_rss_mb"])
+            results[design]["onnx"] = {"export_s": onnx["seconds"], "file_mb": onnx["bytes"] / 2**20,
+                                       "peak_rss_mb": memory}
         if args.train:
             train = {}
             for which in ("detectron2", "ours"):  # separate processes: separate peak RSS

@@ -94,3 +94,19 @@ def print_table(rows: list[dict], columns: list[str]) -> None:
 
 def _fmt(v):
     return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory (MiB): Linux's VmHWM, which starts afresh at exec.
+    (``ru_maxrss`` is kept across fork and exec, so a child started by a big parent would
+    report the parent's peak.)"""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -56,7 +56,8 @@ EXIT_EXPECTED = 2
 EXPECTED_ERRORS = (
     "resnet_det.config:ConfigError",
     "resnet_det.data.datasets:DatasetError",
-    "resnet_det.data.mapper:ImageError",
+    "resnet_det.common.image:ImageError",
+    "resnet_det.deploy.runtime:DeployError",
     "resnet_det.checkpoint.io:WeightsFileError",
     "resnet_det.checkpoint.detectron2:WeightsMismatchError",
     "resnet_det.classification.data:UnreadableImageError",

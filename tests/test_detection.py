@@ -172,13 +172,15 @@ def test_toy_config_trains_a_step_and_infers_on_a_real_sized_image(path):
     losses = _train_step(model, cfg, 192, 256, n=2)
     assert set(losses) == {"loss_cls", "loss_box_reg", "loss_rpn_cls", "loss_rpn_loc"}
     assert all(torch.isfinite(v) for v in losses.values())
-    # from scratch: nothing frozen, gradients reach the stem and res2
+    # from scratch: nothing frozen, gradients reach the stem and res2 (VGG-16: conv1_1, conv2_1)
     grads = dict(model.named_parameters())
     stem = grads.get(
-        "backbone.stem.conv1.weight", grads.get("backbone.bottom_up.stem.conv1.weight")
+        "backbone.stem.conv1.weight",
+        grads.get("backbone.bottom_up.stem.conv1.weight", grads.get("backbone.conv1_1.weight")),
     )
     res2 = grads.get(
-        "backbone.res2.0.conv1.weight", grads.get("backbone.bottom_up.res2.0.conv1.weight")
+        "backbone.res2.0.conv1.weight",
+        grads.get("backbone.bottom_up.res2.0.conv1.weight", grads.get("backbone.conv2_1.weight")),
     )
     for p in (stem, res2):
         assert p.grad is not None and p.grad.abs().sum() > 0

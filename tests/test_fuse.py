@@ -93,8 +93,8 @@ def _calibrate_frozen_bn(model):
 @pytest.mark.parametrize("name", ["c4", "fpn"])
 @pytest.mark.parametrize(
     "options",
-    [{}, {"jit": True}, pytest.param({"compile": True}, marks=pytest.mark.slow)],
-    ids=["eager", "jit", "compile"],
+    [{}, {"jit": True}, {"onnxruntime": True}, pytest.param({"compile": True}, marks=pytest.mark.slow)],
+    ids=["eager", "jit", "onnxruntime", "compile"],
 )
 def test_detector_deploy_step_keeps_detections(name, options):
     from resnet_det.detection.fast_inference import optimize_detector_for_inference

@@ -55,6 +55,6 @@ else
   "$PYTHON" -c "import detectron2; print('[setup] detectron2', detectron2.__version__)"
 fi
 
-echo "[setup] resnet_det (editable) + dev tools"
-pip_quiet install -q --no-build-isolation -e ".[dev]"
+echo "[setup] resnet_det (editable) + training stack + dev tools"
+pip_quiet install -q --no-build-isolation -e ".[train,dev]"
 "$PYTHON" -c "import resnet_det; print('[setup] resnet_det', resnet_det.__version__, 'ready')"

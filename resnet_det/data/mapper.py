@@ -17,89 +17,13 @@ from detectron2.config import configurable
 from detectron2.data import DatasetMapper
 from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
-from PIL import Image, ImageFile, UnidentifiedImageError
+from PIL import Image
+
+from ..common.image import ImageError, read_image_checked
 
 __all__ = ["ImageError", "read_image_checked", "RobustDatasetMapper"]
 
 logger = logging.getLogger(__name__)
-
-# Pillow names of single-channel 16/32-bit integer modes (16-bit PNG, 16-bit TIFF).
-_WIDE_INT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
-
-
-class ImageError(ValueError):
-    """An image file cannot be used; the message names the file, the reason and the fix."""
-
-
-def read_image_checked(file_name, format=None, expected_hw=None, max_pixels=None, strict=False):
-    """Read an image like detectron2's `read_image`, raising ImageError naming the file.
-
-    Handles 16-bit images (scaled to 8 bits instead of clipped), refuses images above
-    `max_pixels` before decoding them, and checks the size against `expected_hw` (height,
-    width). When only the un-rotated pixels match `expected_hw`, the annotation was made
-    without the EXIF rotation: the rotation is ignored with a warning (an error if `strict`).
-    """
-    try:
-        with open(file_name, "rb") as f:
-            image = Image.open(f)
-            width, height = image.size
-            if max_pixels and width * height > max_pixels:
-                raise ImageError(
-                    f"{file_name}: {width}x{height} = {width * height} pixels is above "
-                    f"DATASETS.MAX_IMAGE_PIXELS={max_pixels}; downscale the image (and its "
-                    "boxes) or raise DATASETS.MAX_IMAGE_PIXELS"
-                )
-            # Decode now, inside the try, so truncation errors name this file.
-            image.load()
-    except ImageError:
-        raise
-    except FileNotFoundError:
-        raise ImageError(f"{file_name}: file not found; run the dataset check") from None
-    except Image.DecompressionBombError as e:
-        raise ImageError(f"{file_name}: {e}; downscale the image") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        # Zero-byte files and non-images raise UnidentifiedImageError; truncated JPEG/PNG
-        # raise OSError (unless ImageFile.LOAD_TRUNCATED_IMAGES, which this respects).
-        raise ImageError(
-            f"{file_name}: cannot decode image ({type(e).__name__}: {e}); "
-            "re-encode or remove the file"
-        ) from None
-    if image.mode in _WIDE_INT_MODES:
-        image = _to_8bit(image, file_name)
-    elif image.mode == "F":
-        raise ImageError(f"{file_name}: float image (mode F) is not supported; save it as 8-bit")
-    oriented = utils._apply_exif_orientation(image)
-    if expected_hw is not None:
-        expected_hw = tuple(int(v) for v in expected_hw)
-        oriented_hw = (oriented.height, oriented.width)
-        raw_hw = (image.height, image.width)
-        if oriented_hw != expected_hw:
-            if raw_hw == expected_hw:
-                message = (
-                    f"{file_name}: the annotation size {expected_hw} (h, w) matches the stored "
-                    f"pixels, not the EXIF-rotated image {oriented_hw}"
-                )
-                if strict:
-                    raise ImageError(message + "; rotate the file or its annotation")
-                logger.warning(message + ": ignoring the EXIF rotation for this image")
-                oriented = image
-            else:
-                raise ImageError(
-                    f"{file_name}: image is {oriented_hw} (h, w) but its annotation says "
-                    f"{expected_hw}; fix the width/height in the annotation file"
-                )
-    return utils.convert_PIL_to_numpy(oriented, format)
-
-
-def _to_8bit(image, file_name):
-    # PIL's convert("RGB") clips 16-bit values at 255, which turns most images white.
-    array = np.asarray(image, dtype=np.int64)
-    if array.min() < 0 or array.max() > 65535:
-        raise ImageError(
-            f"{file_name}: integer image values {array.min()}..{array.max()} are outside "
-            "16-bit range; save it as 8 or 16-bit"
-        )
-    return Image.fromarray((array // 257).astype(np.uint8), mode="L")
 
 
 class RobustDatasetMapper(DatasetMapper):

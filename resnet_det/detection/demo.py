@@ -7,18 +7,17 @@ from pathlib import Path
 
 import numpy as np
 from detectron2.data import MetadataCatalog
-from detectron2.data.detection_utils import read_image
 from detectron2.engine import DefaultPredictor
 from detectron2.utils.visualizer import Visualizer
 from PIL import Image
 
 from ..checkpoint.detectron2 import ResNetDetCheckpointer
+from ..common.image import IMAGE_SUFFIXES, list_images, read_image_checked
 from ..data.datasets import register_all_datasets
 from .engine import _default_device
 
 __all__ = ["IMAGE_SUFFIXES", "build_predictor", "list_images", "run_demo"]
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 logger = logging.getLogger(__name__)
 
 
@@ -35,19 +34,6 @@ def build_predictor(cfg, weights: str, confidence_threshold: float) -> DefaultPr
     predictor = DefaultPredictor(cfg)
     ResNetDetCheckpointer(predictor.model).load(weights)
     return predictor
-
-
-def list_images(path) -> list[Path]:
-    """An image file, or the images directly inside a directory (sorted)."""
-    path = Path(path)
-    if path.is_file():
-        return [path]
-    if not path.is_dir():
-        raise FileNotFoundError(f"--input {path}: no such file or directory")
-    images = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-    if not images:
-        raise FileNotFoundError(f"--input {path}: no images ({', '.join(IMAGE_SUFFIXES)}) in it")
-    return images
 
 
 def _class_names(cfg) -> list[str] | None:
@@ -82,7 +68,7 @@ def run_demo(cfg, weights, inputs, output_dir, confidence_threshold=0.5) -> list
         metadata.thing_classes = class_names
     records = []
     for path in images:
-        image = read_image(str(path), format="BGR")  # what DefaultPredictor expects
+        image = read_image_checked(str(path), format="BGR")  # what DefaultPredictor expects
         instances = predictor(image)["instances"].to("cpu")
         drawn = Visualizer(image[:, :, ::-1], metadata).draw_instance_predictions(instances)
         target = out / f"{path.stem}.png"

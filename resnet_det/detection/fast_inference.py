@@ -20,7 +20,10 @@ time. Each step is a switch, and ``benchmarks/bench_detector.py --ablation`` tim
 - ``jit``: the convolutional trunks (ResNet bottom-up and the C4 res5 head) traced and frozen
   with ``torch.jit.optimize_for_inference``, which prepacks oneDNN weights and fuses
   conv+ReLU / conv+add;
-- ``compile``: ``torch.compile`` (inductor, weights frozen) on the same trunks instead.
+- ``compile``: ``torch.compile`` (inductor, weights frozen) on the same trunks instead;
+- ``onnxruntime``: the same trunks exported to ONNX (dynamic batch and size) and run by ONNX
+  Runtime inside the PyTorch model (the rest stays PyTorch). For the whole detector in ONNX
+  Runtime, without torch, see ``resnet_det.deploy``.
 
 ``jit`` and ``compile`` are off by default: on the 2-core AVX2 CPU of docs/benchmarks.md,
 ``jit`` made the whole detector slower (bench_detector --jit), and inductor made C4's res5 on
@@ -117,6 +120,39 @@ def _predictor_inference(predictor, predictions, proposals: List[Instances]):
     return [r[0] for r in results], [r[1] for r in results]
 
 
+class _OnnxTrunk(nn.Module):
+    """A conv trunk run by ONNX Runtime: exported once (dynamic batch, height and width), then
+    each call hands the NCHW input to the session and wraps its outputs as tensors (a dict of
+    the trunk's feature names, or one tensor)."""
+
+    def __init__(self, module: nn.Module, example: torch.Tensor, threads: int):
+        super().__init__()
+        import io
+
+        import onnxruntime as ort
+
+        module = module.eval()
+        with torch.no_grad():
+            out = module(example)
+        self.names = list(out) if isinstance(out, dict) else None
+        outputs = self.names or ["y"]
+        buffer = io.BytesIO()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(module, (example,), buffer, dynamo=False, opset_version=17,
+                              input_names=["x"], output_names=outputs,
+                              dynamic_axes={"x": {0: "n", 2: "h", 3: "w"},
+                                            **{o: {0: "n", 2: f"{o}_h", 3: f"{o}_w"} for o in outputs}})
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.intra_op_num_threads = threads
+        self.session = ort.InferenceSession(buffer.getvalue(), options, providers=["CPUExecutionProvider"])
+
+    def forward(self, x):
+        outs = [torch.from_numpy(o) for o in self.session.run(None, {"x": x.contiguous().numpy()})]
+        return dict(zip(self.names, outs)) if self.names is not None else outs[0]
+
+
 class _Traced(nn.Module):
     """A conv trunk traced, frozen and optimised by torch.jit on first call (input shapes only
     matter to trace; convolutions, pooling and adds generalise to any batch and image size)."""
@@ -157,6 +193,7 @@ def optimize_detector_for_inference(
     compile: bool = False,
     parallel_roi_align: bool = True,
     c4_skip_odd_bins: bool = True,
+    onnxruntime: bool = False,
 ):
     """Deploy step for a detectron2 ``GeneralizedRCNN`` (ours or detectron2's): eval mode, then
     the enabled transforms of the module docstring; in place, returns ``model``.
@@ -164,8 +201,8 @@ def optimize_detector_for_inference(
     Outputs equal the unmodified model's up to float rounding (folding and kernel choice change
     the order of additions, nothing else).
     """
-    if jit and compile:
-        raise ValueError("choose one of jit=True and compile=True")
+    if sum((jit, compile, onnxruntime)) > 1:
+        raise ValueError("choose one of jit=True, compile=True and onnxruntime=True")
     model.eval()
     if fold_bn:
         fuse_conv_bn(model)
@@ -175,6 +212,14 @@ def optimize_detector_for_inference(
     predictor = getattr(model.roi_heads, "box_predictor", None)
     if fast_postprocess and predictor is not None:
         predictor.inference = _predictor_inference.__get__(predictor)
+    if onnxruntime:
+        # Exported before the channels_last / RoI steps touch them: ONNX Runtime lays out and
+        # prepacks the weights itself. res5 sees pooled RoIs: its example is a small batch.
+        for key, (parent, name) in _trunks(model).items():
+            trunk = getattr(parent, name)
+            example = _trunk_example(model, key)
+            _replace_module(parent, name, _OnnxTrunk(trunk.to(memory_format=torch.contiguous_format),
+                                                     example, torch.get_num_threads()), trunk)
     if jit or compile:
         for parent, name in _trunks(model).values():
             trunk = getattr(parent, name)
@@ -189,10 +234,20 @@ def optimize_detector_for_inference(
     return model
 
 
+def _trunk_example(model, key: str) -> torch.Tensor:
+    """An input of the trunk ``key`` ("backbone": an image batch; "res5": pooled RoI features)."""
+    if key == "backbone":
+        return torch.zeros(1, 3, 64, 96)
+    block = model.roi_heads.res5[0]
+    channels = block.conv1.in_channels
+    size = model.roi_heads.pooler.output_size
+    return torch.zeros(2, channels, size[0], size[1])
+
+
 def _replace_module(parent, name, wrapped, original):
     """Swap ``parent.name`` for ``wrapped`` keeping the attributes detectron2 reads from the
     original (a backbone's ``output_shape()``, ``size_divisibility``...)."""
-    if isinstance(wrapped, _Traced) or hasattr(wrapped, "_orig_mod"):
+    if isinstance(wrapped, (_Traced, _OnnxTrunk)) or hasattr(wrapped, "_orig_mod"):
         for attr in ("output_shape", "size_divisibility", "padding_constraints", "_out_features",
                      "_out_feature_strides", "_out_feature_channels"):
             if hasattr(original, attr) and not hasattr(wrapped, attr):

@@ -1,0 +1,167 @@
+"""Run an exported detector with ONNX Runtime: numpy, Pillow and onnxruntime only.
+
+:class:`OnnxDetector` reproduces detectron2's test-time path around the graph written by
+``resnet_det.deploy.export``: ``ResizeShortestEdge`` (the shortest side to
+``INPUT.MIN_SIZE_TEST``, the longest at most ``INPUT.MAX_SIZE_TEST``; Pillow bilinear on the
+uint8 image, as detectron2's ``ResizeTransform``), the graph (normalisation, padding, backbone,
+RPN, RoI heads, NMS), then ``detector_postprocess`` (boxes scaled back to the input image,
+clipped, empty ones dropped).
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from ..common.image import ImageError, read_image_checked
+
+__all__ = ["DeployError", "OnnxDetector", "resize_shortest_edge", "read_image", "FORMAT_VERSION"]
+
+FORMAT_VERSION = 1  # of model.json
+INPUT_NAME = "image"
+OUTPUT_NAMES = ("boxes", "scores", "classes")
+METADATA_KEY = "resnet_det"  # the graph's metadata_props entry that model.json must match
+
+
+class DeployError(ValueError):
+    """An exported model cannot be used (missing, truncated or foreign file, model.json that does
+    not belong to the graph, unsupported input); the message names the file and the fix."""
+
+
+def read_image(path) -> np.ndarray:
+    """An image file as HxWx3 uint8 RGB, read as the PyTorch demo and evaluation read it
+    (EXIF rotation applied, 16-bit scaled to 8 bits, grayscale/RGBA converted); raises
+    :class:`~resnet_det.common.image.ImageError` naming the file."""
+    return read_image_checked(str(path), format="RGB")
+
+
+def resize_shortest_edge(image: np.ndarray, short_edge: int, max_size: int) -> np.ndarray:
+    """detectron2's test-time ``ResizeShortestEdge(short_edge, max_size)`` on a uint8 HxWx3 image:
+    the same output size (``get_output_shape``) and pixels (Pillow bilinear, as ``ResizeTransform``)."""
+    h, w = image.shape[:2]
+    if short_edge == 0:
+        return image
+    scale = short_edge * 1.0 / min(h, w)
+    newh, neww = (short_edge * 1.0, scale * w) if h < w else (scale * h, short_edge * 1.0)
+    if max(newh, neww) > max_size:
+        scale = max_size * 1.0 / max(newh, neww)
+        newh, neww = newh * scale, neww * scale
+    newh, neww = int(newh + 0.5), int(neww + 0.5)
+    if (newh, neww) == (h, w):
+        return image
+    return np.asarray(Image.fromarray(image).resize((neww, newh), Image.BILINEAR))
+
+
+def _as_rgb_uint8(image) -> np.ndarray:
+    """``image`` as a contiguous HxWx3 uint8 RGB array: HxWx3 as given; HxW, HxWx1 and HxWx4
+    (RGBA) converted as Pillow converts them to RGB (the readers' policy)."""
+    if isinstance(image, (str, os.PathLike)):
+        return read_image(image)
+    array = np.asarray(image)
+    if array.dtype != np.uint8:
+        raise DeployError(f"image must be uint8 (0..255), got {array.dtype}; read files with "
+                          "resnet_det.deploy.read_image, which scales 16-bit images")
+    if array.ndim == 3 and array.shape[2] == 3:
+        return np.ascontiguousarray(array)
+    if array.ndim == 2 or (array.ndim == 3 and array.shape[2] in (1, 4)):
+        return np.asarray(Image.fromarray(array[:, :, 0] if array.ndim == 3 and array.shape[2] == 1
+                                          else array).convert("RGB"))
+    raise DeployError(f"image must be HxWx3 RGB (or HxW, HxWx1, HxWx4), got shape {array.shape}")
+
+
+def _load_json(path: Path) -> dict:
+    try:
+        meta = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise DeployError(f"{path}: not found; tools/export_model.py writes it next to model.onnx") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise DeployError(f"{path}: not a readable model.json ({e}); export the model again") from None
+    if not isinstance(meta, dict) or meta.get("format_version") != FORMAT_VERSION:
+        raise DeployError(f"{path}: format_version {meta.get('format_version') if isinstance(meta, dict) else None}"
+                          f" is not {FORMAT_VERSION}; export the model again with this version")
+    missing = [k for k in ("graph", "class_names", "min_size_test", "max_size_test") if k not in meta]
+    if missing:
+        raise DeployError(f"{path}: keys {missing} missing; export the model again")
+    return meta
+
+
+class OnnxDetector:
+    """An exported Faster R-CNN on ONNX Runtime. ``det(image)``: ``image`` HxWx3 uint8 RGB (or a
+    file path) -> ``{"boxes": (N, 4) float32 xyxy in the image's pixels, "scores": (N,) float32,
+    "classes": (N,) int64, "class_names": [...]}``, by decreasing score.
+
+    ``path`` is ``model.onnx`` (``model.json`` beside it) or the folder holding both;
+    ``threads``: ONNX Runtime's intra-op threads (default: its own choice); ``providers``:
+    execution providers (default: CUDA when this onnxruntime has it, else CPU).
+    """
+
+    def __init__(self, path, *, threads: int | None = None, providers=None):
+        import onnxruntime as ort
+
+        path = Path(path)
+        if path.is_dir():
+            path = path / "model.onnx"
+        self.path, self.json_path = path, path.with_suffix(".json")
+        if not path.is_file():
+            raise DeployError(f"{path}: no such ONNX model file; write one with tools/export_model.py")
+        self.meta = _load_json(self.json_path)
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if threads:
+            options.intra_op_num_threads = threads
+        if providers is None:
+            available = ort.get_available_providers()
+            providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
+        try:
+            self.session = ort.InferenceSession(str(path), options, providers=providers)
+        except Exception as e:  # onnxruntime's own exception types (InvalidProtobuf, Fail, ...)
+            raise DeployError(f"{path}: ONNX Runtime cannot load it ({type(e).__name__}: "
+                              f"{str(e).strip()[:300]}); the file is truncated or not an exported "
+                              "detector: export it again") from None
+        self._check_graph()
+        self.class_names = list(self.meta["class_names"])
+        self.min_size, self.max_size = int(self.meta["min_size_test"]), int(self.meta["max_size_test"])
+
+    def _check_graph(self):
+        inputs = [i.name for i in self.session.get_inputs()]
+        outputs = [o.name for o in self.session.get_outputs()]
+        stored = self.session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
+        try:
+            graph = json.loads(stored) if stored else None
+        except json.JSONDecodeError:
+            graph = None
+        if inputs != [INPUT_NAME] or outputs != list(OUTPUT_NAMES) or graph is None:
+            raise DeployError(f"{self.path}: inputs {inputs}, outputs {outputs} and metadata are not "
+                              "those of a detector exported by tools/export_model.py")
+        if graph != self.meta["graph"]:
+            raise DeployError(f"{self.json_path} does not belong to {self.path}: the graph was exported "
+                              f"as {graph}, model.json describes {self.meta['graph']}; keep the two "
+                              "files of one export together")
+        if len(self.meta["class_names"]) != graph["num_classes"]:
+            raise DeployError(f"{self.json_path}: {len(self.meta['class_names'])} class_names for a "
+                              f"graph with {graph['num_classes']} classes")
+
+    def resize(self, image: np.ndarray) -> np.ndarray:
+        """The image as the graph takes it (detectron2's test-time resize)."""
+        return resize_shortest_edge(image, self.min_size, self.max_size)
+
+    def __call__(self, image) -> dict:
+        """Detections on one image; see the class docstring."""
+        image = _as_rgb_uint8(image)
+        height, width = image.shape[:2]
+        resized = self.resize(image)
+        boxes, scores, classes = self.session.run(list(OUTPUT_NAMES), {INPUT_NAME: resized})
+        # detector_postprocess: scale to the input size (float32, as torch multiplies), clip,
+        # drop empty boxes.
+        rh, rw = resized.shape[:2]
+        boxes = boxes.astype(np.float32, copy=True)
+        boxes[:, 0::2] *= np.float32(width / rw)
+        boxes[:, 1::2] *= np.float32(height / rh)
+        np.clip(boxes[:, 0::2], 0, np.float32(width), out=boxes[:, 0::2])
+        np.clip(boxes[:, 1::2], 0, np.float32(height), out=boxes[:, 1::2])
+        keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+        return {"boxes": boxes[keep], "scores": scores[keep].astype(np.float32),
+                "classes": classes[keep].astype(np.int64), "class_names": self.class_names}

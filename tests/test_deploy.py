@@ -1,0 +1,250 @@
+"""resnet_det.deploy: ONNX export of the whole detector, the ONNX Runtime detector (numpy,
+Pillow and onnxruntime only), tools/demo.py --onnx, and bad model files and images."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from detectron2.data import transforms as T
+from detectron2.modeling import build_model
+from PIL import Image
+
+from resnet_det.common.image import ImageError, read_image_checked
+from resnet_det.config import load_config
+from resnet_det.deploy import DeployError, OnnxDetector, read_image, resize_shortest_edge
+from resnet_det.deploy.compare import match_detections
+from resnet_det.deploy.evaluation import compare_with_pytorch, pytorch_detections
+from resnet_det.deploy.export import export_model
+
+ROOT = Path(__file__).resolve().parents[1]
+TOY = ROOT / "configs" / "toy"
+# Small test images; threshold 0 keeps an untrained detector's 100 detections per image.
+SMALL = ["MODEL.DEVICE", "cpu", "INPUT.MIN_SIZE_TEST", "96", "INPUT.MAX_SIZE_TEST", "128",
+         "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0"]
+
+
+def _images(seed, sizes):
+    rng = np.random.default_rng(seed)
+    return [rng.integers(0, 256, (*hw, 3), dtype=np.uint8) for hw in sizes]
+
+
+def _export(tmp, config):
+    cfg = load_config(str(config), SMALL)
+    torch.manual_seed(0)
+    model = build_model(cfg).eval()
+    info = export_model(model, cfg, tmp, class_names=[f"c{i}" for i in range(cfg.MODEL.ROI_HEADS.NUM_CLASSES)])
+    return cfg, model, info
+
+
+@pytest.fixture(scope="module")
+def c4(tmp_path_factory):
+    return _export(tmp_path_factory.mktemp("c4"), TOY / "faster_rcnn_r18_c4_coco.yaml")
+
+
+@pytest.mark.parametrize("name", ["r18_c4", "r18_fpn"])
+def test_exported_detector_equals_pytorch_at_two_sizes(name, c4, tmp_path):
+    # An untrained detector, every detection kept: the stricter case (near-tied low scores).
+    cfg, model, info = c4 if name == "r18_c4" else _export(tmp_path, TOY / f"faster_rcnn_{name}_coco.yaml")
+    det = OnnxDetector(info["onnx"], threads=2)
+    # 96x128 as is; 80x128 (FPN pads it to 96x128); 150x200 resized down to 96x128 by both.
+    got = compare_with_pytorch(model, cfg, det, _images(1, [(96, 128), (80, 128), (150, 200)]))
+    assert got["sizes"] == [(80, 128), (96, 128)]
+    assert got["pytorch"] == got["onnx"] == 300
+    assert got["matched"] >= 0.99 * 300
+    assert got["max_score_diff"] <= 1e-4 and got["max_box_diff_px"] <= 1e-2
+
+
+def test_graph_holds_the_whole_detector(c4):
+    import onnx
+
+    graph = onnx.load(c4[2]["onnx"], load_external_data=False).graph
+    ops = {n.op_type for n in graph.node}
+    assert {"Conv", "TopK", "NonMaxSuppression", "RoiAlign", "Softmax", "Gemm"} <= ops
+    dims = [d.dim_param or d.dim_value for d in graph.input[0].type.tensor_type.shape.dim]
+    assert dims == ["height", "width", 3]
+    meta = json.loads(Path(c4[2]["json"]).read_text())
+    assert meta["min_size_test"] == 96 and meta["class_names"] == ["c0", "c1", "c2", "c3", "c4"]
+    assert meta["pixel_mean"] == [123.675, 116.28, 103.53] and meta["model_input_format"] == "RGB"
+
+
+@pytest.mark.parametrize("hw", [(96, 128), (128, 96), (40, 300), (300, 40), (500, 700), (96, 97)])
+def test_resize_is_detectron2s(hw):
+    image = _images(2, [hw])[0]
+    ours = resize_shortest_edge(image, 96, 128)
+    theirs = T.ResizeShortestEdge([96, 96], 128).get_transform(image).apply_image(image)
+    assert ours.shape == theirs.shape and np.array_equal(ours, theirs)
+
+
+def test_runner_runs_without_torch_and_detectron2(c4):
+    # A serving machine: importing torch, torchvision or detectron2 fails there.
+    code = (
+        "import sys, json, numpy as np\n"
+        "for m in ('torch', 'torchvision', 'detectron2', 'fvcore'): sys.modules[m] = None\n"
+        "import resnet_det\n"
+        "from resnet_det.deploy import OnnxDetector\n"
+        "assert not resnet_det.HAS_DETECTRON2\n"
+        "det = OnnxDetector(sys.argv[1], threads=1)\n"
+        "out = det(np.random.default_rng(3).integers(0, 256, (96, 128, 3), dtype=np.uint8))\n"
+        "print(json.dumps({k: np.asarray(v).tolist() for k, v in out.items()}))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code, c4[2]["onnx"]], capture_output=True, text=True,
+                          env=dict(os.environ, PYTHONPATH=str(ROOT)), timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    served = json.loads(proc.stdout.strip().splitlines()[-1])
+    here = OnnxDetector(c4[2]["onnx"], threads=1)(_images(3, [(96, 128)])[0])
+    assert served["class_names"] == here["class_names"]
+    assert len(served["boxes"]) == 100 and np.allclose(served["boxes"], here["boxes"], atol=1e-4)
+
+
+def _copy_export(c4, tmp_path):
+    out = tmp_path / "m"
+    out.mkdir()
+    for f in ("onnx", "json"):
+        shutil.copy(c4[2][f], out / Path(c4[2][f]).name)
+    return out / "model.onnx", out / "model.json"
+
+
+def test_bad_model_files_are_refused_naming_the_file(c4, tmp_path):
+    onnx_path, json_path = _copy_export(c4, tmp_path)
+    with pytest.raises(DeployError, match="no such ONNX model file"):
+        OnnxDetector(tmp_path / "nowhere.onnx")
+    data = onnx_path.read_bytes()
+    onnx_path.write_bytes(data[: len(data) // 2])  # truncated
+    with pytest.raises(DeployError, match=f"{onnx_path}: ONNX Runtime cannot load it"):
+        OnnxDetector(onnx_path)
+    onnx_path.write_text("not a model\n")
+    with pytest.raises(DeployError, match="cannot load it"):
+        OnnxDetector(onnx_path)
+    onnx_path.write_bytes(data)
+    meta = json.loads(json_path.read_text())
+    json_path.write_text(json.dumps({**meta, "graph": {**meta["graph"], "export_id": "another"}}))
+    with pytest.raises(DeployError, match=f"{json_path} does not belong to {onnx_path}"):
+        OnnxDetector(onnx_path)
+    json_path.write_text(json.dumps({**meta, "class_names": ["a", "b"]}))
+    with pytest.raises(DeployError, match="2 class_names for a graph with 5 classes"):
+        OnnxDetector(onnx_path)
+    json_path.write_text("{")
+    with pytest.raises(DeployError, match=f"{json_path}: not a readable model.json"):
+        OnnxDetector(onnx_path)
+    json_path.unlink()
+    with pytest.raises(DeployError, match=f"{json_path}: not found"):
+        OnnxDetector(onnx_path)
+    # An ONNX file that is not an exported detector (a model with other inputs/outputs).
+    import onnx
+    from onnx import TensorProto, helper
+
+    other = helper.make_model(helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["y"])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])]))
+    onnx.save(other, str(onnx_path))
+    json_path.write_text(json.dumps(meta))
+    with pytest.raises(DeployError, match="are not those of a detector exported"):
+        OnnxDetector(onnx_path)
+
+
+def test_images_are_read_like_the_pytorch_demo(c4, tmp_path):
+    det = OnnxDetector(c4[2]["onnx"], threads=2)
+    rgb = _images(4, [(90, 120)])[0]
+    files = {}
+    Image.fromarray(rgb).convert("L").save(files.setdefault("gray", tmp_path / "gray.png"))
+    Image.fromarray(np.dstack([rgb, np.full(rgb.shape[:2], 128, np.uint8)])).save(
+        files.setdefault("rgba", tmp_path / "rgba.png"))
+    wide = (rgb[:, :, 0].astype(np.uint16) * 257)  # 16-bit: 255 -> 65535
+    Image.fromarray(wide).save(files.setdefault("16bit", tmp_path / "16bit.png"))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored landscape, displayed rotated by 90 degrees
+    Image.fromarray(rgb).save(files.setdefault("exif", tmp_path / "exif.jpg"), exif=exif, quality=95)
+    for kind, path in files.items():
+        image = read_image(path)
+        # The PyTorch demo reads BGR with the same reader; the runner gets the same pixels.
+        assert np.array_equal(image, read_image_checked(str(path), "BGR")[:, :, ::-1]), kind
+        assert image.dtype == np.uint8 and image.shape[2] == 3, kind
+        out = det(path)  # a path is read with read_image
+        assert np.array_equal(out["boxes"], det(image)["boxes"]), kind
+        assert (out["boxes"][:, 2] <= image.shape[1]).all() and (out["boxes"][:, 3] <= image.shape[0]).all()
+    assert read_image(files["exif"]).shape[:2] == (120, 90)  # rotated as displayed
+    assert read_image(files["16bit"]).max() == rgb[:, :, 0].max()  # scaled, not clipped at 255
+    assert np.array_equal(read_image(files["gray"])[:, :, 0], read_image(files["gray"])[:, :, 2])
+    # Arrays: grayscale and RGBA converted like the files; other dtypes refused.
+    gray = np.asarray(Image.fromarray(rgb).convert("L"))
+    assert np.array_equal(det(gray)["boxes"], det(np.dstack([gray] * 3))["boxes"])
+    assert np.array_equal(det(np.dstack([rgb, rgb[:, :, :1]]))["boxes"], det(rgb)["boxes"])
+    with pytest.raises(DeployError, match="must be uint8"):
+        det(wide)
+    with pytest.raises(DeployError, match="must be HxWx3"):
+        det(np.zeros((4, 5, 2), np.uint8))
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes((tmp_path / "exif.jpg").read_bytes()[:200])
+    with pytest.raises(ImageError, match=f"{bad}: cannot decode image"):
+        det(bad)
+
+
+def test_match_detections_pairs_one_to_one():
+    ref = {"boxes": np.array([[0, 0, 10, 10], [20, 20, 30, 30]], np.float32),
+           "scores": np.array([0.9, 0.8], np.float32), "classes": np.array([1, 2])}
+    other = {"boxes": ref["boxes"][::-1] + np.float32(0.01), "scores": ref["scores"][::-1] - 0.001,
+             "classes": ref["classes"][::-1]}
+    m = match_detections(ref, other)
+    assert m["matched"] == 2 and m["max_box_diff_px"] == pytest.approx(0.01, abs=1e-5)
+    assert m["max_score_diff"] == pytest.approx(0.001, abs=1e-6)
+    assert match_detections(ref, {**other, "classes": other["classes"] + 1})["matched"] == 0
+    assert match_detections(ref, {**other, "boxes": other["boxes"] + 1})["matched"] == 0  # IoU < 0.99
+
+
+def test_demo_onnx_draws_and_reports_errors(c4, tmp_path, capsys):
+    images = tmp_path / "in"
+    images.mkdir()
+    for i, image in enumerate(_images(5, [(96, 128), (120, 90)])):
+        Image.fromarray(image).save(images / f"{i}.png")
+    out = tmp_path / "out"
+    demo_tool = _tool_module("demo")  # tools/demo.py, in this process: no second torch import
+    assert demo_tool.main(["--onnx", c4[2]["onnx"], "--input", str(images), "--output", str(out),
+                           "--confidence-threshold", "0"]) == 0
+    records = json.loads((out / "detections.json").read_text())
+    det = OnnxDetector(c4[2]["onnx"])
+    for rec in records:
+        expected = det(rec["file"])
+        assert len(rec["detections"]) == len(expected["boxes"]) == 100
+        assert np.allclose([d["bbox_xyxy"] for d in rec["detections"]], expected["boxes"], atol=0.01)
+        drawn = np.asarray(Image.open(rec["output"]))
+        assert drawn.shape == read_image(rec["file"]).shape and (drawn != read_image(rec["file"])).any()
+    assert demo_tool.main(["--onnx", str(tmp_path / "missing.onnx"), "--input", str(images),
+                           "--output", str(out)]) == 2
+    assert "missing.onnx: no such ONNX model file" in capsys.readouterr().err
+
+
+def test_pytorch_reference_is_the_models_own_inference(c4):
+    # The reference the equality tests use is GeneralizedRCNN's inference, not the export's code.
+    cfg, model, _ = c4
+    image = _images(6, [(96, 128)])[0]
+    ref = pytorch_detections(model, cfg, image)
+    with torch.no_grad():
+        inst = model([{"image": torch.as_tensor(image.transpose(2, 0, 1).copy()), "height": 96,
+                       "width": 128}])[0]["instances"]
+    assert np.array_equal(ref["boxes"], inst.pred_boxes.tensor.numpy())
+
+
+def _tool_module(name):
+    sys.path.insert(0, str(ROOT / "tools"))
+    try:
+        return __import__(name)
+    finally:
+        sys.path.pop(0)
+
+
+def test_export_tool_reports_bad_inputs_without_a_traceback(tmp_path, capsys):
+    export_tool = _tool_module("export_model")
+    config = str(TOY / "faster_rcnn_r18_c4_coco.yaml")
+    missing = tmp_path / "missing.pth"
+    assert export_tool.main(["--config", config, "--weights", str(missing), "--output", str(tmp_path)]) == 2
+    assert f"{missing}: no such weights file" in capsys.readouterr().err
+    assert export_tool.main(["--config", config, "--weights", str(missing), "--output", str(tmp_path),
+                             "MODEL.RESNETS.DEPTH", "77"]) == 2
+    assert "MODEL.RESNETS.DEPTH = 77" in capsys.readouterr().err
+    assert not (tmp_path / "model.onnx").exists()
