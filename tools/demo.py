@@ -19,6 +19,11 @@ from resnet_det.cli import add_debug_argument, run_cli, silence_known_warnings
 silence_known_warnings()  # before detectron2's imports, which warn (torch-free itself)
 
 def main(argv=None):
+    """Exit status of :func:`demo`: 0, or 2 with the message of an expected error."""
+    return run_cli(demo, argv)
+
+
+def demo(argv=None):
     """Parse arguments, run the PyTorch or the ONNX demo, print a summary (exit 2 on a bad input)."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", "--config-file", dest="config", help="detector yaml")
@@ -54,4 +59,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(run_cli(main))
+    sys.exit(main())

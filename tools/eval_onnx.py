@@ -20,6 +20,11 @@ from resnet_det.deploy.evaluation import evaluate_onnx  # noqa: E402
 
 
 def main(argv=None):
+    """Exit status of :func:`evaluate`: 0, or 2 with the message of an expected error."""
+    return run_cli(evaluate, argv)
+
+
+def evaluate(argv=None):
     """Parse arguments, evaluate, print the main metrics (exit 2 on a bad input)."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--onnx", required=True, help="model.onnx written by tools/export_model.py")
@@ -45,4 +50,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(run_cli(main))
+    sys.exit(main())

@@ -21,6 +21,11 @@ from resnet_det.deploy.export import export_from_config  # noqa: E402
 
 
 def main(argv=None):
+    """Exit status of :func:`export`: 0, or 2 with the message of an expected error."""
+    return run_cli(export, argv)
+
+
+def export(argv=None):
     """Parse arguments, export, print where the files went (exit 2 on a bad input)."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", "--config-file", dest="config", required=True, help="detector yaml")
@@ -37,4 +42,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(run_cli(main))
+    sys.exit(main())
