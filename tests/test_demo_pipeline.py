@@ -92,10 +92,11 @@ def test_data_made_with_other_settings_is_not_reused(tmp_path, capsys):
 def test_quick_pipeline_writes_every_stage(tmp_path):
     tool = _load_tool()
     out = tmp_path / "demo"
-    assert tool.main(["--out", str(out), "--quick", "--threads", "1"]) == 0
+    assert tool.main(["--out", str(out), "--quick", "--threads", "1", "--baseline", "--seed", "3"]) == 0
 
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["quick"] is True
+    assert summary["quick"] is True and summary["seed"] == 3 and summary["threads"] == 1
+    assert "SEED: 3" in (out / "pretrain" / "config.yaml").read_text()
     # pretraining: errors are percentages and the backbone file loads
     assert 0 <= summary["pretrain"]["val_top1_err"] <= 100
     state, meta = load_backbone(out / "pretrain" / "backbone.safetensors")
@@ -110,19 +111,23 @@ def test_quick_pipeline_writes_every_stage(tmp_path):
     # the detector started from the pretrained backbone: its log says so
     log = (out / "detect" / "log.txt").read_text()
     assert "backbone.safetensors: loaded" in log
-    # the drawing: one grid of the val images (3 with --quick), enlarged twice, ground truth drawn
-    png = Path(summary["visualisation"]["detections_grid.png"])
-    assert png == out / "vis" / "detections_grid.png"
-    drawn = json.loads(png.with_suffix(".json").read_text())
-    assert len(drawn["images"]) == 3 and all(r["ground_truth"] for r in drawn["images"])
-    assert Image.open(png).size == (4 + 4 * (2 * 256 + 4), LEGEND_HEIGHT + 4 + 2 * 192 + 4)
+    # the drawings: one grid of the val images (3 with --quick) per detector, enlarged twice,
+    # ground truth drawn
+    for name in ("detections_grid.png", "detections_grid_random_init.png"):
+        png = Path(summary["visualisation"][name])
+        assert png == out / "vis" / name
+        drawn = json.loads(png.with_suffix(".json").read_text())
+        assert len(drawn["images"]) == 3 and all(r["ground_truth"] for r in drawn["images"])
+        assert Image.open(png).size == (4 + 4 * (2 * 256 + 4), LEGEND_HEIGHT + 4 + 2 * 192 + 4)
+    assert "detect_scratch" in summary
     # the time of each stage, and no range verdict for --quick (the ranges are the demo's)
-    assert set(summary["time"]["stages"]) == {"data", "pretrain", "detect", "visualise"}
+    assert set(summary["time"]["stages"]) == {"data", "pretrain", "detect", "baseline", "visualise"}
     assert summary["time"]["cpu_s"] > 0
     assert summary["in_expected_range"] is None
     # a second run reuses the data instead of refusing the non-empty folders
     first = sorted(p.name for p in (out / "data/imagenet/train/circle").iterdir())
     assert tool.main(["--out", str(out), "--quick", "--threads", "1"]) == 0
+    assert "detect_scratch" not in json.loads((out / "summary.json").read_text())
     assert sorted(p.name for p in (out / "data/imagenet/train/circle").iterdir()) == first
 
 
