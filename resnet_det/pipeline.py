@@ -97,6 +97,17 @@ def _cpu_seconds():
     return t.user + t.system + t.children_user + t.children_system
 
 
+def _cpu_model() -> str:
+    """The CPU's model name (Linux /proc/cpuinfo), else what ``platform`` knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def _stage(times, name, folder, fn, *args, **kwargs):
     """Run one stage with a banner; its wall and CPU time go to ``times[name]``. Any failure is
     re-raised naming the stage."""
@@ -198,7 +209,7 @@ def run_pipeline(out: Path, *, quick=False, baseline=False, seed=0) -> dict:
     os.environ["RESNET_DET_TOY_DATA"] = str(data_dir)
     times = {}
     summary = {"quick": quick, "seed": seed, "threads": torch.get_num_threads(),
-               "cpu": platform.processor() or platform.machine(), "cpu_count": os.cpu_count()}
+               "cpu": _cpu_model(), "cpu_count": os.cpu_count()}
     start, cpu = time.perf_counter(), _cpu_seconds()
     _stage(times, "data", data_dir, make_data, data_dir, quick)
     summary["pretrain"] = _stage(times, "pretrain", out / "pretrain", pretrain, data_dir,
