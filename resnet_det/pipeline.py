@@ -61,8 +61,8 @@ DETECT_SCHEDULE = ["SOLVER.MAX_ITER", "300", "SOLVER.STEPS", "(240, 285)", "SOLV
 # spread of issue 15 around its middle (3 points of error, 2 AP, 3 AP50) and rounded outwards.
 # The README states the same ranges (a test compares them).
 EXPECTED = {
-    "pretrain.val_top1_err": (35.0, 42.0),
-    "detect.AP": (27.0, 32.0),
+    "pretrain.val_top1_err": (34.0, 41.0),
+    "detect.AP": (28.0, 33.0),
     "detect.AP50": (42.0, 49.0),
 }
 
