@@ -5,7 +5,6 @@ import json
 import math
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from detectron2.modeling import build_model
@@ -14,6 +13,7 @@ from PIL import Image
 from resnet_det.checkpoint.detectron2 import ResNetDetCheckpointer, WeightsMismatchError
 from resnet_det.checkpoint.export import load_backbone, save_backbone
 from resnet_det.config import load_config
+from resnet_det.detection.demo import LEGEND_HEIGHT
 from resnet_det.models import build_resnet
 
 REPO = Path(__file__).resolve().parent.parent
@@ -92,10 +92,11 @@ def test_data_made_with_other_settings_is_not_reused(tmp_path, capsys):
 def test_quick_pipeline_writes_every_stage(tmp_path):
     tool = _load_tool()
     out = tmp_path / "demo"
-    assert tool.main(["--out", str(out), "--quick", "--threads", "1"]) == 0
+    assert tool.main(["--out", str(out), "--quick", "--threads", "1", "--baseline", "--seed", "3"]) == 0
 
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["quick"] is True
+    assert summary["quick"] is True and summary["seed"] == 3 and summary["threads"] == 1
+    assert "SEED: 3" in (out / "pretrain" / "config.yaml").read_text()
     # pretraining: errors are percentages and the backbone file loads
     assert 0 <= summary["pretrain"]["val_top1_err"] <= 100
     state, meta = load_backbone(out / "pretrain" / "backbone.safetensors")
@@ -110,16 +111,42 @@ def test_quick_pipeline_writes_every_stage(tmp_path):
     # the detector started from the pretrained backbone: its log says so
     log = (out / "detect" / "log.txt").read_text()
     assert "backbone.safetensors: loaded" in log
-    # the drawing: a real PNG of the val image's size, with something drawn on it
-    png = Path(summary["visualisation"])
-    assert png.parent == out / "vis" and png.suffix == ".png"
-    drawn = np.asarray(Image.open(png).convert("RGB")).astype(int)
-    original = np.asarray(Image.open(sorted((out / "data/coco/val2017").iterdir())[0]).convert("RGB"))
-    assert drawn.shape == original.shape
-    records = json.loads((out / "vis" / "detections.json").read_text())
-    if records[0]["detections"]:
-        assert (np.abs(drawn - original.astype(int)).sum(-1) > 60).any()
+    # the drawings: one grid of the val images (3 with --quick) per detector, enlarged twice,
+    # ground truth drawn
+    for name in ("detections_grid.png", "detections_grid_random_init.png"):
+        png = Path(summary["visualisation"][name])
+        assert png == out / "vis" / name
+        drawn = json.loads(png.with_suffix(".json").read_text())
+        assert len(drawn["images"]) == 3 and all(r["ground_truth"] for r in drawn["images"])
+        assert Image.open(png).size == (4 + 4 * (2 * 256 + 4), LEGEND_HEIGHT + 4 + 2 * 192 + 4)
+    assert "detect_scratch" in summary
+    # the time of each stage, and no range verdict for --quick (the ranges are the demo's)
+    assert set(summary["time"]["stages"]) == {"data", "pretrain", "detect", "baseline", "visualise"}
+    assert summary["time"]["cpu_s"] > 0
+    assert summary["in_expected_range"] is None
     # a second run reuses the data instead of refusing the non-empty folders
     first = sorted(p.name for p in (out / "data/imagenet/train/circle").iterdir())
     assert tool.main(["--out", str(out), "--quick", "--threads", "1"]) == 0
+    assert "detect_scratch" not in json.loads((out / "summary.json").read_text())
     assert sorted(p.name for p in (out / "data/imagenet/train/circle").iterdir()) == first
+
+
+def test_a_run_is_checked_against_the_expected_ranges():
+    from resnet_det.pipeline import EXPECTED, check_expected
+
+    expected = {"pretrain.val_top1_err": (10.0, 20.0), "detect.AP": (30.0, 34.0)}
+    checks = check_expected({"pretrain": {"val_top1_err": 20.4}, "detect": {"AP": 30.0}}, expected)
+    assert checks == {"pretrain.val_top1_err": {"value": 20.4, "range": [10.0, 20.0], "in_range": False},
+                      "detect.AP": {"value": 30.0, "range": [30.0, 34.0], "in_range": True}}
+    assert check_expected({"detect": {"AP": 31.0}}, expected).keys() == {"detect.AP"}
+    # every default range names a figure the pipeline writes, and is a proper interval
+    assert {k.split(".")[0] for k in EXPECTED} <= {"pretrain", "detect"}
+    assert all(lo < hi for lo, hi in EXPECTED.values())
+
+
+def test_the_readme_states_the_ranges_the_pipeline_checks():
+    from resnet_det.pipeline import EXPECTED
+
+    readme = (REPO / "README.md").read_text()
+    for key, (lo, hi) in EXPECTED.items():
+        assert f"`{key}` {lo:g}-{hi:g}" in readme, f"README does not state {key} {lo:g}-{hi:g}"

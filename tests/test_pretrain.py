@@ -74,6 +74,7 @@ def test_toy_config_inherits_base_and_overrides():
         (["MODEL.NORM", "LN"], r"MODEL.NORM = 'LN'; allowed: BN"),
         (["SOLVER.SCHEDULE", "poly"], r"SOLVER.SCHEDULE = 'poly'; allowed: step \| cosine"),
         (["SOLVER.AMP", "fp8"], r"SOLVER.AMP = 'fp8'; allowed: off \| bf16 \| fp16"),
+        (["SOLVER.OPTIMIZER", "Adam"], r"SOLVER.OPTIMIZER = 'Adam'; allowed: SGD \| AdamW"),
         (["DATA.RESIZE_RANGE", "[480, 256]"], r"DATA.RESIZE_RANGE"),
         (["SOLVER.STEPS", "[60, 30]"], r"SOLVER.STEPS"),
         (["SOLVER.IMS_PER_BATCH", "30", "SOLVER.GRAD_ACCUM_STEPS", "4"], r"multiple of SOLVER.GRAD_ACCUM_STEPS"),
@@ -93,6 +94,20 @@ def test_typo_and_wrong_type_fail_naming_key(tmp_path):
         load_pretrain_cfg("", ["SOLVER.BASE_LR", "fast"])
     with pytest.raises(FileNotFoundError, match="nope.yaml"):
         load_pretrain_cfg(str(tmp_path / "nope.yaml"))
+
+
+def test_optimizer_choice_builds_sgd_or_adamw():
+    from resnet_det.classification.solver import build_optimizer
+
+    model = build_resnet(18, 5, norm="GN")
+    sgd = build_optimizer(model, 0.1, momentum=0.8)
+    assert type(sgd) is torch.optim.SGD and sgd.param_groups[0]["momentum"] == 0.8
+    adamw = build_optimizer(model, 1e-3, momentum=0.8, weight_decay=0.05, weight_decay_norm=0.0, name="AdamW")
+    assert type(adamw) is torch.optim.AdamW
+    assert {g["betas"] for g in adamw.param_groups} == {(0.8, 0.999)}
+    assert {g["weight_decay"] for g in adamw.param_groups} == {0.05, 0.0}  # norm layers apart
+    with pytest.raises(ValueError, match="SOLVER.OPTIMIZER 'Adam'"):
+        build_optimizer(model, 1e-3, name="Adam")
 
 
 # ---------------------------------------------------------------- sampler, schedules

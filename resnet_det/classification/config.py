@@ -10,6 +10,7 @@ from detectron2.config import CfgNode
 
 from ..config import ConfigError, ConfigKeyError
 from ..models import NORMS, RESNET_SPECS, SHORTCUTS
+from .solver import OPTIMIZERS
 
 __all__ = [
     "ARCHS",
@@ -128,6 +129,8 @@ def get_pretrain_cfg() -> CfgNode:
     _C.SOLVER.NESTEROV = False
     _C.SOLVER.WEIGHT_DECAY = 1e-4
     _C.SOLVER.WEIGHT_DECAY_NORM = 1e-4  # the paper decays every weight, BN included
+    # SGD (the paper's) | AdamW (MOMENTUM is then its beta1; NESTEROV does not apply).
+    _C.SOLVER.OPTIMIZER = "SGD"
     _C.SOLVER.OPTIMIZER_IMPL = "auto"  # auto: fused on CUDA, foreach elsewhere
     # Length: EPOCHS, or MAX_ITER (optimizer steps) when > 0.
     _C.SOLVER.EPOCHS = 90.0
@@ -217,6 +220,7 @@ def validate_pretrain_cfg(cfg: CfgNode, source: str = "config") -> None:
     number("SOLVER.MOMENTUM", 0.0, 1.0)
     number("SOLVER.WEIGHT_DECAY", 0.0)
     number("SOLVER.WEIGHT_DECAY_NORM", 0.0)
+    choice("SOLVER.OPTIMIZER", OPTIMIZERS)
     choice("SOLVER.OPTIMIZER_IMPL", OPTIMIZER_IMPLS)
     number("SOLVER.EPOCHS", 0.0)
     number("SOLVER.MAX_ITER", 0, integer=True)

@@ -364,7 +364,7 @@ def train(cfg, resume: bool = False, on_batch=None) -> dict:
     lr = scaled_lr(s.BASE_LR, s.IMS_PER_BATCH, s.REFERENCE_BATCH)
     optimizer = build_optimizer(model, lr, momentum=s.MOMENTUM, weight_decay=s.WEIGHT_DECAY,
                                 weight_decay_norm=s.WEIGHT_DECAY_NORM, nesterov=s.NESTEROV,
-                                impl=s.OPTIMIZER_IMPL)
+                                impl=s.OPTIMIZER_IMPL, name=s.OPTIMIZER)
     scheduler = build_lr_scheduler(optimizer, L.max_iter, schedule=s.SCHEDULE, steps=L.steps,
                                    gamma=s.GAMMA, warmup_iters=L.warmup_iters,
                                    warmup_factor=s.WARMUP_FACTOR)

@@ -6,7 +6,9 @@ from detectron2.solver.build import get_default_optimizer_params
 from detectron2.solver.lr_scheduler import LRMultiplier, WarmupParamScheduler
 from fvcore.common.param_scheduler import CosineParamScheduler, MultiStepParamScheduler
 
-__all__ = ["scaled_lr", "build_optimizer", "build_lr_scheduler"]
+__all__ = ["OPTIMIZERS", "scaled_lr", "build_optimizer", "build_lr_scheduler"]
+
+OPTIMIZERS = ("SGD", "AdamW")
 
 
 def scaled_lr(base_lr: float, batch_size: int, reference_batch: int = 256) -> float:
@@ -16,10 +18,10 @@ def scaled_lr(base_lr: float, batch_size: int, reference_batch: int = 256) -> fl
 
 
 def build_optimizer(model, lr, *, momentum=0.9, weight_decay=1e-4, weight_decay_norm=1e-4,
-                    nesterov=False, impl="auto") -> torch.optim.SGD:
-    """SGD with momentum; norm-layer parameters get ``weight_decay_norm``. ``impl``: 'fused'
-    (one kernel per step, CUDA/CPU), 'foreach' (batched), 'for-loop', or 'auto' (fused on CUDA,
-    foreach elsewhere)."""
+                    nesterov=False, impl="auto", name="SGD") -> torch.optim.Optimizer:
+    """SGD with momentum (the paper's), or ``name`` 'AdamW' (``momentum`` is then its beta1);
+    norm-layer parameters get ``weight_decay_norm``. ``impl``: 'fused' (one kernel per step,
+    CUDA/CPU), 'foreach' (batched), 'for-loop', or 'auto' (fused on CUDA, foreach elsewhere)."""
     params = get_default_optimizer_params(model, base_lr=lr, weight_decay=weight_decay,
                                           weight_decay_norm=weight_decay_norm)
     if impl == "auto":
@@ -28,6 +30,11 @@ def build_optimizer(model, lr, *, momentum=0.9, weight_decay=1e-4, weight_decay_
     flags = {"fused": dict(fused=True), "foreach": dict(foreach=True), "for-loop": dict(foreach=False)}
     if impl not in flags:
         raise ValueError(f"unknown SOLVER.OPTIMIZER_IMPL {impl!r}; valid: auto, {', '.join(flags)}")
+    if name == "AdamW":
+        return torch.optim.AdamW(params, lr=lr, betas=(momentum, 0.999), weight_decay=weight_decay,
+                                 **flags[impl])
+    if name != "SGD":
+        raise ValueError(f"unknown SOLVER.OPTIMIZER {name!r}; valid: {', '.join(OPTIMIZERS)}")
     return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay,
                            nesterov=nesterov, **flags[impl])
 
