@@ -139,15 +139,20 @@ def make_voc(root, seed=0, num_trainval=120, num_test=40, size=(192, 256)):
         "train": trainval[0::2],
         "val": trainval[1::2],
     }
-    for split, split_ids in splits.items():
-        with open(os.path.join(root, "ImageSets", "Main", split + ".txt"), "w") as f:
-            f.writelines(image_id + "\n" for image_id in split_ids)
+    _write_split_files(root, splits)
     return {
         "root": root,
         "classes": list(TOY_CLASSES),
         **{f"num_{split}": len(split_ids) for split, split_ids in splits.items()},
         "num_objects": num_objects,
     }
+
+
+def _write_split_files(root, splits):
+    """VOC's ImageSets/Main/<split>.txt, one image id a line, for each split of ``splits``."""
+    for split, split_ids in splits.items():
+        with open(os.path.join(root, "ImageSets", "Main", split + ".txt"), "w") as f:
+            f.writelines(image_id + "\n" for image_id in split_ids)
 
 
 def make_labelimg(root, seed=0, num_trainval=120, num_test=40, size=(192, 256)):
@@ -186,9 +191,7 @@ def make_labelimg(root, seed=0, num_trainval=120, num_test=40, size=(192, 256)):
         )
         names.update(TOY_CLASSES[obj["label"]] for obj in objects)
     splits = {"trainval": ids[:num_trainval], "test": ids[num_trainval:]}
-    for split, split_ids in splits.items():
-        with open(os.path.join(root, "ImageSets", "Main", split + ".txt"), "w") as f:
-            f.writelines(image_id + "\n" for image_id in split_ids)
+    _write_split_files(root, splits)
     return {
         "root": root,
         "classes": list(LABELIMG_CLASSES),
