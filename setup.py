@@ -10,6 +10,7 @@ TRAIN = [
     "fvcore",
     "iopath",
     "pycocotools",
+    "faster-coco-eval>=1.6",  # the COCO evaluation engine (pycocotools is its fallback)
     "safetensors",
     "tqdm",
     "tensorboard",
