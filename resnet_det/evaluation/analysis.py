@@ -347,9 +347,18 @@ def analyze(gt, dt, score_thresh=0.5, iou_thresh=0.5, engine="auto", gt_name="gr
 # ------------------------------------------------------------------ pictures
 
 
-def _grid(n):
+def _per_class_figure(class_names, panel_size, draw, path, keep=None):
+    """One panel per class (4 a row) drawn by ``draw(ax, k, name)``, saved to ``path``;
+    classes whose ``keep[k]`` is false get no panel. Returns the Figure."""
+    n = len(class_names)
     cols = min(n, 4)
-    return (n + cols - 1) // cols, cols
+    rows = (n + cols - 1) // cols
+    fig = new_figure((panel_size[0] * cols, panel_size[1] * rows))
+    for k, name in enumerate(class_names):
+        if keep is None or keep[k]:
+            draw(fig.add_subplot(rows, cols, k + 1), k, name)
+    save_figure(fig, path)
+    return fig
 
 
 def plot_class_ap(analysis: Analysis, path):
@@ -393,18 +402,15 @@ def plot_pr_curves(analysis: Analysis, path, per_class_path=None):
     save_figure(fig, path)
     figs = [fig]
     if per_class_path:
-        rows, cols = _grid(len(analysis.class_names))
-        fig = new_figure((3.2 * cols, 2.8 * rows))
-        for k, name in enumerate(analysis.class_names):
-            ax = fig.add_subplot(rows, cols, k + 1)
+        def draw(ax, k, name):
             for iou in (0.5, 0.75):
                 p = analysis.pr[iou][k]
                 if (p > -1).any():
                     ax.plot(r, p, label=f"IoU {iou} [{100 * p.mean():.1f}]")
             _pr_axes(ax, name)
             ax.legend(fontsize=7)
-        save_figure(fig, per_class_path)
-        figs.append(fig)
+
+        figs.append(_per_class_figure(analysis.class_names, (3.2, 2.8), draw, per_class_path))
     return figs
 
 
@@ -440,13 +446,11 @@ def plot_error_breakdown(analysis: Analysis, path, per_class_path=None):
     save_figure(fig, path)
     figs = [fig]
     if per_class_path:
-        rows, cols = _grid(len(analysis.class_names))
-        fig = new_figure((3.6 * cols, 3.2 * rows))
-        for k, name in enumerate(analysis.class_names):
-            if valid[k]:
-                _error_panel(fig.add_subplot(rows, cols, k + 1), analysis.recall, e[:, :, k], name)
-        save_figure(fig, per_class_path)
-        figs.append(fig)
+        def draw(ax, k, name):
+            _error_panel(ax, analysis.recall, e[:, :, k], name)
+
+        figs.append(_per_class_figure(analysis.class_names, (3.6, 3.2), draw, per_class_path,
+                                      keep=valid))
     return figs
 
 
