@@ -58,7 +58,7 @@ PRETRAIN_SCHEDULE = ["DATA.CROP_SIZE", "24", "DATA.RESIZE_RANGE", "[27, 36]", "D
 DETECT_SCHEDULE = ["SOLVER.MAX_ITER", "300", "SOLVER.STEPS", "(240, 285)", "SOLVER.CHECKPOINT_PERIOD", "300"]
 # What a run of the default schedule should land in, per figure of summary.json ("stage.key"):
 # the range of the runs in docs/demo.md (threads 1 and 2, several seeds), widened to the goal
-# spread of issue 15 around its middle (3 points of error, 2 AP, 3 AP50) and rounded outwards.
+# goal spread around its middle (3 points of error, 2 AP, 3 AP50) and rounded outwards.
 # The README states the same ranges (a test compares them).
 EXPECTED = {
     "pretrain.val_top1_err": (34.0, 41.0),
