@@ -37,7 +37,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import peak_rss_mb, print_table, time_alternating, write_result  # noqa: E402
+from common import matmul_ceiling, peak_rss_mb, print_table, time_alternating, write_result  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 DESIGNS = {
@@ -245,10 +245,50 @@ def inference(args, design):
     with torch.inference_mode():
         noise = theirs([{**inputs[0], "image": image.float() * jitter}])[0]["instances"]
     agreement["noise floor: detectron2, input x (1 + 1e-6 N(0,1))"] = compare(outputs["detectron2"], noise)
-    return seconds, agreement, first_call, onnx
+    floor = compute_floor(theirs, inputs, args.threads, seconds["detectron2"]) if args.floor else None
+    return seconds, agreement, first_call, onnx, floor
 
 
 ONNX_NAME = "onnxruntime (resnet_det.deploy)"
+
+
+def ort_matmul_ceiling(threads: int, n: int = 2048, repeats: int = 5) -> float:
+    """Multiply-adds per second of ONNX Runtime's fp32 MatMul (MLAS) on two n x n matrices
+    with ``threads`` intra-op threads: ``common.matmul_ceiling``'s measurement for the other
+    runtime."""
+    import numpy as np
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("MatMul", ["a", "b"], ["c"])], "mm",
+                              [helper.make_tensor_value_info(k, TensorProto.FLOAT, [n, n]) for k in "ab"],
+                              [helper.make_tensor_value_info("c", TensorProto.FLOAT, [n, n])])
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    session = ort.InferenceSession(helper.make_model(graph).SerializeToString(), options,
+                                   providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(0)
+    feed = {k: rng.standard_normal((n, n), dtype=np.float32) for k in "ab"}
+    seconds = time_alternating({"mm": lambda: session.run(None, feed)}, repeats=repeats, warmup=2)["mm"]
+    return n**3 / seconds
+
+
+def compute_floor(model, inputs, threads: int, detectron2_seconds: float) -> dict:
+    """The design's convolution + linear multiply-adds on the benchmark image (detectron2's
+    ``FlopCountAnalysis`` of its built-in model, which counts one per multiply-add), divided by
+    the best fp32 matmul rate measured here (PyTorch/oneDNN and ONNX Runtime/MLAS, ``--threads``):
+    the least time any fp32 implementation needs on this machine, and that as a ratio of
+    detectron2's measured time."""
+    from detectron2.utils.analysis import FlopCountAnalysis
+
+    count = FlopCountAnalysis(model, inputs)
+    by_op = count.unsupported_ops_warnings(False).uncalled_modules_warnings(False).by_operator()
+    conv, linear = by_op.get("conv", 0) / 1e9, by_op.get("linear", 0) / 1e9
+    ceilings = {"torch.mm": matmul_ceiling() / 1e9, "onnxruntime MatMul": ort_matmul_ceiling(threads) / 1e9}
+    rate = max(ceilings.values())
+    seconds = (conv + linear) / rate
+    return {"conv_gmac": conv, "linear_gmac": linear, "gmac": conv + linear, "ceilings": ceilings,
+            "gmac_per_s": rate, "seconds": seconds, "ratio": seconds / detectron2_seconds}
 
 
 def export_for_bench(ours, args, design) -> dict:
@@ -490,6 +530,10 @@ def main():
     p.add_argument("--ort-trunks", action="store_true",
                    help="also time ours with its conv trunks on ONNX Runtime inside PyTorch "
                         "(optimize_detector_for_inference(onnxruntime=True))")
+    p.add_argument("--floor", action="store_true",
+                   help="also report each design's fp32 compute floor: its convolution and linear "
+                        "multiply-adds (detectron2's FlopCountAnalysis) over this machine's measured "
+                        "fp32 matmul rate, as a ratio of detectron2's time in the same run")
     p.add_argument("--no-onnx", dest="onnx", action="store_false",
                    help="skip the ONNX Runtime contender (export, timing, peak memory)")
     p.add_argument("--train-child", help=argparse.SUPPRESS)
@@ -512,7 +556,7 @@ def main():
         return
     results = {}
     for design in designs:
-        seconds, agreement, first_call, onnx = inference(args, design)
+        seconds, agreement, first_call, onnx, floor = inference(args, design)
         base = seconds["detectron2"]
         rows = [{"model": k, "s/image": s, "ratio vs detectron2": s / base,
                  "first call s": first_call[k]} for k, s in seconds.items()]
@@ -525,6 +569,13 @@ def main():
                       "max score diff": a.get("max_score_diff", "-")} for k, a in agreement.items()],
                     ["model", "detections (d2, this)", "matched", "max box diff px", "max score diff"])
         results[design] = {"inference_s": seconds, "first_call_s": first_call, "agreement": agreement}
+        if floor is not None:
+            results[design]["floor"] = floor
+            print(f"{design}: fp32 compute floor: {floor['gmac']:.1f} GMAC (conv {floor['conv_gmac']:.1f}, "
+                  f"linear {floor['linear_gmac']:.1f}) at {floor['gmac_per_s']:.1f} GMAC/s (the faster of "
+                  f"{', '.join(f'{k} {v:.1f}' for k, v in floor['ceilings'].items())}) = {floor['seconds']:.2f} s, "
+                  f"{floor['ratio']:.2f}x detectron2's {base:.2f} s: no fp32 implementation on this machine "
+                  "runs this design in less, before RoIAlign, NMS and memory traffic")
         if onnx is not None:
             memory = {"detectron2": inference_memory(f"detectron2:{design}", args, None),
                       ONNX_NAME: inference_memory("onnx", args, onnx["onnx"], onnx["rgb"])}

@@ -33,8 +33,8 @@ def _images(seed, sizes):
     return [rng.integers(0, 256, (*hw, 3), dtype=np.uint8) for hw in sizes]
 
 
-def _export(tmp, config):
-    cfg = load_config(str(config), SMALL)
+def _export(tmp, config, opts=()):
+    cfg = load_config(str(config), SMALL + list(opts))
     torch.manual_seed(0)
     model = build_model(cfg).eval()
     info = export_model(model, cfg, tmp, class_names=[f"c{i}" for i in range(cfg.MODEL.ROI_HEADS.NUM_CLASSES)])
@@ -46,10 +46,25 @@ def c4(tmp_path_factory):
     return _export(tmp_path_factory.mktemp("c4"), TOY / "faster_rcnn_r18_c4_coco.yaml")
 
 
-@pytest.mark.parametrize("name", ["r18_c4", "r18_fpn"])
+# A bottleneck res5 (stride-2 1x1 conv1 and shortcut) reads only the even RoIAlign bins: the
+# export pools just those (one 1x1 RoI per bin).
+R50_C4 = ["MODEL.RESNETS.DEPTH", "50", "MODEL.RESNETS.RES2_OUT_CHANNELS", "256"]
+
+
+@pytest.mark.parametrize("name", ["r18_c4", "r18_fpn", "r50_c4"])
 def test_exported_detector_equals_pytorch_at_two_sizes(name, c4, tmp_path):
     # An untrained detector, every detection kept: the stricter case (near-tied low scores).
-    cfg, model, info = c4 if name == "r18_c4" else _export(tmp_path, TOY / f"faster_rcnn_{name}_coco.yaml")
+    if name == "r18_c4":
+        cfg, model, info = c4
+    elif name == "r50_c4":
+        cfg, model, info = _export(tmp_path, TOY / "faster_rcnn_r18_c4_coco.yaml", R50_C4)
+        import onnx
+
+        aligns = [n for n in onnx.load(info["onnx"], load_external_data=False).graph.node if n.op_type == "RoiAlign"]
+        sizes = [[a.i for a in n.attribute if a.name in ("output_height", "output_width")] for n in aligns]
+        assert sizes == [[1, 1]]  # the even-bin pooling, not 6x6
+    else:
+        cfg, model, info = _export(tmp_path, TOY / f"faster_rcnn_{name}_coco.yaml")
     det = OnnxDetector(info["onnx"], threads=2)
     # 96x128 as is; 80x128 (FPN pads it to 96x128); 150x200 resized down to 96x128 by both.
     got = compare_with_pytorch(model, cfg, det, _images(1, [(96, 128), (80, 128), (150, 200)]))

@@ -16,6 +16,13 @@ own box arithmetic, so the ONNX detections are PyTorch's up to float rounding:
   VGG-16's fc6/fc7), the box predictor, and ``fast_rcnn_inference_single_image``: clipping,
   score threshold, per-class NMS, ``TEST.DETECTIONS_PER_IMAGE``.
 
+A C4 ``res5`` whose first block reads only the even rows and columns of its 14x14 input (1x1
+stride-2 conv1 and shortcut, the MSRA layout; ``fast_inference._odd_bins_unread``) gets only those
+49 bins: each is pooled as a 1x1 RoI of one bin's extent, which samples the same points (the
+adaptive sampling grid of one bin is ``ceil(bin size)`` either way), and the export's copy of
+the block runs those two convolutions at stride 1. A quarter of the RoIAlign work, the same
+numbers up to the rounding of the bins' corners.
+
 Per-level and per-class NMS are one ONNX ``NonMaxSuppression`` whose class dimension holds the
 groups, which is torchvision's per-group ("vanilla") ``batched_nms`` exactly; the coordinate
 offset trick that torchvision traces instead rounds boxes differently once offsets are large.
@@ -25,6 +32,7 @@ dynamic sizes detectron2 writes for tracing (``Hi_Wi_A``, anchor grids) as graph
 from __future__ import annotations
 
 import contextlib
+import copy
 import io
 import json
 import time
@@ -38,6 +46,8 @@ from detectron2.structures import Boxes
 from torch import nn
 from torchvision.ops import batched_nms, roi_align
 
+from ..detection.fast_inference import _odd_bins_unread
+from ..models.resnet import ZeroPadShortcut
 from .runtime import FORMAT_VERSION, INPUT_NAME, METADATA_KEY, OUTPUT_NAMES, DeployError
 
 __all__ = ["ExportableRCNN", "export_onnx", "export_from_config"]
@@ -121,6 +131,13 @@ class ExportableRCNN(nn.Module):
                 raise DeployError(f"export supports ROIAlign/ROIAlignV2 poolers, not {type(level).__name__}"
                                   " (export a model that did not go through the deploy step)")
         self.box_features = heads.in_features
+        # C4: pool only the bins res5 reads, into a copy of res5 whose first block does not
+        # stride (the model itself is left as it is).
+        self.res5 = None
+        if self.c4 and len(self.pooler.level_poolers) == 1 and _odd_bins_unread(heads.res5) is not None:
+            self.res5 = copy.deepcopy(heads.res5)
+            for module in _odd_bins_unread(self.res5):
+                module.stride = 1 if isinstance(module, ZeroPadShortcut) else (1, 1)
 
     def forward(self, image):
         m = self.model
@@ -170,6 +187,8 @@ class ExportableRCNN(nn.Module):
         aligns = pooler.level_poolers
         if len(aligns) == 1:
             a = aligns[0]
+            if self.res5 is not None:
+                return self._pool_even_bins(features[0], proposals, a), proposals
             return roi_align(features[0], rois, a.output_size, a.spatial_scale, a.sampling_ratio, a.aligned), proposals
         levels = assign_boxes_to_levels([Boxes(proposals)], pooler.min_level, pooler.max_level,
                                         pooler.canonical_box_size, pooler.canonical_level)
@@ -182,11 +201,29 @@ class ExportableRCNN(nn.Module):
         # detections as RoIs in proposal order (NMS sorts by score).
         return torch.cat(pooled), proposals[torch.cat(order)]
 
+    @staticmethod
+    def _pool_even_bins(feature, proposals, align):
+        """RoIAlign's even-row, even-column bins of each proposal, (R, C, H/2, W/2): one 1x1 RoI
+        per bin, spanning that bin."""
+        out_h, out_w = align.output_size if isinstance(align.output_size, tuple) else (align.output_size,) * 2
+        x1, y1, x2, y2 = proposals.unbind(1)
+        bin_w, bin_h = (x2 - x1) / out_w, (y2 - y1) / out_h
+        cols = torch.arange(0, out_w, 2, dtype=proposals.dtype)
+        rows = torch.arange(0, out_h, 2, dtype=proposals.dtype)
+        left = x1[:, None] + cols * bin_w[:, None]  # (R, W/2)
+        top = y1[:, None] + rows * bin_h[:, None]  # (R, H/2)
+        n, gh, gw = proposals.shape[0], rows.shape[0], cols.shape[0]
+        left, top = left[:, None, :].expand(n, gh, gw), top[:, :, None].expand(n, gh, gw)
+        bins = torch.stack([torch.zeros_like(left), left, top, left + bin_w[:, None, None],
+                            top + bin_h[:, None, None]], dim=-1).reshape(-1, 5)
+        pooled = roi_align(feature, bins, 1, align.spatial_scale, align.sampling_ratio, align.aligned)
+        return pooled.reshape(n, gh, gw, -1).permute(0, 3, 1, 2)
+
     def _detections(self, heads, features, proposals, h, w):
         """RoI heads + ``fast_rcnn_inference_single_image`` for one image."""
         pooled, proposals = self._pool(features, proposals)
         if self.c4:
-            box_features = heads.res5(pooled).mean(dim=[2, 3])
+            box_features = (heads.res5 if self.res5 is None else self.res5)(pooled).mean(dim=[2, 3])
         else:
             box_features = heads.box_head(pooled)
         predictor = heads.box_predictor
