@@ -35,9 +35,6 @@ class RobustDatasetMapper(DatasetMapper):
         self.strict = strict
         self.max_image_pixels = max_image_pixels or None
         self.num_skipped = 0
-        if self.max_image_pixels and Image.MAX_IMAGE_PIXELS is not None:
-            # PIL refuses images above twice its own limit at open(); let the config decide.
-            Image.MAX_IMAGE_PIXELS = max(Image.MAX_IMAGE_PIXELS, self.max_image_pixels)
 
     @classmethod
     def from_config(cls, cfg, is_train=True):
