@@ -267,9 +267,11 @@ def iterate_loader(loader, dataset=None):
             yield next(it)
         except StopIteration:
             return
-        except RuntimeError as e:
-            msg = str(e)
-            if "DataLoader worker" not in msg and "timed out" not in msg:
+        except (RuntimeError, ConnectionError) as e:
+            msg = str(e) or type(e).__name__
+            # A worker killed while the main process fetched a batch's shared memory from it
+            # surfaces as a ConnectionError rather than the loader's RuntimeError.
+            if not isinstance(e, ConnectionError) and "DataLoader worker" not in msg and "timed out" not in msg:
                 raise
             where = dataset.inflight_samples() if dataset is not None and hasattr(dataset, "inflight_samples") else []
             raise DataLoaderWorkerError(
