@@ -31,6 +31,7 @@ __all__ = [
     "merge_config",
     "number",
     "one_of",
+    "resnet_options",
     "validate_config",
 ]
 
@@ -80,6 +81,14 @@ def add_resnet_det_config(cfg) -> None:
     cfg.SOLVER.REFERENCE_LR = 0.02
     cfg.SOLVER.REFERENCE_IMS_PER_BATCH = 16
     add_dataset_config(cfg)
+
+
+def resnet_options(cfg) -> dict:
+    """Our ResNet's options (keyword arguments of ``build_resnet``) from either config shape:
+    detectron2's ``MODEL.RESNETS.*`` (detection) or ``MODEL.*`` (pretraining), same key names."""
+    r = cfg.MODEL.RESNETS if "RESNETS" in cfg.MODEL else cfg.MODEL
+    return dict(depth=r.DEPTH, shortcut=r.SHORTCUT, plain=r.PLAIN, norm=r.NORM,
+                stride_in_1x1=r.STRIDE_IN_1X1, zero_init_residual=r.ZERO_INIT_RESIDUAL)
 
 
 def get_cfg():

@@ -28,7 +28,7 @@ from ..checkpoint import (
     load_state_dict_file,
     save_backbone,
 )
-from ..config import ConfigError
+from ..config import ConfigError, resnet_options
 from ..models import build_resnet, build_vgg16
 from .config import amp_mode, validate_pretrain_cfg
 from .data import ClassTreeError, ImageFolderDataset, build_test_loader, build_train_loader, iterate_loader
@@ -65,11 +65,9 @@ class DivergenceError(FloatingPointError):
 
 def build_classifier(cfg, num_classes: int):
     """The network named by ``cfg.MODEL`` with a ``num_classes``-way classifier."""
-    m = cfg.MODEL
-    if m.ARCH == "vgg16":
+    if cfg.MODEL.ARCH == "vgg16":
         return build_vgg16(num_classes)
-    return build_resnet(m.DEPTH, num_classes, shortcut=m.SHORTCUT, plain=m.PLAIN, norm=m.NORM,
-                        stride_in_1x1=m.STRIDE_IN_1X1, zero_init_residual=m.ZERO_INIT_RESIDUAL)
+    return build_resnet(num_classes=num_classes, **resnet_options(cfg))
 
 
 def build_datasets(cfg, *, train=True, ten_crop=False):

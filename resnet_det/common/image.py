@@ -1,19 +1,12 @@
-"""The one image-file reader of both stages (pretraining, detection training and evaluation,
-both demos), with numpy and Pillow only, so that the ONNX Runtime runner reads files exactly as
-the trainers do.
+"""The one image-file reader of both stages (pretraining, detection training and evaluation, the
+demos), with numpy and Pillow only, so that the ONNX Runtime runner reads files as training did.
 
-Policy, the same for every caller:
-
-- EXIF orientation applied (as detectron2's ``read_image``; a broken EXIF block is ignored);
-- 16-bit (and 32-bit integer) grayscale scaled to 8 bits, rounded (``(v + 128) // 257``): PIL's
-  own ``convert`` would clip at 255 and turn most such images white; values outside 0..65535
-  and float images (mode F, no agreed value range) are refused;
-- transparent pixels (RGBA, LA, PA, palette with transparency) composited on white, as an image
-  viewer shows them: the colour stored under a transparent pixel is arbitrary;
-- CMYK, palette, grayscale, YCbCr, ... converted by Pillow to RGB, then to the caller's format;
-- the pixel limit given per call (``max_pixels``) and checked on the header before decoding;
-  Pillow's own global guard is not changed, only lifted for the call when the limit is above it;
-- every failure an :class:`ImageError` naming the file, the reason and the fix.
+Policy: EXIF orientation applied (as detectron2's ``read_image``); 16/32-bit integer grayscale
+scaled to 8 bits, rounded (Pillow's ``convert`` would clip at 255), values outside 0..65535 and
+float images (mode F: no agreed range) refused; transparent pixels composited on white, as a
+viewer shows them (the colour stored under them is arbitrary); CMYK, palette, grayscale ... to
+RGB by Pillow; the pixel limit given per call and checked on the header before decoding; every
+failure an :class:`ImageError` naming the file, the reason and the fix.
 """
 from __future__ import annotations
 
