@@ -98,14 +98,6 @@ def get_cfg():
     return cfg
 
 
-def _positive(v):
-    return _is_number(v) and v > 0
-
-
-def _non_negative(v):
-    return _is_number(v) and v >= 0
-
-
 def _is_number(v, integer=False):
     if isinstance(v, bool) or not isinstance(v, int if integer else (int, float)):
         return False
@@ -133,6 +125,9 @@ def number(lo=None, hi=None, *, integer=False, lo_open=False, hi_open=False, not
     elif lo is not None:
         words += f" {'>' if lo_open else '>='} {lo}"
     return check, words + (f" ({note})" if note else "")
+
+
+_positive, _non_negative = number(0, lo_open=True)[0], number(0)[0]
 
 
 def _device(v):

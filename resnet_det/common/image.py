@@ -53,16 +53,16 @@ def pil_to_numpy(image: Image.Image, format: str | None) -> np.ndarray:
 @contextlib.contextmanager
 def _pillow_guard(max_pixels):
     # Pillow warns above Image.MAX_IMAGE_PIXELS and refuses above twice that at open(); the
-    # caller's limit decides instead, so the warning is silenced and, only for a limit above
-    # Pillow's refusal threshold, the threshold is lifted for this call and restored after.
+    # caller's limit decides instead: the warning is silenced and, for a limit above Pillow's
+    # refusal threshold, the threshold is lifted for this call only (under a lock) and restored.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        default = Image.MAX_IMAGE_PIXELS
-        if not max_pixels or default is None or max_pixels <= 2 * default:
+        pillow = Image.MAX_IMAGE_PIXELS
+        if not (max_pixels and pillow and max_pixels > 2 * pillow):
             yield
             return
         with _PIL_LIMIT_LOCK:
-            Image.MAX_IMAGE_PIXELS = max_pixels
+            default, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, max_pixels
             try:
                 yield
             finally:
