@@ -14,7 +14,7 @@ from pathlib import Path
 
 from detectron2.config import CfgNode
 
-from ..config import check_rules, get_key, merge_config, number, one_of
+from ..config import ConfigError, check_rules, get_key, merge_config, number, one_of
 from ..models import NORMS, RESNET_SPECS, SHORTCUTS
 from .solver import OPTIMIZERS
 
@@ -65,7 +65,7 @@ class PretrainCfgNode(CfgNode):
         """Merge ``KEY VALUE`` pairs (command line); ``EPOCHS 5`` is accepted for a float key."""
         cfg_list = list(cfg_list)
         if len(cfg_list) % 2:
-            raise ValueError(f"config overrides must be KEY VALUE pairs; got an odd list: {cfg_list}")
+            raise ConfigError(f"config overrides must be KEY VALUE pairs; got an odd list: {cfg_list}")
         for i in range(0, len(cfg_list), 2):
             default = get_key(self, cfg_list[i])
             value = self._decode_cfg_value(cfg_list[i + 1])
