@@ -14,6 +14,7 @@ from pathlib import Path
 
 from detectron2.config import CfgNode
 
+from ..common.image import MAX_PIXELS
 from ..config import ConfigError, check_rules, get_key, merge_config, number, one_of
 from ..models import NORMS, RESNET_SPECS, SHORTCUTS
 from .solver import OPTIMIZERS
@@ -115,7 +116,7 @@ def get_pretrain_cfg() -> CfgNode:
     # Unreadable images: False skips them (counted warning naming the file), True raises.
     _C.DATA.STRICT = False
     # Images with more pixels are refused (PIL's decompression-bomb guard, made explicit).
-    _C.DATA.MAX_IMAGE_PIXELS = 89_478_485
+    _C.DATA.MAX_IMAGE_PIXELS = MAX_PIXELS
     _C.DATA.NUM_WORKERS = 4
     _C.DATA.PERSISTENT_WORKERS = True
     _C.DATA.PREFETCH_FACTOR = 2

@@ -26,7 +26,7 @@ try:  # deprecated since torchvision 0.29 in favour of TorchCodec (not a depende
 except ImportError:  # removed: every image goes through PIL
     decode_jpeg = None
 
-from ..common.image import ImageError, open_image
+from ..common.image import MAX_PIXELS, ImageError, open_image
 from ..common.image import load_image as read_pil
 from ..common.sampling import TrainSampler, derived_seed, seeded_rngs
 
@@ -63,14 +63,14 @@ class DataLoaderWorkerError(RuntimeError):
     """A data-loading worker died (killed, out of memory, crashed in C code)."""
 
 
-def load_image(path, *, max_pixels: int = 89_478_485, draft_short_side: int | None = None) -> Image.Image:
+def load_image(path, *, max_pixels: int = MAX_PIXELS, draft_short_side: int | None = None) -> Image.Image:
     """Decode ``path`` to an 8-bit RGB PIL image with the shared reader's policy
     (:mod:`resnet_det.common.image`); ``draft_short_side`` lets the JPEG decoder downscale by
     2/4/8 while the short side stays at least that long."""
     return read_pil(path, max_pixels=max_pixels, draft_short_side=draft_short_side, limit_key=_PIXEL_KEY)
 
 
-def decode_image(path, *, max_pixels: int = 89_478_485, draft_short_side: int | None = None) -> torch.Tensor:
+def decode_image(path, *, max_pixels: int = MAX_PIXELS, draft_short_side: int | None = None) -> torch.Tensor:
     """Decode ``path`` to a uint8 RGB ``3xHxW`` tensor: :func:`load_image`'s checks, conversions
     and errors, in fewer copies.
 
@@ -159,7 +159,7 @@ class ImageFolderDataset(Dataset):
     """
 
     def __init__(self, root, transform=None, *, classes=None, strict=False, seed=0,
-                 max_pixels=89_478_485, draft_short_side=None):
+                 max_pixels=MAX_PIXELS, draft_short_side=None):
         self.root = Path(root)
         self.classes = check_class_tree(self.root, reference_classes=classes)
         self.class_to_idx = {c: i for i, c in enumerate(self.classes)}

@@ -20,10 +20,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-__all__ = ["IMAGE_SUFFIXES", "ImageError", "list_images", "open_image", "load_image",
+__all__ = ["IMAGE_SUFFIXES", "MAX_PIXELS", "ImageError", "list_images", "open_image", "load_image",
            "read_image_checked", "pil_to_numpy"]
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+# The default pixel limit of both stages' configs: Pillow's own decompression-bomb threshold.
+MAX_PIXELS = 89_478_485
 
 logger = logging.getLogger(__name__)
 
