@@ -15,7 +15,7 @@ for depth in 50 101; do for recipe in paper modern; do
   out=$WORK/r${depth}_${recipe}
   "$PY" tools/pretrain_cls.py --config-file configs/pretrain/resnet101_imagenet.yaml \
     DATA.ROOT "$WORK/toy/imagenet" MODEL.DEPTH $depth DATA.RECIPE $recipe DATA.NUM_WORKERS "$WORKERS" \
-    SOLVER.IMS_PER_BATCH 256 SOLVER.AMP bf16 SOLVER.CHANNELS_LAST True SOLVER.EPOCHS 40 \
+    SOLVER.IMS_PER_BATCH 256 SOLVER.AMP.ENABLED True SOLVER.AMP.PRECISION bf16 SOLVER.CHANNELS_LAST True SOLVER.EPOCHS 40 \
     SOLVER.WARMUP_EPOCHS 1 TEST.TEN_CROP False TEST.EVAL_PERIOD 100000 SOLVER.CHECKPOINT_PERIOD 100000 \
     SOLVER.LOG_PERIOD 20 OUTPUT_DIR "$out" > "$out.log" 2>&1 || { tail -30 "$out.log"; exit 1; }
   "$PY" - "$out" $depth $recipe <<'PY'

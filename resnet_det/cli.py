@@ -60,7 +60,6 @@ EXPECTED_ERRORS = (
     "resnet_det.deploy.runtime:DeployError",
     "resnet_det.checkpoint.io:WeightsFileError",
     "resnet_det.checkpoint.detectron2:WeightsMismatchError",
-    "resnet_det.classification.data:UnreadableImageError",
     "resnet_det.classification.data:ClassTreeError",
     "resnet_det.classification.data:DataLoaderWorkerError",
     "resnet_det.classification.engine:DivergenceError",

@@ -1,10 +1,13 @@
-"""Config keys of this plugin on top of detectron2's, and validation before any work starts.
+"""Config keys of this plugin on top of detectron2's, and the one validation mechanism of both
+stages' configs.
 
 ``get_cfg()`` is detectron2's default config plus our keys; ``load_config(file, opts)`` merges a
 yaml (``_BASE_`` inheritance, safe yaml only) and ``KEY VALUE`` overrides, then checks values.
-An unknown key, in the yaml or on the command line, fails with :class:`ConfigKeyError` (a
-``KeyError`` like yacs' own, with the closest known keys); a wrong type or an out-of-range
-value fails naming the key and the values it allows.
+Both stages (this detection config and :mod:`resnet_det.classification.config`) merge with
+:func:`merge_config` and check with :func:`check_rules`: an unknown key, in the yaml or on the
+command line, fails with :class:`ConfigKeyError` (a ``KeyError`` like yacs' own, with the
+closest known keys, or what to write instead for a renamed key); a wrong type or an
+out-of-range value fails naming the key, the value and what is allowed.
 """
 from __future__ import annotations
 
@@ -20,9 +23,15 @@ __all__ = [
     "ConfigError",
     "ConfigKeyError",
     "add_resnet_det_config",
+    "check_rules",
     "get_cfg",
+    "get_key",
     "learning_rate_warning",
     "load_config",
+    "merge_config",
+    "number",
+    "one_of",
+    "resnet_options",
     "validate_config",
 ]
 
@@ -74,6 +83,14 @@ def add_resnet_det_config(cfg) -> None:
     add_dataset_config(cfg)
 
 
+def resnet_options(cfg) -> dict:
+    """Our ResNet's options (keyword arguments of ``build_resnet``) from either config shape:
+    detectron2's ``MODEL.RESNETS.*`` (detection) or ``MODEL.*`` (pretraining), same key names."""
+    r = cfg.MODEL.RESNETS if "RESNETS" in cfg.MODEL else cfg.MODEL
+    return dict(depth=r.DEPTH, shortcut=r.SHORTCUT, plain=r.PLAIN, norm=r.NORM,
+                stride_in_1x1=r.STRIDE_IN_1X1, zero_init_residual=r.ZERO_INIT_RESIDUAL)
+
+
 def get_cfg():
     """detectron2's default config with this plugin's keys added."""
     cfg = _d2_get_cfg()
@@ -81,12 +98,36 @@ def get_cfg():
     return cfg
 
 
-def _positive(v):
-    return isinstance(v, (int, float)) and math.isfinite(v) and v > 0
+def _is_number(v, integer=False):
+    if isinstance(v, bool) or not isinstance(v, int if integer else (int, float)):
+        return False
+    return integer or math.isfinite(v)
 
 
-def _non_negative(v):
-    return isinstance(v, (int, float)) and math.isfinite(v) and v >= 0
+def one_of(*choices):
+    """A rule: the value is one of ``choices`` (of the same type: True is not 1)."""
+    return (
+        lambda v: any(v == c and type(v) is type(c) for c in choices),
+        " | ".join(map(str, choices)),
+    )
+
+
+def number(lo=None, hi=None, *, integer=False, lo_open=False, hi_open=False, note=""):
+    """A rule: an integer (or a finite number) in the range ``lo``..``hi`` (ends included unless
+    ``lo_open``/``hi_open``)."""
+    def check(v):
+        return (_is_number(v, integer) and (lo is None or (v > lo if lo_open else v >= lo))
+                and (hi is None or (v < hi if hi_open else v <= hi)))
+
+    words = "an integer" if integer else "a number"
+    if lo is not None and hi is not None:
+        words += f" in {'(' if lo_open else '['}{lo}, {hi}{')' if hi_open else ']'}"
+    elif lo is not None:
+        words += f" {'>' if lo_open else '>='} {lo}"
+    return check, words + (f" ({note})" if note else "")
+
+
+_positive, _non_negative = number(0, lo_open=True)[0], number(0)[0]
 
 
 def _device(v):
@@ -147,38 +188,51 @@ RULES = {
 _RESNET_ONLY = tuple(k for k in RULES if k.startswith("MODEL.RESNETS."))
 
 
-def _get(cfg, key):
+def get_key(cfg, key, default=None):
+    """The value of the dotted ``key`` (``"SOLVER.BASE_LR"``) in ``cfg``; ``default`` when a
+    part of it does not exist."""
     for part in key.split("."):
+        if not isinstance(cfg, CN) or part not in cfg:
+            return default
         cfg = cfg[part]
     return cfg
 
 
-def validate_config(cfg) -> None:
-    """Raise :class:`ConfigError` listing every key whose value is out of range."""
-    uses_resnet = cfg.MODEL.BACKBONE.NAME in RESNET_BACKBONES
+def check_rules(cfg, rules, source="config") -> None:
+    """Raise :class:`ConfigError` listing every key of ``rules`` (key -> (check, allowed words))
+    whose value in ``cfg`` fails its check, each as ``KEY = value; allowed: words``."""
     problems = []
-    for key, (check, allowed) in RULES.items():
-        if key in _RESNET_ONLY and not uses_resnet:
-            continue
-        value = _get(cfg, key)
+    for key, (check, allowed) in rules.items():
+        value = get_key(cfg, key)
         try:
             ok = bool(check(value))
-        except TypeError:
+        except (TypeError, ValueError):
             ok = False
         if not ok:
             problems.append(f"  {key} = {value!r}; allowed: {allowed}")
     if problems:
-        raise ConfigError("invalid config value(s):\n" + "\n".join(problems))
+        raise ConfigError(f"{source}: invalid config value(s):\n" + "\n".join(problems))
 
 
-def load_config(config_file: str | None = None, opts=()):
-    """``get_cfg()`` merged with ``config_file`` (safe yaml, ``_BASE_`` allowed) and ``opts``
-    (``[KEY, VALUE, ...]``), validated. Type errors name the key and its allowed values."""
-    cfg = get_cfg()
+def validate_config(cfg, source="config") -> None:
+    """Raise :class:`ConfigError` listing every key whose value is out of range."""
+    uses_resnet = cfg.MODEL.BACKBONE.NAME in RESNET_BACKBONES
+    check_rules(cfg, {k: r for k, r in RULES.items() if uses_resnet or k not in _RESNET_ONLY}, source)
+
+
+def merge_config(cfg, config_file=None, opts=(), *, rules=None, renamed=None):
+    """Merge ``config_file`` (safe yaml, ``_BASE_`` allowed) and ``opts`` (``[KEY, VALUE, ...]``)
+    into ``cfg``, turning yacs' errors into ones that say what to write: an unknown key a
+    :class:`ConfigKeyError` with the closest known keys (or, for a key of ``renamed``, old key
+    -> what to write instead, that advice), a wrong type a :class:`ConfigError` with the
+    allowed words of ``rules``."""
+    rules, renamed = rules or {}, renamed or {}
+    where = f"{config_file}: " if config_file else ""
     try:
         if config_file:
             # allow_unsafe=False: a yaml file must not construct Python objects (run code).
             cfg.merge_from_file(config_file, allow_unsafe=False)
+        where = ""
         cfg.merge_from_list(list(opts or ()))
     except (KeyError, AssertionError) as e:
         # yacs: KeyError "Non-existent config key: K" from a yaml, AssertionError
@@ -187,18 +241,32 @@ def load_config(config_file: str | None = None, opts=()):
         if "Non-existent" not in text:
             raise
         key = text.rsplit(":", 1)[-1].strip()
-        where = f"{config_file}: " if config_file and isinstance(e, KeyError) else ""
-        raise ConfigKeyError(
-            f"{where}Non-existent config key: {key}; closest known keys: "
-            f"{_close_keys(cfg, key) or 'none'}"
-        ) from e
+        raise _unknown_key(cfg, key, where, renamed) from e
     except ValueError as e:
         # yacs: "Type mismatch (...) with values (...) for config key: KEY"
         key = str(e).rsplit("config key: ", 1)[-1].strip()
-        if key in RULES:
-            raise ConfigError(f"{e}; allowed: {RULES[key][1]}") from e
-        raise
-    validate_config(cfg)
+        if key in renamed:
+            raise _unknown_key(cfg, key, where, renamed) from e
+        if key in rules:
+            raise ConfigError(f"{where}{e}; allowed: {rules[key][1]}") from e
+        raise ConfigError(f"{where}{e}") from e
+    return cfg
+
+
+def _unknown_key(cfg, key, where, renamed):
+    if key in renamed:
+        return ConfigKeyError(f"{where}config key {key} is no longer used; {renamed[key]}")
+    return ConfigKeyError(
+        f"{where}Non-existent config key: {key}; closest known keys: "
+        f"{_close_keys(cfg, key) or 'none'}"
+    )
+
+
+def load_config(config_file: str | None = None, opts=()):
+    """``get_cfg()`` merged with ``config_file`` (safe yaml, ``_BASE_`` allowed) and ``opts``
+    (``[KEY, VALUE, ...]``), validated. Type errors name the key and its allowed values."""
+    cfg = merge_config(get_cfg(), config_file, opts, rules=RULES)
+    validate_config(cfg, config_file or "config")
     return cfg
 
 

@@ -33,7 +33,7 @@ def test_truncated_jpeg_is_unreadable_and_named(tmp_path):
 def test_zero_byte_file(tmp_path):
     p = tmp_path / "empty.JPEG"
     p.write_bytes(b"")
-    with pytest.raises(UnreadableImageError, match=r"empty.JPEG: empty file"):
+    with pytest.raises(UnreadableImageError, match=r"empty.JPEG: cannot decode image \(empty file"):
         load_image(p)
 
 

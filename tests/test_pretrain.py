@@ -48,7 +48,7 @@ def tiny_cfg(root, out, *extra):
         "DATA.ROOT", root, "OUTPUT_DIR", str(out), "MODEL.DEPTH", "18",
         "DATA.CROP_SIZE", "24", "DATA.RESIZE_RANGE", "[24, 32]", "DATA.TEST_RESIZE", "24",
         "DATA.NUM_WORKERS", "0", "SOLVER.IMS_PER_BATCH", "8", "SOLVER.MAX_ITER", "4",
-        "SOLVER.STEPS", "[2]", "SOLVER.CHECKPOINT_PERIOD", "2", "SOLVER.LOG_PERIOD", "1",
+        "SOLVER.STEP_EPOCHS", "[2]", "SOLVER.CHECKPOINT_PERIOD", "2", "SOLVER.LOG_PERIOD", "1",
         "TEST.EVAL_PERIOD", "2", "TEST.IMS_PER_BATCH", "10", *extra,
     ]
     return load_pretrain_cfg(os.path.join(CONFIGS, "toy_resnet18.yaml"), opts)
@@ -68,15 +68,15 @@ def test_toy_config_inherits_base_and_overrides():
 @pytest.mark.parametrize(
     "opts, pattern",
     [
-        (["SOLVER.BASE_LR", "-0.1"], r"SOLVER.BASE_LR = -0.1; allowed: > 0"),
+        (["SOLVER.BASE_LR", "-0.1"], r"SOLVER.BASE_LR = -0.1; allowed: a number > 0"),
         (["MODEL.DEPTH", "77"], r"MODEL.DEPTH = 77; allowed: 18 \| 34 \| 50 \| 101 \| 152"),
         (["MODEL.SHORTCUT", "D"], r"MODEL.SHORTCUT = 'D'; allowed: A \| B \| C"),
         (["MODEL.NORM", "LN"], r"MODEL.NORM = 'LN'; allowed: BN"),
         (["SOLVER.SCHEDULE", "poly"], r"SOLVER.SCHEDULE = 'poly'; allowed: step \| cosine"),
-        (["SOLVER.AMP", "fp8"], r"SOLVER.AMP = 'fp8'; allowed: off \| bf16 \| fp16"),
+        (["SOLVER.AMP.PRECISION", "fp8"], r"SOLVER.AMP.PRECISION = 'fp8'; allowed: fp16 \| bf16"),
         (["SOLVER.OPTIMIZER", "Adam"], r"SOLVER.OPTIMIZER = 'Adam'; allowed: SGD \| AdamW"),
         (["DATA.RESIZE_RANGE", "[480, 256]"], r"DATA.RESIZE_RANGE"),
-        (["SOLVER.STEPS", "[60, 30]"], r"SOLVER.STEPS"),
+        (["SOLVER.STEP_EPOCHS", "[60, 30]"], r"SOLVER.STEP_EPOCHS"),
         (["SOLVER.IMS_PER_BATCH", "30", "SOLVER.GRAD_ACCUM_STEPS", "4"], r"multiple of SOLVER.GRAD_ACCUM_STEPS"),
     ],
 )
@@ -236,7 +236,8 @@ def test_resume_from_checkpoint_matches_uninterrupted(toy_cls_root, tmp_path):
 
 
 def test_amp_bf16_channels_last_accumulation_mixing_run(toy_cls_root, tmp_path):
-    cfg = tiny_cfg(toy_cls_root, tmp_path, "SOLVER.AMP", "bf16", "SOLVER.CHANNELS_LAST", "True",
+    cfg = tiny_cfg(toy_cls_root, tmp_path, "SOLVER.AMP.ENABLED", "True", "SOLVER.AMP.PRECISION", "bf16",
+                   "SOLVER.CHANNELS_LAST", "True",
                    "SOLVER.GRAD_ACCUM_STEPS", "2", "SOLVER.MIXUP_ALPHA", "0.2", "SOLVER.CUTMIX_ALPHA", "1.0",
                    "SOLVER.LABEL_SMOOTHING", "0.1", "SOLVER.OPTIMIZER_IMPL", "fused", "SOLVER.MAX_ITER", "2",
                    "DATA.RECIPE", "modern", "TEST.TEN_CROP", "False")

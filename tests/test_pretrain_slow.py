@@ -19,7 +19,7 @@ TOY_CFG = str(REPO / "configs" / "pretrain" / "toy_resnet18.yaml")
 def _opts(root, out, *extra):
     return [
         "DATA.ROOT", root, "OUTPUT_DIR", str(out), "DATA.CROP_SIZE", "24", "DATA.RESIZE_RANGE", "[24, 32]",
-        "DATA.TEST_RESIZE", "24", "SOLVER.IMS_PER_BATCH", "8", "SOLVER.STEPS", "[1]",
+        "DATA.TEST_RESIZE", "24", "SOLVER.IMS_PER_BATCH", "8", "SOLVER.STEP_EPOCHS", "[1]",
         "TEST.TEN_CROP", "False", "TEST.IMS_PER_BATCH", "10", "SOLVER.LOG_PERIOD", "1", *extra,
     ]
 

@@ -30,7 +30,8 @@ from detectron2.checkpoint.c2_model_loading import (
 )
 from fvcore.common.checkpoint import _IncompatibleKeys
 
-from ..models.resnet import RESNET_SPECS, STAGE_NAMES
+from ..models import architecture
+from ..models.resnet import RESNET_SPECS, STAGE_NAMES, resnet_arch
 from .export import BACKBONE_FORMAT, CLASSIFIER_PREFIXES, PIXEL_MEAN_RGB, PIXEL_STD_RGB
 from .io import (
     PICKLE_SUFFIXES,
@@ -104,14 +105,7 @@ def _torchvision_metadata(state_dict) -> dict:
     if "conv1_1.weight" in state_dict:
         arch = {"name": "vgg16"}
     else:
-        arch = dict(
-            name="resnet",
-            depth=infer_resnet_depth(state_dict),
-            shortcut="B",
-            plain=False,
-            norm="BN",
-            stride_in_1x1=False,
-        )
+        arch = resnet_arch(infer_resnet_depth(state_dict), stride_in_1x1=False)
     return {
         "format": BACKBONE_FORMAT,
         "source": "torchvision",
@@ -122,20 +116,11 @@ def _torchvision_metadata(state_dict) -> dict:
     }
 
 
-def _model_arch(model):
-    """The ``arch`` record of a detector's backbone (ours), or None for other backbones."""
-    backbone = getattr(model, "backbone", None)
-    for module in (backbone, getattr(backbone, "bottom_up", None)):
-        if module is not None and hasattr(module, "arch"):
-            return module.arch
-    return None
-
-
 def check_backbone_metadata(model, meta: dict, source: str) -> None:
     """Raise :class:`WeightsMismatchError` naming the config key where ``meta`` (a backbone
     file's record) disagrees with ``model`` (built from the config)."""
     problems = []
-    arch, file_arch = _model_arch(model), meta.get("arch") or {}
+    arch, file_arch = architecture(model), meta.get("arch") or {}
     if arch is not None and file_arch:
         if arch["name"] != file_arch.get("name"):
             problems.append(
@@ -396,15 +381,9 @@ def _backbone_metadata(state, author):
     torchvision_origin = author == "torchvision"
     return {
         "format": BACKBONE_FORMAT,
-        "arch": dict(
-            name="resnet",
-            depth=infer_resnet_depth(state),
-            shortcut="B",
-            plain=False,
-            norm="FrozenBN",
-            # MSRA's Caffe models put the stride in the first 1x1; torchvision's in the 3x3.
-            stride_in_1x1=not torchvision_origin,
-        ),
+        # MSRA's Caffe models put the stride in the first 1x1; torchvision's in the 3x3.
+        "arch": resnet_arch(infer_resnet_depth(state), norm="FrozenBN",
+                            stride_in_1x1=not torchvision_origin),
         "input_format": "RGB" if torchvision_origin else "BGR",
         "pixel_mean": list(PIXEL_MEAN_RGB if torchvision_origin else MSRA_PIXEL_MEAN_BGR),
         "pixel_std": list(PIXEL_STD_RGB if torchvision_origin else MSRA_PIXEL_STD_BGR),

@@ -20,7 +20,6 @@ from .data import (
     decode_image,
     iterate_loader,
     load_image,
-    sample_seed,
 )
 from .engine import (
     DivergenceError,
@@ -50,7 +49,7 @@ __all__ = [
     "get_pretrain_cfg", "load_pretrain_cfg", "validate_pretrain_cfg",
     "ClassTreeError", "DataLoaderWorkerError", "ImageFolderDataset", "TrainSampler", "UnreadableImageError",
     "build_test_loader", "build_train_loader", "check_class_tree", "decode_image", "iterate_loader",
-    "load_image", "sample_seed",
+    "load_image",
     "DivergenceError", "build_classifier", "build_datasets", "classification_loss", "evaluate",
     "evaluate_only", "last_checkpoint", "load_checkpoint", "plot_curves", "save_checkpoint",
     "schedule_lengths", "train",

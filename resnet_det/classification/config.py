@@ -1,14 +1,21 @@
 """The pretraining config: a detectron2 ``CfgNode`` with ``_BASE_`` inheritance, validated up front.
 
 Every key has a default here; a yaml file (or ``KEY VALUE`` pairs on the command line) may only
-override existing keys, so a typo fails with the key named. :func:`validate_pretrain_cfg`
-checks types, ranges and choices before any data is read or any process is started.
+override existing keys, so a typo fails with the key named and the closest known keys. Merging
+and checking are the detection config's (:func:`resnet_det.config.merge_config`,
+:func:`resnet_det.config.check_rules`): one rules table, built by :func:`pretrain_rules`, checks
+types, ranges and choices before any data is read or any process is started. A key means what it
+means in detectron2's config; where pretraining counts in epochs the key says so
+(``SOLVER.STEP_EPOCHS``), and the old keys of :data:`RENAMED` fail saying what to write.
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 from detectron2.config import CfgNode
 
-from ..config import ConfigError, ConfigKeyError
+from ..common.image import MAX_PIXELS
+from ..config import ConfigError, check_rules, get_key, merge_config, number, one_of
 from ..models import NORMS, RESNET_SPECS, SHORTCUTS
 from .solver import OPTIMIZERS
 
@@ -16,19 +23,30 @@ __all__ = [
     "ARCHS",
     "RECIPES",
     "SCHEDULES",
-    "AMP_MODES",
+    "AMP_PRECISIONS",
     "OPTIMIZER_IMPLS",
+    "RENAMED",
     "PretrainCfgNode",
+    "amp_mode",
     "get_pretrain_cfg",
     "load_pretrain_cfg",
+    "pretrain_rules",
     "validate_pretrain_cfg",
 ]
 
 ARCHS = ("resnet", "vgg16")
 RECIPES = ("paper", "modern")
 SCHEDULES = ("step", "cosine")
-AMP_MODES = ("off", "bf16", "fp16")
+AMP_PRECISIONS = ("fp16", "bf16")
 OPTIMIZER_IMPLS = ("auto", "fused", "foreach", "for-loop")
+
+# Keys whose meaning differed from detectron2's, and what to write instead.
+RENAMED = {
+    "SOLVER.STEPS": "pretraining gives its learning-rate drops in epochs as SOLVER.STEP_EPOCHS "
+                    "(SOLVER.STEPS is detectron2's key, in iterations)",
+    "SOLVER.AMP": "write SOLVER.AMP.ENABLED True with SOLVER.AMP.PRECISION bf16 or fp16 "
+                  "(detectron2's key shape), or SOLVER.AMP.ENABLED False for 'off'",
+}
 
 
 class PretrainCfgNode(CfgNode):
@@ -36,20 +54,13 @@ class PretrainCfgNode(CfgNode):
     VERSION upgrade machinery, which does not apply to this config."""
 
     def merge_from_file(self, cfg_filename: str, allow_unsafe: bool = False) -> None:
-        """Merge ``cfg_filename`` (and its ``_BASE_`` chain); unknown keys raise naming the key."""
-        from pathlib import Path
-
+        """Merge ``cfg_filename`` (and its ``_BASE_`` chain); ``EPOCHS: 90`` is accepted for a
+        float key."""
         if not Path(cfg_filename).is_file():
             raise FileNotFoundError(f"config file {cfg_filename} does not exist")
         loaded = type(self)(self.load_yaml_with_base(cfg_filename, allow_unsafe=allow_unsafe))
         _ints_to_floats(loaded, self)
-        try:
-            self.merge_from_other_cfg(loaded)
-        except KeyError as e:
-            raise ConfigKeyError(f"{cfg_filename}: {e.args[0] if e.args else e}") from e
-        except ValueError as e:
-            raise ConfigError(f"{cfg_filename}: {e.args[0] if e.args else e}") from e
-
+        self.merge_from_other_cfg(loaded)
 
     def merge_from_list(self, cfg_list) -> None:
         """Merge ``KEY VALUE`` pairs (command line); ``EPOCHS 5`` is accepted for a float key."""
@@ -57,20 +68,11 @@ class PretrainCfgNode(CfgNode):
         if len(cfg_list) % 2:
             raise ConfigError(f"config overrides must be KEY VALUE pairs; got an odd list: {cfg_list}")
         for i in range(0, len(cfg_list), 2):
-            default = _lookup(self, cfg_list[i])
+            default = get_key(self, cfg_list[i])
             value = self._decode_cfg_value(cfg_list[i + 1])
             if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
                 cfg_list[i + 1] = repr(float(value))
         super().merge_from_list(cfg_list)
-
-
-def _lookup(cfg, dotted):
-    node = cfg
-    for part in dotted.split("."):
-        if not isinstance(node, CfgNode) or part not in node:
-            return None  # yacs then raises its "Non-existent config key" error
-        node = node[part]
-    return node
 
 
 def _ints_to_floats(loaded, defaults):
@@ -114,7 +116,7 @@ def get_pretrain_cfg() -> CfgNode:
     # Unreadable images: False skips them (counted warning naming the file), True raises.
     _C.DATA.STRICT = False
     # Images with more pixels are refused (PIL's decompression-bomb guard, made explicit).
-    _C.DATA.MAX_IMAGE_PIXELS = 89_478_485
+    _C.DATA.MAX_IMAGE_PIXELS = MAX_PIXELS
     _C.DATA.NUM_WORKERS = 4
     _C.DATA.PERSISTENT_WORKERS = True
     _C.DATA.PREFETCH_FACTOR = 2
@@ -136,7 +138,7 @@ def get_pretrain_cfg() -> CfgNode:
     _C.SOLVER.EPOCHS = 90.0
     _C.SOLVER.MAX_ITER = 0
     _C.SOLVER.SCHEDULE = "step"  # step | cosine
-    _C.SOLVER.STEPS = (30.0, 60.0)  # in epochs; lr *= GAMMA at each
+    _C.SOLVER.STEP_EPOCHS = (30.0, 60.0)  # lr *= GAMMA at each
     _C.SOLVER.GAMMA = 0.1
     _C.SOLVER.WARMUP_EPOCHS = 0.0
     _C.SOLVER.WARMUP_FACTOR = 0.1
@@ -144,7 +146,9 @@ def get_pretrain_cfg() -> CfgNode:
     _C.SOLVER.MIXUP_ALPHA = 0.0  # 0 disables
     _C.SOLVER.CUTMIX_ALPHA = 0.0  # 0 disables
     _C.SOLVER.GRAD_ACCUM_STEPS = 1
-    _C.SOLVER.AMP = "off"  # off | bf16 | fp16 (fp16 uses a GradScaler)
+    # Mixed precision, detectron2's key (its AMPTrainer: fp16) plus the precision: bf16 | fp16
+    # (fp16 uses a GradScaler).
+    _C.SOLVER.AMP = PretrainCfgNode({"ENABLED": False, "PRECISION": "fp16"})
     _C.SOLVER.CHANNELS_LAST = False
     _C.SOLVER.COMPILE = False
     _C.SOLVER.CHECKPOINT_PERIOD = 0  # iterations; 0: once per epoch
@@ -155,7 +159,7 @@ def get_pretrain_cfg() -> CfgNode:
 
     _C.TEST = PretrainCfgNode()
     _C.TEST.IMS_PER_BATCH = 256
-    _C.TEST.EVAL_PERIOD = 0  # iterations; 0: once per epoch
+    _C.TEST.EVAL_PERIOD = 0  # iterations, as in detectron2; 0: only after training
     _C.TEST.TEN_CROP = True  # the final evaluation also reports the paper's 10-crop errors
 
     _C.SEED = 0
@@ -166,99 +170,82 @@ def get_pretrain_cfg() -> CfgNode:
 def load_pretrain_cfg(config_file: str = "", opts=()) -> CfgNode:
     """Defaults, then ``config_file`` (with ``_BASE_`` inheritance), then ``opts``; validated."""
     cfg = get_pretrain_cfg()
-    if config_file:
-        cfg.merge_from_file(config_file, allow_unsafe=False)
-    if opts:
-        cfg.merge_from_list(list(opts))
+    merge_config(cfg, config_file, opts, rules=pretrain_rules(cfg), renamed=RENAMED)
     validate_pretrain_cfg(cfg, source=config_file or "defaults")
     cfg.freeze()
     return cfg
 
 
-def _fail(source, key, value, allowed):
-    raise ConfigError(f"{source}: invalid {key} = {value!r}; allowed: {allowed}")
+def amp_mode(cfg) -> str:
+    """``off``, ``bf16`` or ``fp16``: the autocast of ``cfg.SOLVER.AMP``."""
+    return cfg.SOLVER.AMP.PRECISION if cfg.SOLVER.AMP.ENABLED else "off"
+
+
+def pretrain_rules(cfg) -> dict:
+    """key -> (check, allowed words) for :func:`resnet_det.config.check_rules`; some rules
+    depend on other keys of ``cfg`` (the ResNet options only apply to MODEL.ARCH resnet)."""
+    d, s = cfg.DATA, cfg.SOLVER
+    rules = {"MODEL.ARCH": one_of(*ARCHS)}
+    if cfg.MODEL.ARCH == "resnet":
+        rules.update({"MODEL.DEPTH": one_of(*RESNET_SPECS), "MODEL.SHORTCUT": one_of(*SHORTCUTS),
+                      "MODEL.NORM": one_of(*NORMS)})
+    rules.update({
+        "MODEL.NUM_CLASSES": number(0, integer=True, note="0: one per class folder"),
+        "DATA.RECIPE": one_of(*RECIPES),
+        "DATA.CROP_SIZE": number(8, integer=True),
+        "DATA.RESIZE_RANGE": (
+            lambda v: len(v) == 2 and all(type(x) is int for x in v) and d.CROP_SIZE <= v[0] <= v[1],
+            f"two integers lo <= hi with lo >= DATA.CROP_SIZE ({d.CROP_SIZE})",
+        ),
+        "DATA.TEST_RESIZE": number(d.CROP_SIZE, integer=True, note="DATA.CROP_SIZE or more"),
+        "DATA.COLOR_JITTER": number(0, 1),
+        "DATA.MAX_IMAGE_PIXELS": number(1, integer=True),
+        "DATA.NUM_WORKERS": number(0, integer=True),
+        "DATA.PREFETCH_FACTOR": number(1, integer=True),
+        "DATA.TIMEOUT": number(0, note="seconds; 0: wait forever"),
+        "SOLVER.IMS_PER_BATCH": (
+            lambda v: number(1, integer=True)[0](v) and v % s.GRAD_ACCUM_STEPS == 0,
+            f"an integer >= 1, a multiple of SOLVER.GRAD_ACCUM_STEPS ({s.GRAD_ACCUM_STEPS})",
+        ),
+        "SOLVER.BASE_LR": number(0, lo_open=True),
+        "SOLVER.REFERENCE_BATCH": number(1, integer=True),
+        "SOLVER.MOMENTUM": number(0, 1),
+        "SOLVER.WEIGHT_DECAY": number(0),
+        "SOLVER.WEIGHT_DECAY_NORM": number(0),
+        "SOLVER.OPTIMIZER": one_of(*OPTIMIZERS),
+        "SOLVER.OPTIMIZER_IMPL": one_of(*OPTIMIZER_IMPLS),
+        "SOLVER.EPOCHS": (lambda v: number(0)[0](v) and (v > 0 or s.MAX_ITER > 0),
+                          "a number >= 0, > 0 unless SOLVER.MAX_ITER is"),
+        "SOLVER.MAX_ITER": number(0, integer=True, note="0: SOLVER.EPOCHS decides"),
+        "SOLVER.SCHEDULE": one_of(*SCHEDULES),
+        "SOLVER.STEP_EPOCHS": (
+            lambda v: all(number(0, lo_open=True)[0](x) for x in v) and list(v) == sorted(v),
+            "increasing epoch numbers > 0",
+        ),
+        "SOLVER.GAMMA": number(0, lo_open=True),
+        "SOLVER.WARMUP_EPOCHS": number(0),
+        "SOLVER.WARMUP_FACTOR": number(0, 1, lo_open=True),
+        "SOLVER.LABEL_SMOOTHING": number(0, 1, hi_open=True),
+        "SOLVER.MIXUP_ALPHA": number(0, note="0: off"),
+        "SOLVER.CUTMIX_ALPHA": number(0, note="0: off"),
+        "SOLVER.GRAD_ACCUM_STEPS": number(1, integer=True),
+        "SOLVER.AMP.PRECISION": one_of(*AMP_PRECISIONS),
+        "SOLVER.CHECKPOINT_PERIOD": number(0, integer=True, note="0: once per epoch"),
+        "SOLVER.MAX_CHECKPOINTS_TO_KEEP": number(0, integer=True, note="0: keep all"),
+        "SOLVER.LOG_PERIOD": number(1, integer=True),
+        "TEST.IMS_PER_BATCH": number(1, integer=True),
+        "TEST.EVAL_PERIOD": number(0, integer=True, note="0: only after training"),
+        "SEED": number(0, integer=True),
+        "OUTPUT_DIR": (bool, "a directory path"),
+    })
+    flags = ("MODEL.PLAIN", "MODEL.STRIDE_IN_1X1", "MODEL.ZERO_INIT_RESIDUAL", "DATA.STRICT",
+             "DATA.PERSISTENT_WORKERS", "SOLVER.NESTEROV", "SOLVER.AMP.ENABLED",
+             "SOLVER.CHANNELS_LAST", "SOLVER.COMPILE", "TEST.TEN_CROP")
+    rules.update({key: one_of(True, False) for key in flags})
+    return rules
 
 
 def validate_pretrain_cfg(cfg: CfgNode, source: str = "config") -> None:
-    """Raise ``ValueError`` naming the key, the value and the allowed values for the first bad
-    setting. Cheap: meant to run before any work starts."""
-    def choice(key, allowed):
-        value = _get(cfg, key)
-        if value not in allowed:
-            _fail(source, key, value, " | ".join(map(str, allowed)))
-
-    def number(key, lo=None, hi=None, *, integer=False, lo_open=False):
-        value = _get(cfg, key)
-        kind = int if integer else (int, float)
-        if isinstance(value, bool) or not isinstance(value, kind):
-            _fail(source, key, value, f"{'an integer' if integer else 'a number'}")
-        if lo is not None and (value <= lo if lo_open else value < lo):
-            _fail(source, key, value, f"{'>' if lo_open else '>='} {lo}" + (f" and <= {hi}" if hi is not None else ""))
-        if hi is not None and value > hi:
-            _fail(source, key, value, f"<= {hi}")
-
-    choice("MODEL.ARCH", ARCHS)
-    if cfg.MODEL.ARCH == "resnet":
-        choice("MODEL.DEPTH", tuple(RESNET_SPECS))
-        choice("MODEL.SHORTCUT", SHORTCUTS)
-        choice("MODEL.NORM", NORMS)
-    number("MODEL.NUM_CLASSES", 0, integer=True)
-    choice("DATA.RECIPE", RECIPES)
-    number("DATA.CROP_SIZE", 8, integer=True)
-    rr = cfg.DATA.RESIZE_RANGE
-    if len(rr) != 2 or not all(isinstance(v, int) for v in rr) or not cfg.DATA.CROP_SIZE <= rr[0] <= rr[1]:
-        _fail(source, "DATA.RESIZE_RANGE", rr, f"two integers lo <= hi with lo >= DATA.CROP_SIZE ({cfg.DATA.CROP_SIZE})")
-    number("DATA.TEST_RESIZE", cfg.DATA.CROP_SIZE, integer=True)
-    number("DATA.COLOR_JITTER", 0.0, 1.0)
-    number("DATA.MAX_IMAGE_PIXELS", 1, integer=True)
-    number("DATA.NUM_WORKERS", 0, integer=True)
-    number("DATA.PREFETCH_FACTOR", 1, integer=True)
-    number("DATA.TIMEOUT", 0)
-    number("SOLVER.IMS_PER_BATCH", 1, integer=True)
-    number("SOLVER.BASE_LR", 0.0, lo_open=True)
-    number("SOLVER.REFERENCE_BATCH", 1, integer=True)
-    number("SOLVER.MOMENTUM", 0.0, 1.0)
-    number("SOLVER.WEIGHT_DECAY", 0.0)
-    number("SOLVER.WEIGHT_DECAY_NORM", 0.0)
-    choice("SOLVER.OPTIMIZER", OPTIMIZERS)
-    choice("SOLVER.OPTIMIZER_IMPL", OPTIMIZER_IMPLS)
-    number("SOLVER.EPOCHS", 0.0)
-    number("SOLVER.MAX_ITER", 0, integer=True)
-    if cfg.SOLVER.EPOCHS <= 0 and cfg.SOLVER.MAX_ITER <= 0:
-        _fail(source, "SOLVER.EPOCHS / SOLVER.MAX_ITER", (cfg.SOLVER.EPOCHS, cfg.SOLVER.MAX_ITER), "one of them > 0")
-    choice("SOLVER.SCHEDULE", SCHEDULES)
-    steps = list(cfg.SOLVER.STEPS)
-    if any(isinstance(s, bool) or not isinstance(s, (int, float)) or s <= 0 for s in steps) or steps != sorted(steps):
-        _fail(source, "SOLVER.STEPS", cfg.SOLVER.STEPS, "increasing positive epoch numbers")
-    number("SOLVER.GAMMA", 0.0, lo_open=True)
-    number("SOLVER.WARMUP_EPOCHS", 0.0)
-    number("SOLVER.WARMUP_FACTOR", 0.0, 1.0, lo_open=True)
-    number("SOLVER.LABEL_SMOOTHING", 0.0, 1.0)
-    if cfg.SOLVER.LABEL_SMOOTHING >= 1.0:
-        _fail(source, "SOLVER.LABEL_SMOOTHING", cfg.SOLVER.LABEL_SMOOTHING, "in [0, 1)")
-    number("SOLVER.MIXUP_ALPHA", 0.0)
-    number("SOLVER.CUTMIX_ALPHA", 0.0)
-    number("SOLVER.GRAD_ACCUM_STEPS", 1, integer=True)
-    choice("SOLVER.AMP", AMP_MODES)
-    for key in ("SOLVER.CHANNELS_LAST", "SOLVER.COMPILE", "SOLVER.NESTEROV", "DATA.STRICT",
-                "DATA.PERSISTENT_WORKERS", "TEST.TEN_CROP", "MODEL.PLAIN",
-                "MODEL.STRIDE_IN_1X1", "MODEL.ZERO_INIT_RESIDUAL"):
-        choice(key, (True, False))
-    number("SOLVER.CHECKPOINT_PERIOD", 0, integer=True)
-    number("SOLVER.MAX_CHECKPOINTS_TO_KEEP", 0, integer=True)
-    number("SOLVER.LOG_PERIOD", 1, integer=True)
-    number("TEST.IMS_PER_BATCH", 1, integer=True)
-    number("TEST.EVAL_PERIOD", 0, integer=True)
-    number("SEED", 0, integer=True)
-    if cfg.SOLVER.IMS_PER_BATCH % cfg.SOLVER.GRAD_ACCUM_STEPS:
-        _fail(source, "SOLVER.IMS_PER_BATCH", cfg.SOLVER.IMS_PER_BATCH,
-              f"a multiple of SOLVER.GRAD_ACCUM_STEPS ({cfg.SOLVER.GRAD_ACCUM_STEPS})")
-    if not cfg.OUTPUT_DIR:
-        _fail(source, "OUTPUT_DIR", cfg.OUTPUT_DIR, "a directory path")
-
-
-def _get(cfg, dotted):
-    node = cfg
-    for part in dotted.split("."):
-        node = node[part]
-    return node
+    """Raise :class:`~resnet_det.config.ConfigError` naming each key whose value is not allowed,
+    the value and the allowed values. Cheap: meant to run before any work starts."""
+    check_rules(cfg, pretrain_rules(cfg), source)

@@ -1,9 +1,10 @@
-"""ImageNet-layout data for pretraining: robust decoding, folder checks, and a resumable sampler.
+"""ImageNet-layout data for pretraining: decoding (the shared reader, with a fast JPEG path),
+folder checks, and the loaders.
 
-Randomness is a function of the sample, not of the process that draws it: the sampler's order
-depends only on (seed, epoch) and each image's augmentation only on (seed, epoch, index). The
-same batches therefore come out for any number of workers, and a resumed run skips straight to
-its saved position without decoding the images it skips.
+The sampler's order depends only on (seed, epoch) and each image's augmentation only on (seed,
+epoch, index) (:mod:`resnet_det.common.sampling`): the same batches come out for any number of
+workers, and a resumed run skips straight to its saved position without decoding the images it
+skips.
 """
 from __future__ import annotations
 
@@ -14,10 +15,9 @@ import os
 import warnings
 from pathlib import Path
 
-import numpy as np
 import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
-from torch.utils.data import DataLoader, Dataset, Sampler
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
 from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
 from torchvision.transforms.v2.functional import pil_to_tensor
 
@@ -25,6 +25,10 @@ try:  # deprecated since torchvision 0.29 in favour of TorchCodec (not a depende
     from torchvision.io import ImageReadMode, decode_jpeg, read_file
 except ImportError:  # removed: every image goes through PIL
     decode_jpeg = None
+
+from ..common.image import MAX_PIXELS, ImageError, open_image
+from ..common.image import load_image as read_pil
+from ..common.sampling import TrainSampler, derived_seed, seeded_rngs
 
 __all__ = [
     "ClassTreeError",
@@ -35,7 +39,6 @@ __all__ = [
     "check_class_tree",
     "ImageFolderDataset",
     "TrainSampler",
-    "sample_seed",
     "build_train_loader",
     "build_test_loader",
     "iterate_loader",
@@ -44,8 +47,11 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 
-class UnreadableImageError(ValueError):
-    """An image file that cannot be decoded (or is refused as too large); names the file."""
+# One error type for an unusable image file in both stages (the shared reader's).
+UnreadableImageError = ImageError
+
+# The pretraining config key that holds the pixel limit (named in the reader's errors).
+_PIXEL_KEY = "DATA.MAX_IMAGE_PIXELS"
 
 
 class ClassTreeError(ValueError):
@@ -57,61 +63,14 @@ class DataLoaderWorkerError(RuntimeError):
     """A data-loading worker died (killed, out of memory, crashed in C code)."""
 
 
-def _to_rgb(im: Image.Image) -> Image.Image:
-    """Any PIL mode -> 8-bit RGB."""
-    if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        # 16-bit images: PIL's convert() clips to 0..255 instead of scaling; scale the 0..65535
-        # range down ourselves.
-        arr = np.asarray(im, dtype=np.float64) / 257.0
-        return Image.fromarray(np.clip(arr + 0.5, 0, 255).astype(np.uint8), "L").convert("RGB")
-    if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
-        # Transparent pixels carry arbitrary colours; compose on white as a viewer shows them.
-        rgba = im.convert("RGBA")
-        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(white, rgba).convert("RGB")
-    if im.mode == "RGB":
-        return im  # convert() would copy the pixels for nothing
-    return im.convert("RGB")  # L, 1, P, CMYK, YCbCr, LAB
+def load_image(path, *, max_pixels: int = MAX_PIXELS, draft_short_side: int | None = None) -> Image.Image:
+    """Decode ``path`` to an 8-bit RGB PIL image with the shared reader's policy
+    (:mod:`resnet_det.common.image`); ``draft_short_side`` lets the JPEG decoder downscale by
+    2/4/8 while the short side stays at least that long."""
+    return read_pil(path, max_pixels=max_pixels, draft_short_side=draft_short_side, limit_key=_PIXEL_KEY)
 
 
-def load_image(path, *, max_pixels: int = 89_478_485, draft_short_side: int | None = None) -> Image.Image:
-    """Decode ``path`` to an 8-bit RGB PIL image, EXIF orientation applied.
-
-    Handles CMYK, grayscale, palette, RGBA/LA (composed on white) and 16-bit images, and any
-    format whatever the file's extension. Raises :class:`UnreadableImageError` naming the file
-    for empty, corrupt or truncated files and for images above ``max_pixels``.
-    ``draft_short_side`` lets the JPEG decoder downscale by 2/4/8 while the short side stays
-    at least that long (a large speed-up for big photos that are resized down anyway).
-    """
-    # PIL refuses images above twice this at open(); make its limit follow ours.
-    Image.MAX_IMAGE_PIXELS = max(int(max_pixels), 1)
-    try:
-        if os.path.getsize(path) == 0:
-            raise UnreadableImageError(f"{path}: empty file (0 bytes)")
-        with Image.open(path) as im:
-            w, h = im.size
-            if w * h > max_pixels:
-                raise UnreadableImageError(
-                    f"{path}: {w}x{h} = {w * h} pixels exceeds DATA.MAX_IMAGE_PIXELS={max_pixels} "
-                    f"(decompression-bomb guard); raise DATA.MAX_IMAGE_PIXELS if the file is trusted"
-                )
-            if draft_short_side and im.format == "JPEG":
-                im.draft("RGB", (draft_short_side, draft_short_side))
-            im.load()
-            # In place: the usual, unrotated photo is not copied.
-            ImageOps.exif_transpose(im, in_place=True)
-            return _to_rgb(im)
-    except UnreadableImageError:
-        raise
-    except Image.DecompressionBombError as e:
-        raise UnreadableImageError(f"{path}: refused as a possible decompression bomb ({e}); raise DATA.MAX_IMAGE_PIXELS if the file is trusted") from e
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        # OSError covers truncated data ("image file is truncated"); SyntaxError/ValueError
-        # come from some of PIL's format plugins on malformed headers.
-        raise UnreadableImageError(f"{path}: cannot decode image ({type(e).__name__}: {e})") from e
-
-
-def decode_image(path, *, max_pixels: int = 89_478_485, draft_short_side: int | None = None) -> torch.Tensor:
+def decode_image(path, *, max_pixels: int = MAX_PIXELS, draft_short_side: int | None = None) -> torch.Tensor:
     """Decode ``path`` to a uint8 RGB ``3xHxW`` tensor: :func:`load_image`'s checks, conversions
     and errors, in fewer copies.
 
@@ -122,16 +81,13 @@ def decode_image(path, *, max_pixels: int = 89_478_485, draft_short_side: int | 
     downscale, files whose header or data torchvision's decoder refuses) goes through
     :func:`load_image`.
     """
-    Image.MAX_IMAGE_PIXELS = max(int(max_pixels), 1)
     direct = False
-    with contextlib.suppress(Exception):  # a bad header: load_image names the file and the fault
-        if os.path.getsize(path) > 0:
-            with Image.open(path) as im:
-                w, h = im.size
-                # im.draft() downscales by a power of two only when both sides allow at least 2.
-                shrinks = bool(draft_short_side) and min(w, h) // draft_short_side >= 2
-                direct = (decode_jpeg is not None and im.format == "JPEG" and im.mode in ("RGB", "L")
-                          and w * h <= max_pixels and not shrinks)
+    # A bad header or size: load_image below names the file and the fault.
+    with contextlib.suppress(ImageError), open_image(path, max_pixels, _PIXEL_KEY) as im:
+        w, h = im.size
+        # im.draft() downscales by a power of two only when both sides allow at least 2.
+        shrinks = bool(draft_short_side) and min(w, h) // draft_short_side >= 2
+        direct = decode_jpeg is not None and im.format == "JPEG" and im.mode in ("RGB", "L") and not shrinks
     if direct:
         try:
             with warnings.catch_warnings():
@@ -191,24 +147,19 @@ def _is_image(entry):
     return entry[1].lower().endswith(IMG_EXTENSIONS)
 
 
-def sample_seed(seed: int, epoch: int, index: int) -> int:
-    """The augmentation seed of one training sample: a hash of (seed, epoch, index)."""
-    return int(np.random.SeedSequence([seed, epoch, index]).generate_state(1, np.uint64)[0] >> 1)
-
-
 class ImageFolderDataset(Dataset):
     """``root/<class>/<image>`` samples decoded with :func:`decode_image` (uint8 ``3xHxW``
     tensors) and transformed.
 
     ``dataset[i]`` (evaluation) or ``dataset[(i, epoch)]`` (training, as yielded by
-    :class:`TrainSampler`) returns ``(image, label, i)``. Training transforms run under a
-    private RNG seeded by :func:`sample_seed`. Unreadable images raise in ``strict`` mode;
+    :class:`TrainSampler`) returns ``(image, label, i)``. Training transforms run under
+    private RNGs seeded by ``derived_seed(seed, epoch, i)``. Unreadable images raise in ``strict`` mode;
     otherwise they are replaced by the next readable sample, with a warning naming the file,
     and counted in :attr:`num_skipped` (shared by all workers).
     """
 
     def __init__(self, root, transform=None, *, classes=None, strict=False, seed=0,
-                 max_pixels=89_478_485, draft_short_side=None):
+                 max_pixels=MAX_PIXELS, draft_short_side=None):
         self.root = Path(root)
         self.classes = check_class_tree(self.root, reference_classes=classes)
         self.class_to_idx = {c: i for i, c in enumerate(self.classes)}
@@ -265,45 +216,11 @@ class ImageFolderDataset(Dataset):
             else:
                 # A private RNG stream per sample: the same crop/flip/jitter for a sample
                 # whichever worker decodes it and whether or not the run was resumed.
-                with torch.random.fork_rng(devices=[]):
-                    # The CPU generator only: torch.manual_seed also seeds the (lazy) CUDA,
-                    # XPU and MTIA generators, which records a stack trace each call (~1 ms).
-                    torch.default_generator.manual_seed(sample_seed(self.seed, epoch, index))
+                with seeded_rngs(derived_seed(self.seed, epoch, index)):
                     image = self.transform(image)
         if self._inflight is not None and info is not None:
             self._inflight[info.id] = -1
         return image, label, index
-
-
-class TrainSampler(Sampler):
-    """Endless stream of ``(index, epoch)`` for one rank, starting at sample ``start``.
-
-    Each epoch is a permutation drawn from (seed, epoch), padded to a multiple of
-    ``world_size`` and split ``rank::world_size`` (the DistributedSampler contract: disjoint
-    shards that cover the data). Only the first ``samples_per_epoch`` of a rank's shard are
-    used (whole optimizer steps, like ``drop_last``).
-    """
-
-    def __init__(self, size: int, samples_per_epoch: int, *, seed=0, rank=0, world_size=1, start=0):
-        if samples_per_epoch <= 0 or samples_per_epoch * world_size > size + world_size:
-            raise ValueError(f"samples_per_epoch={samples_per_epoch} does not fit {size} samples over {world_size} ranks")
-        self.size, self.samples_per_epoch = size, samples_per_epoch
-        self.seed, self.rank, self.world_size, self.start = seed, rank, world_size, start
-
-    def epoch_indices(self, epoch: int) -> list[int]:
-        """This rank's sample indices for ``epoch``, in order."""
-        g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-        order = torch.randperm(self.size, generator=g)
-        padded = -(-self.size // self.world_size) * self.world_size
-        order = torch.cat([order, order[: padded - self.size]])
-        return order[self.rank :: self.world_size][: self.samples_per_epoch].tolist()
-
-    def __iter__(self):
-        epoch, offset = divmod(self.start, self.samples_per_epoch)
-        while True:
-            for index in self.epoch_indices(epoch)[offset:]:
-                yield index, epoch
-            epoch, offset = epoch + 1, 0
 
 
 def _loader_kwargs(num_workers, persistent, prefetch, timeout, seed):
@@ -350,9 +267,11 @@ def iterate_loader(loader, dataset=None):
             yield next(it)
         except StopIteration:
             return
-        except RuntimeError as e:
-            msg = str(e)
-            if "DataLoader worker" not in msg and "timed out" not in msg:
+        except (RuntimeError, ConnectionError) as e:
+            msg = str(e) or type(e).__name__
+            # A worker killed while the main process fetched a batch's shared memory from it
+            # surfaces as a ConnectionError rather than the loader's RuntimeError.
+            if not isinstance(e, ConnectionError) and "DataLoader worker" not in msg and "timed out" not in msg:
                 raise
             where = dataset.inflight_samples() if dataset is not None and hasattr(dataset, "inflight_samples") else []
             raise DataLoaderWorkerError(

@@ -28,9 +28,9 @@ from ..checkpoint import (
     load_state_dict_file,
     save_backbone,
 )
-from ..config import ConfigError
+from ..config import ConfigError, resnet_options
 from ..models import build_resnet, build_vgg16
-from .config import validate_pretrain_cfg
+from .config import amp_mode, validate_pretrain_cfg
 from .data import ClassTreeError, ImageFolderDataset, build_test_loader, build_train_loader, iterate_loader
 from .solver import build_lr_scheduler, build_optimizer, scaled_lr
 from .transforms import MixCollate, NormalizeBatch, build_eval_transform, build_train_transform
@@ -65,11 +65,9 @@ class DivergenceError(FloatingPointError):
 
 def build_classifier(cfg, num_classes: int):
     """The network named by ``cfg.MODEL`` with a ``num_classes``-way classifier."""
-    m = cfg.MODEL
-    if m.ARCH == "vgg16":
+    if cfg.MODEL.ARCH == "vgg16":
         return build_vgg16(num_classes)
-    return build_resnet(m.DEPTH, num_classes, shortcut=m.SHORTCUT, plain=m.PLAIN, norm=m.NORM,
-                        stride_in_1x1=m.STRIDE_IN_1X1, zero_init_residual=m.ZERO_INIT_RESIDUAL)
+    return build_resnet(num_classes=num_classes, **resnet_options(cfg))
 
 
 def build_datasets(cfg, *, train=True, ten_crop=False):
@@ -126,10 +124,10 @@ def schedule_lengths(cfg, dataset_size: int, world_size: int) -> ScheduleLengths
         samples_per_rank_step=per_rank_step,
         iters_per_epoch=iters_per_epoch,
         max_iter=max_iter,
-        steps=sorted({round(e * iters_per_epoch) for e in s.STEPS} - {0}),
+        steps=sorted({round(e * iters_per_epoch) for e in s.STEP_EPOCHS} - {0}),
         warmup_iters=round(s.WARMUP_EPOCHS * iters_per_epoch),
         checkpoint_period=s.CHECKPOINT_PERIOD or iters_per_epoch,
-        eval_period=cfg.TEST.EVAL_PERIOD or iters_per_epoch,
+        eval_period=cfg.TEST.EVAL_PERIOD or max_iter,  # 0: only after training
     )
 
 
@@ -368,7 +366,7 @@ def train(cfg, resume: bool = False, on_batch=None) -> dict:
     scheduler = build_lr_scheduler(optimizer, L.max_iter, schedule=s.SCHEDULE, steps=L.steps,
                                    gamma=s.GAMMA, warmup_iters=L.warmup_iters,
                                    warmup_factor=s.WARMUP_FACTOR)
-    scaler = torch.amp.GradScaler(device.type, enabled=s.AMP == "fp16")
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_mode(cfg) == "fp16")
 
     start_iter = 0
     ckpt = last_checkpoint(out) if resume else None
@@ -432,7 +430,7 @@ def train(cfg, resume: bool = False, on_batch=None) -> dict:
                 raise DivergenceError(
                     f"loss is {loss} at iteration {it + 1} (loss terms: cross-entropy={loss}); "
                     f"stopping. Last good checkpoint: {last_good or 'none written yet'}. Lower "
-                    f"SOLVER.BASE_LR, add SOLVER.WARMUP_EPOCHS, or try SOLVER.AMP off.")
+                    f"SOLVER.BASE_LR, add SOLVER.WARMUP_EPOCHS, or try SOLVER.AMP.ENABLED False.")
         now = time.perf_counter()
         sec_per_iter = (now - clock[0]) / max(iteration - clock[1], 1)
         clock[:] = [now, iteration]
@@ -455,7 +453,7 @@ def train(cfg, resume: bool = False, on_batch=None) -> dict:
 
     model.train()
     batches = iterate_loader(loader, train_set)
-    autocast = _autocast(device, s.AMP)
+    autocast = _autocast(device, amp_mode(cfg))
     accum = s.GRAD_ACCUM_STEPS
     # On a CPU each batch is written into the previous one's tensor: backward() has freed the
     # graph that held it by then (NormalizeBatch's reuse_output).
@@ -502,7 +500,7 @@ def train(cfg, resume: bool = False, on_batch=None) -> dict:
                     prune_checkpoints(out, s.MAX_CHECKPOINTS_TO_KEEP)
                 comm.synchronize()
             if done % L.eval_period == 0 and not is_last:
-                res = evaluate(raw_model, val_loader, device=device, amp=s.AMP, channels_last=s.CHANNELS_LAST)
+                res = evaluate(raw_model, val_loader, device=device, amp=amp_mode(cfg), channels_last=s.CHANNELS_LAST)
                 outputs.write({"iteration": done, "val_top1_err": res["top1_err"], "val_top5_err": res["top5_err"]})
     finally:
         if bar is not None:
@@ -523,14 +521,14 @@ def train(cfg, resume: bool = False, on_batch=None) -> dict:
 
 def _final_evaluation(cfg, model, val_loader, device, iteration, outputs):
     s = cfg.SOLVER
-    res = evaluate(model, val_loader, device=device, amp=s.AMP, channels_last=s.CHANNELS_LAST)
+    res = evaluate(model, val_loader, device=device, amp=amp_mode(cfg), channels_last=s.CHANNELS_LAST)
     final = {"val_top1_err": res["top1_err"], "val_top5_err": res["top5_err"], "val_images": res["num_images"]}
     if cfg.TEST.TEN_CROP:
         _, ten = build_datasets(cfg, train=False, ten_crop=True)
         ten_loader = build_test_loader(ten, max(1, cfg.TEST.IMS_PER_BATCH // 10), rank=comm.get_rank(),
                                        world_size=comm.get_world_size(), num_workers=cfg.DATA.NUM_WORKERS,
                                        timeout=cfg.DATA.TIMEOUT)
-        r10 = evaluate(model, ten_loader, device=device, amp=s.AMP, channels_last=s.CHANNELS_LAST)
+        r10 = evaluate(model, ten_loader, device=device, amp=amp_mode(cfg), channels_last=s.CHANNELS_LAST)
         final.update(val_10crop_top1_err=r10["top1_err"], val_10crop_top5_err=r10["top5_err"])
     outputs.write({"iteration": iteration, **final})
     logger.info("final evaluation: %s", json.dumps(final))

@@ -14,6 +14,7 @@ from torch.utils.data import default_collate
 from torchvision.transforms import v2
 
 from ..checkpoint.export import PIXEL_MEAN_RGB, PIXEL_STD_RGB
+from ..common.sampling import derived_seed, seeded_rngs
 
 __all__ = [
     "MEAN",
@@ -124,7 +125,6 @@ class MixCollate:
         images, labels, indices = default_collate(batch)
         if self.mix is not None:
             images = v2.functional.to_dtype(images, torch.float32, scale=True)
-            with torch.random.fork_rng(devices=[]):
-                torch.default_generator.manual_seed(self.seed * 1_000_003 + int(indices[0]) * 7919 + len(indices))
+            with seeded_rngs(derived_seed(self.seed, int(indices[0]), len(indices))):
                 images, labels = self.mix(images, labels)
         return images, labels, indices

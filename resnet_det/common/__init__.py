@@ -1,1 +1,2 @@
-"""Pieces shared by every stage that need neither torch nor detectron2 (the deploy runner uses them)."""
+"""Pieces both stages share: ``image`` (the one image reader; numpy and Pillow only, so the
+deploy runner imports it without torch) and ``sampling`` (seeds and the resumable sampler)."""

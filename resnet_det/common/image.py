@@ -1,26 +1,38 @@
-"""The one image-file reader (one policy for training, evaluation and both demos), with
-numpy and Pillow only, so that the ONNX Runtime runner reads files exactly as the mapper does.
+"""The one image-file reader of both stages (pretraining, detection training and evaluation, the
+demos), with numpy and Pillow only, so that the ONNX Runtime runner reads files as training did.
 
-Policy: EXIF orientation applied (as detectron2's ``read_image``), 16-bit images scaled to
-8 bits (not clipped), grayscale/RGBA/palette converted by Pillow to the requested format,
-every decoding failure an :class:`ImageError` naming the file.
+Policy: EXIF orientation applied (as detectron2's ``read_image``); 16/32-bit integer grayscale
+scaled to 8 bits, rounded (Pillow's ``convert`` would clip at 255), values outside 0..65535 and
+float images (mode F: no agreed range) refused; transparent pixels composited on white, as a
+viewer shows them (the colour stored under them is arbitrary); CMYK, palette, grayscale ... to
+RGB by Pillow; the pixel limit given per call and checked on the header before decoding; every
+failure an :class:`ImageError` naming the file, the reason and the fix.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import threading
+import warnings
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-__all__ = ["IMAGE_SUFFIXES", "ImageError", "list_images", "read_image_checked", "pil_to_numpy"]
+__all__ = ["IMAGE_SUFFIXES", "MAX_PIXELS", "ImageError", "list_images", "open_image", "load_image",
+           "read_image_checked", "pil_to_numpy"]
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+# The default pixel limit of both stages' configs: Pillow's own decompression-bomb threshold.
+MAX_PIXELS = 89_478_485
 
 logger = logging.getLogger(__name__)
 
 # Pillow names of single-channel 16/32-bit integer modes (16-bit PNG, 16-bit TIFF).
 _WIDE_INT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+_ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
+_PIL_LIMIT_LOCK = threading.Lock()
 
 
 class ImageError(ValueError):
@@ -40,34 +52,45 @@ def pil_to_numpy(image: Image.Image, format: str | None) -> np.ndarray:
     return array
 
 
-def _exif_oriented(image: Image.Image) -> Image.Image:
-    # detectron2's _apply_exif_orientation: a broken EXIF block leaves the image as stored.
+@contextlib.contextmanager
+def _pillow_guard(max_pixels):
+    # Pillow warns above Image.MAX_IMAGE_PIXELS and refuses above twice that at open(); the
+    # caller's limit decides instead: the warning is silenced and, for a limit above Pillow's
+    # refusal threshold, the threshold is lifted for this call only (under a lock) and restored.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        pillow = Image.MAX_IMAGE_PIXELS
+        if not (max_pixels and pillow and max_pixels > 2 * pillow):
+            yield
+            return
+        with _PIL_LIMIT_LOCK:
+            default, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, max_pixels
+            try:
+                yield
+            finally:
+                Image.MAX_IMAGE_PIXELS = default
+
+
+@contextlib.contextmanager
+def open_image(file_name, max_pixels=None, limit_key="DATASETS.MAX_IMAGE_PIXELS"):
+    """Pillow's ``Image.open`` of ``file_name`` (header read, pixels not yet decoded) after
+    refusing an empty file or one above ``max_pixels``; every failure, including those of
+    decoding inside the block, an :class:`ImageError` naming the file (``limit_key``: the
+    config key the pixel-limit message tells the user to raise)."""
     try:
-        return ImageOps.exif_transpose(image)
-    except Exception:  # noqa: BLE001  (Pillow raises many types on malformed EXIF)
-        return image
-
-
-def read_image_checked(file_name, format=None, expected_hw=None, max_pixels=None, strict=False):
-    """Read an image like detectron2's `read_image`, raising ImageError naming the file.
-
-    Handles 16-bit images (scaled to 8 bits instead of clipped), refuses images above
-    `max_pixels` before decoding them, and checks the size against `expected_hw` (height,
-    width). When only the un-rotated pixels match `expected_hw`, the annotation was made
-    without the EXIF rotation: the rotation is ignored with a warning (an error if `strict`).
-    """
-    try:
-        with open(file_name, "rb") as f:
-            image = Image.open(f)
-            width, height = image.size
-            if max_pixels and width * height > max_pixels:
-                raise ImageError(
-                    f"{file_name}: {width}x{height} = {width * height} pixels is above "
-                    f"DATASETS.MAX_IMAGE_PIXELS={max_pixels}; downscale the image (and its "
-                    "boxes) or raise DATASETS.MAX_IMAGE_PIXELS"
-                )
-            # Decode now, inside the try, so truncation errors name this file.
-            image.load()
+        with _pillow_guard(max_pixels), open(file_name, "rb") as f:
+            if os.fstat(f.fileno()).st_size == 0:
+                raise ImageError(f"{file_name}: cannot decode image (empty file, 0 bytes); "
+                                 "re-encode or remove the file")
+            with Image.open(f) as image:
+                width, height = image.size
+                if max_pixels and width * height > max_pixels:
+                    raise ImageError(
+                        f"{file_name}: {width}x{height} = {width * height} pixels is above "
+                        f"{limit_key}={max_pixels}; downscale the image (and its boxes) or "
+                        f"raise {limit_key} if the file is trusted"
+                    )
+                yield image
     except ImageError:
         raise
     except FileNotFoundError:
@@ -75,18 +98,82 @@ def read_image_checked(file_name, format=None, expected_hw=None, max_pixels=None
     except IsADirectoryError:
         raise ImageError(f"{file_name}: is a directory, not an image file") from None
     except Image.DecompressionBombError as e:
-        raise ImageError(f"{file_name}: {e}; downscale the image") from None
+        raise ImageError(f"{file_name}: {e}; downscale the image or raise {limit_key}") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        # Zero-byte files and non-images raise UnidentifiedImageError; truncated JPEG/PNG
-        # raise OSError (unless ImageFile.LOAD_TRUNCATED_IMAGES, which this respects).
+        # Non-images raise UnidentifiedImageError; truncated JPEG/PNG raise OSError (unless
+        # ImageFile.LOAD_TRUNCATED_IMAGES, which this respects); SyntaxError/ValueError come
+        # from some of Pillow's format plugins on malformed headers.
         raise ImageError(
             f"{file_name}: cannot decode image ({type(e).__name__}: {e}); "
             "re-encode or remove the file"
         ) from None
+
+
+def _decode(file_name, max_pixels, limit_key, draft_short_side=None) -> Image.Image:
+    # The stored pixels as 8-bit RGB (the policy above), before the EXIF rotation.
+    with open_image(file_name, max_pixels, limit_key) as image:
+        if draft_short_side and image.format == "JPEG":
+            # The JPEG decoder downscales by 2/4/8 while the short side stays >= this.
+            image.draft("RGB", (draft_short_side, draft_short_side))
+        image.load()  # inside open_image: truncation errors name this file
+        return _to_rgb(image, file_name)
+
+
+def _to_rgb(image: Image.Image, file_name) -> Image.Image:
     if image.mode in _WIDE_INT_MODES:
-        image = _to_8bit(image, file_name)
+        array = np.asarray(image, dtype=np.int64)
+        if array.size and (array.min() < 0 or array.max() > 65535):
+            raise ImageError(
+                f"{file_name}: integer image values {array.min()}..{array.max()} are outside "
+                "16-bit range; save it as 8 or 16-bit"
+            )
+        gray = Image.fromarray(((array + 128) // 257).astype(np.uint8), mode="L")
+        gray.info = image.info  # keeps the EXIF block for the orientation
+        image = gray
     elif image.mode == "F":
-        raise ImageError(f"{file_name}: float image (mode F) is not supported; save it as 8-bit")
+        raise ImageError(f"{file_name}: float image (mode F) is not supported; save it as 8 "
+                         "or 16-bit")
+    if image.mode in _ALPHA_MODES or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        rgb = Image.alpha_composite(white, rgba).convert("RGB")
+    elif image.mode == "RGB":
+        return image  # convert() would copy the pixels for nothing
+    else:
+        rgb = image.convert("RGB")
+    rgb.info = image.info
+    return rgb
+
+
+def _exif_oriented(image: Image.Image) -> Image.Image:
+    # detectron2's _apply_exif_orientation: a broken EXIF block leaves the image as stored.
+    # exif_transpose copies an unrotated image; the usual photo is returned as it is.
+    try:
+        if image.getexif().get(0x0112, 1) == 1:
+            return image
+        return ImageOps.exif_transpose(image)
+    except Exception:  # noqa: BLE001  (Pillow raises many types on malformed EXIF)
+        return image
+
+
+def load_image(file_name, *, max_pixels=None, draft_short_side=None,
+               limit_key="DATASETS.MAX_IMAGE_PIXELS") -> Image.Image:
+    """``file_name`` as an 8-bit RGB PIL image under the module's policy, EXIF orientation
+    applied; ``draft_short_side`` lets the JPEG decoder downscale by 2/4/8 while the short side
+    stays at least that long (a large speed-up for big photos that are resized down anyway)."""
+    return _exif_oriented(_decode(file_name, max_pixels, limit_key, draft_short_side))
+
+
+def read_image_checked(file_name, format="RGB", expected_hw=None, max_pixels=None, strict=False):
+    """Read an image like detectron2's `read_image` (format RGB, BGR or L), under the module's
+    policy, raising ImageError naming the file.
+
+    Refuses images above `max_pixels` before decoding them, and checks the size against
+    `expected_hw` (height, width). When only the un-rotated pixels match `expected_hw`, the
+    annotation was made without the EXIF rotation: the rotation is ignored with a warning (an
+    error if `strict`).
+    """
+    image = _decode(file_name, max_pixels, "DATASETS.MAX_IMAGE_PIXELS")
     oriented = _exif_oriented(image)
     if expected_hw is not None:
         expected_hw = tuple(int(v) for v in expected_hw)
@@ -108,17 +195,6 @@ def read_image_checked(file_name, format=None, expected_hw=None, max_pixels=None
                     f"{expected_hw}; fix the width/height in the annotation file"
                 )
     return pil_to_numpy(oriented, format)
-
-
-def _to_8bit(image, file_name):
-    # PIL's convert("RGB") clips 16-bit values at 255, which turns most images white.
-    array = np.asarray(image, dtype=np.int64)
-    if array.min() < 0 or array.max() > 65535:
-        raise ImageError(
-            f"{file_name}: integer image values {array.min()}..{array.max()} are outside "
-            "16-bit range; save it as 8 or 16-bit"
-        )
-    return Image.fromarray((array // 257).astype(np.uint8), mode="L")
 
 
 def list_images(path) -> list[Path]:

@@ -51,8 +51,8 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import builtin as d2_builtin
 from detectron2.data.datasets.coco import load_coco_json
 from detectron2.structures import BoxMode
-from PIL import Image
 
+from ..common.image import MAX_PIXELS
 from .toy import TOY_CLASSES
 
 __all__ = [
@@ -97,7 +97,7 @@ def add_dataset_config(cfg):
     cfg.DATASETS.COCO_JSON_REGISTER = []
     cfg.DATASETS.VOC_REGISTER = []
     cfg.DATASETS.STRICT = False
-    cfg.DATASETS.MAX_IMAGE_PIXELS = int(Image.MAX_IMAGE_PIXELS or 0)
+    cfg.DATASETS.MAX_IMAGE_PIXELS = MAX_PIXELS
     return cfg
 
 

@@ -17,9 +17,8 @@ from detectron2.config import configurable
 from detectron2.data import DatasetMapper
 from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
-from PIL import Image
 
-from ..common.image import ImageError, read_image_checked
+from ..common.image import MAX_PIXELS, ImageError, read_image_checked
 
 __all__ = ["ImageError", "read_image_checked", "RobustDatasetMapper"]
 
@@ -35,16 +34,13 @@ class RobustDatasetMapper(DatasetMapper):
         self.strict = strict
         self.max_image_pixels = max_image_pixels or None
         self.num_skipped = 0
-        if self.max_image_pixels and Image.MAX_IMAGE_PIXELS is not None:
-            # PIL refuses images above twice its own limit at open(); let the config decide.
-            Image.MAX_IMAGE_PIXELS = max(Image.MAX_IMAGE_PIXELS, self.max_image_pixels)
 
     @classmethod
     def from_config(cls, cfg, is_train=True):
         """DatasetMapper's arguments plus DATASETS.STRICT and DATASETS.MAX_IMAGE_PIXELS."""
         ret = super().from_config(cfg, is_train)
         ret["strict"] = bool(cfg.DATASETS.get("STRICT", False))
-        ret["max_image_pixels"] = cfg.DATASETS.get("MAX_IMAGE_PIXELS", Image.MAX_IMAGE_PIXELS)
+        ret["max_image_pixels"] = cfg.DATASETS.get("MAX_IMAGE_PIXELS", MAX_PIXELS)
         return ret
 
     def __call__(self, dataset_dict):

@@ -14,7 +14,8 @@ from detectron2.modeling.backbone import FPN
 from detectron2.modeling.backbone.fpn import LastLevelMaxPool
 from detectron2.modeling.backbone.resnet import ResNet as D2ResNet
 
-from ..models.resnet import STAGE_NAMES, build_resnet_stem_and_stages
+from ..config import resnet_options
+from ..models.resnet import STAGE_NAMES, build_resnet_stem_and_stages, resnet_arch
 from ..models.vgg import CONV_NAMES, VGG16, build_vgg16
 from .registry import register_once
 
@@ -27,19 +28,6 @@ __all__ = [
 ]
 
 VGG16_FEATURE = "conv5_3"
-
-
-def resnet_options(cfg) -> dict:
-    """Our ResNet's options (keyword arguments of ``build_resnet``) from ``cfg.MODEL.RESNETS``."""
-    r = cfg.MODEL.RESNETS
-    return dict(
-        depth=r.DEPTH,
-        shortcut=r.SHORTCUT,
-        plain=r.PLAIN,
-        norm=r.NORM,
-        stride_in_1x1=r.STRIDE_IN_1X1,
-        zero_init_residual=r.ZERO_INIT_RESIDUAL,
-    )
 
 
 @register_once(BACKBONE_REGISTRY)
@@ -55,7 +43,7 @@ def build_resnet_det_backbone(cfg, input_shape: ShapeSpec):
     backbone = D2ResNet(
         stem, stages, out_features=out_features, freeze_at=cfg.MODEL.BACKBONE.FREEZE_AT
     )
-    backbone.arch = dict(name="resnet", in_channels=input_shape.channels, **options)
+    backbone.arch = resnet_arch(in_channels=input_shape.channels, **options)
     return backbone
 
 

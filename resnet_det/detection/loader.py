@@ -11,11 +11,8 @@ is drawn from an RNG seeded by its position in the stream. The result does not d
 """
 from __future__ import annotations
 
-import contextlib
 import logging
-import random
 
-import numpy as np
 import torch
 from detectron2.data import get_detection_dataset_dicts
 from detectron2.data.build import trivial_batch_collator
@@ -23,31 +20,13 @@ from detectron2.data.common import DatasetFromList
 from detectron2.utils import comm
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from ..common.sampling import derived_seed, seeded_rngs
+
 __all__ = ["TrainBatches", "build_resumable_train_loader", "derived_seed", "seeded_rngs"]
 
 logger = logging.getLogger(__name__)
 # How many other images to try, in dataset order, when the mapper skips an unreadable one.
 _MAX_SUBSTITUTES = 10
-
-
-def derived_seed(*keys: int) -> int:
-    """A 32-bit seed that depends on every key (numpy's SeedSequence hashing)."""
-    return int(np.random.SeedSequence([int(k) for k in keys]).generate_state(1)[0])
-
-
-@contextlib.contextmanager
-def seeded_rngs(seed: int):
-    """Seed Python's, numpy's and torch's (CPU) global RNGs for the block, then restore them."""
-    states = random.getstate(), np.random.get_state(), torch.get_rng_state()
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-    try:
-        yield
-    finally:
-        random.setstate(states[0])
-        np.random.set_state(states[1])
-        torch.set_rng_state(states[2])
 
 
 class TrainBatches(IterableDataset):

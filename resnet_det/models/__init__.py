@@ -11,6 +11,7 @@ from .resnet import (
     build_resnet,
     build_resnet_stem_and_stages,
     make_resnet_stage,
+    resnet_arch,
 )
 from .vgg import VGG16, build_vgg16
 
@@ -27,6 +28,16 @@ def build_model(arch: dict):
     return _BUILDERS[name](**options)
 
 
+def architecture(model):
+    """The ``arch`` record of a network of this package: a classifier, a backbone, or a detector
+    whose backbone (or its FPN's bottom-up network) is ours; None for other networks."""
+    backbone = getattr(model, "backbone", None)
+    for module in (model, backbone, getattr(backbone, "bottom_up", None)):
+        if module is not None and isinstance(getattr(module, "arch", None), dict):
+            return module.arch
+    return None
+
+
 __all__ = [
     "CIFAR_DEPTHS",
     "CifarResNet",
@@ -37,6 +48,7 @@ __all__ = [
     "STAGE_NAMES",
     "ResNet",
     "VGG16",
+    "architecture",
     "build_cifar_resnet",
     "build_model",
     "build_resnet",
@@ -45,4 +57,5 @@ __all__ = [
     "fuse_conv_bn",
     "make_resnet_stage",
     "optimize_for_inference",
+    "resnet_arch",
 ]

@@ -336,15 +336,18 @@ def build_resnet(
     """
     if not 0 <= freeze_at <= 5:
         raise ValueError(f"freeze_at must be in 0..5, got {freeze_at}")
-    arch = dict(
-        depth=depth,
-        shortcut=shortcut,
-        plain=plain,
-        norm=norm,
-        stride_in_1x1=stride_in_1x1,
-        zero_init_residual=zero_init_residual,
-        in_channels=in_channels,
-    )
+    arch = resnet_arch(depth, shortcut=shortcut, plain=plain, norm=norm, stride_in_1x1=stride_in_1x1,
+                       zero_init_residual=zero_init_residual, in_channels=in_channels)
+    del arch["name"], arch["num_classes"]  # ResNet records them itself
     stem, stages = build_resnet_stem_and_stages(**arch)
     return ResNet(stem, stages, num_classes=num_classes, freeze_at=freeze_at,
                   channels_last=channels_last, **arch)
+
+
+def resnet_arch(depth: int, *, shortcut="B", plain=False, norm="BN", stride_in_1x1=True,
+                zero_init_residual=False, in_channels=3, num_classes=0) -> dict:
+    """The architecture record of a ResNet (``model.arch``, and ``arch`` in a weights file's
+    metadata): every option :func:`build_resnet` needs to rebuild it (``build_model``)."""
+    return dict(name="resnet", depth=depth, shortcut=shortcut, plain=plain, norm=norm,
+                stride_in_1x1=stride_in_1x1, zero_init_residual=zero_init_residual,
+                in_channels=in_channels, num_classes=num_classes)
