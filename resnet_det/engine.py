@@ -1,0 +1,78 @@
+"""What the two trainers (pretraining and detection, both detectron2 trainers) share beyond
+detectron2's hooks: the writers, with a metrics.json that holds each iteration once after a
+resume, and the one divergence error and its message."""
+from __future__ import annotations
+
+import json
+import os
+from collections import defaultdict
+
+from detectron2.utils.events import CommonMetricPrinter, JSONWriter, TensorboardXWriter, get_event_storage
+
+from .checkpoint.io import atomic_write
+
+__all__ = ["TrainingDivergedError", "ResumableJSONWriter", "build_writers", "divergence_message"]
+
+
+class TrainingDivergedError(FloatingPointError):
+    """A NaN/inf loss or weights during training; the message names the iteration, the loss
+    terms and the last good checkpoint."""
+
+
+def divergence_message(cause: str, iteration: int, losses: dict, last_checkpoint, advice: str) -> str:
+    """The one text of a diverged run: ``cause``, the iteration, the loss terms last recorded,
+    the last good checkpoint (kept as it was) and ``advice`` (the config keys to change)."""
+    terms = ", ".join(f"{k}={v:.4g}" for k, v in sorted(losses.items())) or "none"
+    return (f"{cause}Training diverged at iteration {iteration}; loss terms last recorded: {terms}. "
+            f"The last good checkpoint, {last_checkpoint or '(none written yet)'}, is left as it "
+            f"was. {advice}")
+
+
+class ResumableJSONWriter(JSONWriter):
+    """detectron2's JSONWriter whose :meth:`trim` drops the lines a resumed run logs again
+    (those after the checkpoint it resumes from), so that metrics.json holds each iteration
+    once; and which also writes values put late for an iteration already written (a final
+    evaluation logged at the last training iteration) instead of dropping them."""
+
+    def __init__(self, json_file, window_size=20):
+        super().__init__(json_file, window_size)
+        self._path = json_file
+        self._written = {}  # key -> the last iteration written for it
+
+    def write(self):
+        """Append one line per iteration for the values not written yet."""
+        lines = defaultdict(dict)
+        for key, (value, it) in get_event_storage().latest_with_smoothing_hint(self._window_size).items():
+            if it > self._written.get(key, -1):
+                lines[it][key] = value
+                self._written[key] = it
+        for it in sorted(lines):
+            self._file_handle.write(json.dumps({**lines[it], "iteration": it}, sort_keys=True) + "\n")
+        self._file_handle.flush()
+
+    def trim(self, last_kept_iter: int) -> None:
+        """Keep only the lines of iterations <= ``last_kept_iter`` (all earlier lines of the file)."""
+        self._file_handle.close()
+        kept = []
+        with open(self._path) as f:
+            for line in f:
+                try:
+                    if json.loads(line).get("iteration", 0) <= last_kept_iter:
+                        kept.append(line)
+                except ValueError:  # a line cut short by a kill
+                    pass
+        with atomic_write(self._path, mode="w") as f:
+            f.writelines(kept)
+        self._file_handle = open(self._path, "a")
+
+
+def build_writers(output_dir, max_iter, first_iter=None):
+    """detectron2's default writers (console, metrics.json, TensorBoard). With ``first_iter``
+    (the first iteration this run logs), metrics.json is trimmed to the iterations before it
+    and later TensorBoard events are purged; a trainer that learns it only after building its
+    writers (detection) calls :meth:`ResumableJSONWriter.trim` itself."""
+    json_writer = ResumableJSONWriter(os.path.join(output_dir, "metrics.json"))
+    if first_iter is not None:
+        json_writer.trim(first_iter - 1)
+    return [CommonMetricPrinter(max_iter), json_writer,
+            TensorboardXWriter(output_dir, purge_step=first_iter or None)]
