@@ -63,8 +63,7 @@ EXPECTED_ERRORS = (
     "resnet_det.classification.data:UnreadableImageError",
     "resnet_det.classification.data:ClassTreeError",
     "resnet_det.classification.data:DataLoaderWorkerError",
-    "resnet_det.classification.engine:DivergenceError",
-    "resnet_det.detection.engine:TrainingDivergedError",
+    "resnet_det.engine:TrainingDivergedError",
     "resnet_det.evaluation.coco:EngineUnavailableError",
     "builtins:FileNotFoundError",
 )

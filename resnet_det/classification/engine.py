@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from detectron2.engine import HookBase, SimpleTrainer, create_ddp_model, hooks, launch
 from detectron2.utils import comm
+from detectron2.utils.events import JSONWriter
 from detectron2.utils.logger import setup_logger
 
 from ..checkpoint import atomic_write, save_backbone
@@ -144,14 +145,17 @@ def _device():
 
 class _Checkpoints(HookBase):
     """Save ``model_<iterations done>.pth`` every ``period`` iterations and at the last one,
-    and ``model_final.pth`` after a run that finished (never after a failed one)."""
+    and ``model_final.pth`` after a run that finished (never after a failed one). The metrics
+    ``writers`` write first: a run killed after a checkpoint lost none of the lines before it."""
 
-    def __init__(self, checkpointer, period):
-        self.checkpointer, self.period = checkpointer, period
+    def __init__(self, checkpointer, period, writers=()):
+        self.checkpointer, self.period, self.writers = checkpointer, period, writers
 
     def after_step(self):
         done = self.trainer.iter + 1
         if done % self.period == 0 or done == self.trainer.max_iter:
+            for writer in self.writers:
+                writer.write()
             self.checkpointer.save(f"model_{done:07d}", iteration=done)
             comm.synchronize()
 
@@ -238,14 +242,15 @@ class ClassificationTrainer(SimpleTrainer):
         self.val_loader = build_test_loader(
             self.val_set, self.cfg.TEST.IMS_PER_BATCH, rank=rank, world_size=world, num_workers=d.NUM_WORKERS,
             persistent_workers=d.PERSISTENT_WORKERS, prefetch_factor=d.PREFETCH_FACTOR, timeout=d.TIMEOUT)
+        writers = build_writers(out, L.max_iter, first_iter=self.start_iter + 1) if comm.is_main_process() else []
+        # Evaluation before the writers (an iteration's line holds its evaluation) and the
+        # checkpoint last (what it resumes from is on disk, metrics included).
         self.register_hooks([
             hooks.IterationTimer(),
             hooks.LRScheduler(),
-            _Checkpoints(self.checkpointer, L.checkpoint_period),
             hooks.EvalHook(L.eval_period, self.test),
-            # Written after the evaluation, so its line holds the evaluation too.
-            hooks.PeriodicWriter(build_writers(out, L.max_iter, first_iter=self.start_iter + 1), s.LOG_PERIOD)
-            if comm.is_main_process() else None,
+            hooks.PeriodicWriter(writers, s.LOG_PERIOD) if writers else None,
+            _Checkpoints(self.checkpointer, L.checkpoint_period, [w for w in writers if isinstance(w, JSONWriter)]),
         ])
 
     def train(self) -> dict:

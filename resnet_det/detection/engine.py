@@ -5,6 +5,7 @@
 """
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import os
@@ -22,6 +23,7 @@ from detectron2.engine import (
     TrainerBase,
     create_ddp_model,
     default_setup,
+    hooks,
     launch,
 )
 from detectron2.utils import comm
@@ -34,6 +36,7 @@ from ..cli import in_worker
 from ..config import RESNET_BACKBONES, ConfigError, learning_rate_warning, load_config
 from ..data.datasets import check_datasets, register_all_datasets
 from ..data.mapper import RobustDatasetMapper
+from ..engine import ResumableJSONWriter, TrainingDivergedError, build_writers, divergence_message
 from .evaluation import build_evaluator
 from .loader import build_resumable_train_loader, derived_seed
 
@@ -43,6 +46,7 @@ __all__ = [
     "setup",
     "main",
     "launch_from_args",
+    "train_detector",
     "check_num_classes",
     "RESULTS_FILE",
 ]
@@ -50,11 +54,6 @@ __all__ = [
 logger = logging.getLogger("resnet_det")
 # Final metrics of a training run or of --eval-only, written to OUTPUT_DIR.
 RESULTS_FILE = "eval_results.json"
-
-
-class TrainingDivergedError(FloatingPointError):
-    """A NaN/inf loss or weights during training; the message names the iteration, the loss
-    terms and the last good checkpoint."""
 
 
 class _SeedEachIteration(HookBase):
@@ -115,7 +114,8 @@ class Trainer(DefaultTrainer):
         )
         self.scheduler = self.build_lr_scheduler(cfg, optimizer)
         self.checkpointer = ResNetDetCheckpointer(
-            model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self)
+            model, cfg.OUTPUT_DIR, max_to_keep=cfg.SOLVER.MAX_CHECKPOINTS_TO_KEEP,
+            trainer=weakref.proxy(self),
         )
         self.start_iter = 0
         self.max_iter = cfg.SOLVER.MAX_ITER
@@ -123,11 +123,16 @@ class Trainer(DefaultTrainer):
         self.register_hooks(self.build_hooks())
 
     def build_hooks(self):
-        return (
-            [_SeedEachIteration()]
-            + super().build_hooks()
-            + [_PlotCurves(self.cfg.OUTPUT_DIR, self.cfg.TEST.EVAL_PERIOD)]
-        )
+        ret = [_SeedEachIteration()] + super().build_hooks()
+        if comm.is_main_process():  # detectron2 writes every 20 iterations; SOLVER.LOG_PERIOD here
+            ret[-1] = hooks.PeriodicWriter(self.build_writers(), period=self.cfg.SOLVER.LOG_PERIOD)
+        return ret + [_PlotCurves(self.cfg.OUTPUT_DIR, self.cfg.TEST.EVAL_PERIOD)]
+
+    def build_writers(self):
+        """detectron2's writers, built once, with a metrics.json that a resume trims."""
+        if not hasattr(self, "_writers"):
+            self._writers = build_writers(self.cfg.OUTPUT_DIR, self.max_iter)
+        return self._writers
 
     def build_train_loader(self, cfg, start_iter: int = 0):
         """Batches of iterations ``start_iter, start_iter + 1, ...`` (see ``loader.py``)."""
@@ -149,6 +154,9 @@ class Trainer(DefaultTrainer):
         """Load MODEL.WEIGHTS, or with ``resume`` the last checkpoint of OUTPUT_DIR (weights,
         optimizer, scheduler, iteration, seed); the data stream then continues where it was."""
         super().resume_or_load(resume=resume)
+        for writer in getattr(self, "_writers", ()):
+            if isinstance(writer, ResumableJSONWriter):
+                writer.trim(self.start_iter - 1)  # lines logged after the checkpoint come again
         if self.start_iter > 0:
             self._trainer.reset_data_loader(
                 lambda: self.build_train_loader(self.cfg, start_iter=self.start_iter)
@@ -163,15 +171,11 @@ class Trainer(DefaultTrainer):
             # checkpoint holds the last good weights.
             self.checkpointer.save_to_disk = False
             has = self.checkpointer.has_checkpoint()
-            last = self.checkpointer.get_checkpoint_file() if has else "(none written yet)"
             recorded = {k: v for k, (v, _) in self.storage.latest().items() if k.startswith("loss")}
-            losses = ", ".join(f"{k}={v:.4g}" for k, v in sorted(recorded.items()))
-            raise TrainingDivergedError(
-                f"{e}\nTraining diverged at iteration {self.iter}; loss terms last recorded: "
-                f"{losses or 'none'}. The last good checkpoint, {last}, is left as it was. "
-                "Lower SOLVER.BASE_LR or lengthen SOLVER.WARMUP_ITERS, then start again "
-                "(or --resume from it)."
-            ) from None
+            raise TrainingDivergedError(divergence_message(
+                f"{e}\n", self.iter, recorded, self.checkpointer.get_checkpoint_file() if has else None,
+                "Lower SOLVER.BASE_LR or lengthen SOLVER.WARMUP_ITERS, then start again (or --resume from it)."
+            )) from None
 
     def state_dict(self):
         ret = super().state_dict()
@@ -322,3 +326,13 @@ def launch_from_args(args):
         dist_url=args.dist_url,
         args=(args, True),
     )
+
+
+def train_detector(config_file, opts=(), *, eval_only=False, resume=False, num_gpus=1, num_machines=1,
+                   machine_rank=0, dist_url="auto"):
+    """:func:`launch_from_args` with plain arguments, for library use: train (or evaluate) the
+    detector of ``config_file`` + ``opts`` (KEY VALUE ...); the metrics land in
+    OUTPUT_DIR/eval_results.json."""
+    return launch_from_args(argparse.Namespace(
+        config_file=config_file, opts=list(opts), eval_only=eval_only, resume=resume, num_gpus=num_gpus,
+        num_machines=num_machines, machine_rank=machine_rank, dist_url=dist_url))
