@@ -1,17 +1,24 @@
 """What the two trainers (pretraining and detection, both detectron2 trainers) share beyond
 detectron2's hooks: the writers, with a metrics.json that holds each iteration once after a
-resume, and the one divergence error and its message."""
+resume, the curves.png hook, the one divergence error and its message, and the launcher."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections import defaultdict
 
+from detectron2.engine import HookBase, launch
+from detectron2.utils import comm
 from detectron2.utils.events import CommonMetricPrinter, JSONWriter, TensorboardXWriter, get_event_storage
 
 from .checkpoint.io import atomic_write
+from .cli import in_worker
 
-__all__ = ["TrainingDivergedError", "ResumableJSONWriter", "build_writers", "divergence_message"]
+__all__ = ["TrainingDivergedError", "ResumableJSONWriter", "PlotCurves", "build_writers", "divergence_message",
+           "launch_main"]
+
+logger = logging.getLogger(__name__)
 
 
 class TrainingDivergedError(FloatingPointError):
@@ -76,3 +83,37 @@ def build_writers(output_dir, max_iter, first_iter=None):
         json_writer.trim(first_iter - 1)
     return [CommonMetricPrinter(max_iter), json_writer,
             TensorboardXWriter(output_dir, purge_step=first_iter or None)]
+
+
+class PlotCurves(HookBase):
+    """``plot(metrics.json path)`` after each evaluation and at the end (main process), for
+    curves.png. Registered after the writers, so the file holds what it plots."""
+
+    def __init__(self, output_dir, eval_period, plot):
+        self._metrics = os.path.join(output_dir, "metrics.json")
+        self._eval_period, self._plot_fn = eval_period, plot
+
+    def _plot(self):
+        if comm.is_main_process() and os.path.isfile(self._metrics):
+            try:
+                self._plot_fn(self._metrics)
+            except Exception as e:  # a picture must never stop training
+                logger.warning(f"curves.png not drawn: {type(e).__name__}: {e}")
+
+    def after_step(self):
+        next_iter = self.trainer.iter + 1
+        if self._eval_period > 0 and next_iter % self._eval_period == 0 and next_iter != self.trainer.max_iter:
+            self._plot()
+
+    def after_train(self):
+        self._plot()
+
+
+def launch_main(main, args, *main_args):
+    """Run ``main(args, *main_args)`` in ``args.num_gpus`` processes per machine through
+    detectron2's ``launch``. In worker processes an expected error (config, data, weights,
+    divergence) exits with its message alone; resnet_det.cli.run_cli in the parent then reports
+    it without a traceback."""
+    world_size = args.num_gpus * args.num_machines
+    return launch(in_worker(main) if world_size > 1 else main, args.num_gpus, num_machines=args.num_machines,
+                  machine_rank=args.machine_rank, dist_url=args.dist_url, args=(args, *main_args))

@@ -6,22 +6,11 @@
 """
 import sys
 
-from resnet_det.cli import add_debug_argument, run_cli, silence_known_warnings
+from resnet_det.cli import run_cli, silence_known_warnings, training_argument_parser
 
 silence_known_warnings()  # before detectron2's imports, which warn
 
-from detectron2.engine import default_argument_parser  # noqa: E402
-
 from resnet_det.classification import launch_from_args  # noqa: E402
 
-
-def main(argv=None):
-    parser = default_argument_parser(epilog=__doc__)
-    # train_det.py's spelling too, so both stages take the same flags.
-    parser.add_argument("--config", dest="config_file", metavar="FILE", help="same as --config-file")
-    add_debug_argument(parser)
-    launch_from_args(parser.parse_args(argv))
-
-
 if __name__ == "__main__":
-    sys.exit(run_cli(main))
+    sys.exit(run_cli(lambda: launch_from_args(training_argument_parser(__doc__).parse_args())))

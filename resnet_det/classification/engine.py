@@ -17,16 +17,16 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from detectron2.engine import HookBase, SimpleTrainer, create_ddp_model, hooks, launch
+from detectron2.engine import HookBase, SimpleTrainer, create_ddp_model, hooks
 from detectron2.utils import comm
 from detectron2.utils.events import JSONWriter
 from detectron2.utils.logger import setup_logger
 
+from ..analysis.plotting import plot_metric_curves, pretraining_curve_panels, read_metrics_json
 from ..checkpoint import atomic_write, save_backbone
 from ..checkpoint.checkpointer import LAST_CHECKPOINT, RNGState, SafeCheckpointer
-from ..cli import in_worker
 from ..config import ConfigError
-from ..engine import TrainingDivergedError, build_writers, divergence_message
+from ..engine import PlotCurves, TrainingDivergedError, build_writers, divergence_message, launch_main
 from ..models import build_resnet, build_vgg16
 from .config import load_pretrain_cfg, validate_pretrain_cfg
 from .data import ClassTreeError, ImageFolderDataset, build_test_loader, build_train_loader, iterate_loader
@@ -131,8 +131,6 @@ def classification_loss(logits, targets, label_smoothing=0.0):
 def plot_curves(records, path) -> Path:
     """Train/val top-1 error vs iteration from metrics records, as a PNG (Agg, no display);
     drawn by the plotting module detection's curves.png uses too."""
-    from ..analysis.plotting import plot_metric_curves, pretraining_curve_panels
-
     return plot_metric_curves(pretraining_curve_panels(records), path)
 
 
@@ -251,6 +249,7 @@ class ClassificationTrainer(SimpleTrainer):
             hooks.EvalHook(L.eval_period, self.test),
             hooks.PeriodicWriter(writers, s.LOG_PERIOD) if writers else None,
             _Checkpoints(self.checkpointer, L.checkpoint_period, [w for w in writers if isinstance(w, JSONWriter)]),
+            PlotCurves(out, L.eval_period, lambda path: plot_curves(read_metrics_json(path), out / "curves.png")),
         ])
 
     def train(self) -> dict:
@@ -266,9 +265,6 @@ class ClassificationTrainer(SimpleTrainer):
             save_backbone(self.raw_model, out / "backbone.safetensors", extra={"pretrain": {
                 "data": str(Path(d.ROOT) / d.TRAIN_DIR), "classes": len(self.train_set.classes),
                 "iterations": self.max_iter, **self.final}})
-            from ..analysis.plotting import read_metrics_json
-
-            plot_curves(read_metrics_json(out / "metrics.json"), out / "curves.png")
         comm.synchronize()
         if self.train_set.num_skipped:
             logger.warning("%d unreadable training image(s) were skipped (see warnings above)",
@@ -405,7 +401,4 @@ def launch_from_args(args):
     """Validate the config in this process (before any worker starts or any file is written),
     then run :func:`main` in ``--num-gpus`` processes per machine through detectron2's ``launch``."""
     load_pretrain_cfg(args.config_file, args.opts)
-    world_size = args.num_gpus * args.num_machines
-    # Expected errors (config, data, divergence) in worker processes: message alone, exit 2.
-    return launch(in_worker(main) if world_size > 1 else main, args.num_gpus, num_machines=args.num_machines,
-                  machine_rank=args.machine_rank, dist_url=args.dist_url, args=(args,))
+    return launch_main(main, args)

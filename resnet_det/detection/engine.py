@@ -24,7 +24,6 @@ from detectron2.engine import (
     create_ddp_model,
     default_setup,
     hooks,
-    launch,
 )
 from detectron2.utils import comm
 from detectron2.utils.logger import create_small_table, setup_logger
@@ -32,11 +31,17 @@ from detectron2.utils.logger import create_small_table, setup_logger
 from ..analysis.plotting import plot_detection_curves
 from ..checkpoint.detectron2 import ResNetDetCheckpointer
 from ..checkpoint.io import atomic_write
-from ..cli import in_worker
 from ..config import RESNET_BACKBONES, ConfigError, learning_rate_warning, load_config
 from ..data.datasets import check_datasets, register_all_datasets
 from ..data.mapper import RobustDatasetMapper
-from ..engine import ResumableJSONWriter, TrainingDivergedError, build_writers, divergence_message
+from ..engine import (
+    PlotCurves,
+    ResumableJSONWriter,
+    TrainingDivergedError,
+    build_writers,
+    divergence_message,
+    launch_main,
+)
 from .evaluation import build_evaluator
 from .loader import build_resumable_train_loader, derived_seed
 
@@ -65,30 +70,6 @@ class _SeedEachIteration(HookBase):
         random.seed(seed)
         np.random.seed(seed)
         torch.manual_seed(seed)
-
-
-class _PlotCurves(HookBase):
-    """Redraw OUTPUT_DIR/curves.png from metrics.json after each evaluation and at the end
-    (main process). Registered after detectron2's writers, so the file holds what it plots."""
-
-    def __init__(self, output_dir, eval_period):
-        self._metrics = os.path.join(output_dir, "metrics.json")
-        self._eval_period = eval_period
-
-    def _plot(self):
-        if comm.is_main_process() and os.path.isfile(self._metrics):
-            try:
-                plot_detection_curves(self._metrics)
-            except Exception as e:  # a picture must never stop training
-                logger.warning(f"curves.png not drawn: {type(e).__name__}: {e}")
-
-    def after_step(self):
-        next_iter = self.trainer.iter + 1
-        if self._eval_period > 0 and next_iter % self._eval_period == 0 and next_iter != self.trainer.max_iter:
-            self._plot()
-
-    def after_train(self):
-        self._plot()
 
 
 class Trainer(DefaultTrainer):
@@ -126,7 +107,7 @@ class Trainer(DefaultTrainer):
         ret = [_SeedEachIteration()] + super().build_hooks()
         if comm.is_main_process():  # detectron2 writes every 20 iterations; SOLVER.LOG_PERIOD here
             ret[-1] = hooks.PeriodicWriter(self.build_writers(), period=self.cfg.SOLVER.LOG_PERIOD)
-        return ret + [_PlotCurves(self.cfg.OUTPUT_DIR, self.cfg.TEST.EVAL_PERIOD)]
+        return ret + [PlotCurves(self.cfg.OUTPUT_DIR, self.cfg.TEST.EVAL_PERIOD, plot_detection_curves)]
 
     def build_writers(self):
         """detectron2's writers, built once, with a metrics.json that a resume trims."""
@@ -312,20 +293,10 @@ def launch_from_args(args):
     register_all_datasets(cfg)
     check_datasets(_used_datasets(cfg, args.eval_only))
     check_num_classes(cfg)
-    world_size = args.num_gpus * args.num_machines
-    if world_size > 1 and cfg.MODEL.DEVICE == "cpu" and torch.cuda.is_available():
+    if args.num_gpus * args.num_machines > 1 and cfg.MODEL.DEVICE == "cpu" and torch.cuda.is_available():
         # detectron2's launch picks NCCL whenever CUDA is visible; CPU processes need gloo.
         os.environ["CUDA_VISIBLE_DEVICES"] = ""
-    # In worker processes an expected error (config, dataset, weights) exits with its message
-    # alone; resnet_det.cli.run_cli in the parent then reports it without a traceback.
-    return launch(
-        in_worker(main) if world_size > 1 else main,
-        args.num_gpus,
-        num_machines=args.num_machines,
-        machine_rank=args.machine_rank,
-        dist_url=args.dist_url,
-        args=(args, True),
-    )
+    return launch_main(main, args, True)
 
 
 def train_detector(config_file, opts=(), *, eval_only=False, resume=False, num_gpus=1, num_machines=1,
