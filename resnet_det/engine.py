@@ -1,22 +1,27 @@
 """What the two trainers (pretraining and detection, both detectron2 trainers) share beyond
 detectron2's hooks: the writers, with a metrics.json that holds each iteration once after a
-resume, the curves.png hook, the one divergence error and its message, and the launcher."""
+resume, the per-iteration seeding and curves.png hooks, the one divergence error and its message,
+and the launcher."""
 from __future__ import annotations
 
 import json
 import logging
 import os
+import random
 from collections import defaultdict
 
+import numpy as np
+import torch
 from detectron2.engine import HookBase, launch
 from detectron2.utils import comm
 from detectron2.utils.events import CommonMetricPrinter, JSONWriter, TensorboardXWriter, get_event_storage
 
 from .checkpoint.io import atomic_write
 from .cli import in_worker
+from .detection.loader import derived_seed
 
-__all__ = ["TrainingDivergedError", "ResumableJSONWriter", "PlotCurves", "build_writers", "divergence_message",
-           "launch_main"]
+__all__ = ["TrainingDivergedError", "ResumableJSONWriter", "PlotCurves", "SeedEachIteration", "build_writers",
+           "divergence_message", "launch_main"]
 
 logger = logging.getLogger(__name__)
 
@@ -83,6 +88,18 @@ def build_writers(output_dir, max_iter, first_iter=None):
         json_writer.trim(first_iter - 1)
     return [CommonMetricPrinter(max_iter), json_writer,
             TensorboardXWriter(output_dir, purge_step=first_iter or None)]
+
+
+class SeedEachIteration(HookBase):
+    """Reseed the global RNGs (dropout, detection's RPN/RoI sampling) from (the trainer's
+    ``seed``, iteration, rank) before each step: a resumed run draws the same numbers as an
+    uninterrupted one without RNG states in the checkpoints."""
+
+    def before_step(self):
+        seed = derived_seed(self.trainer.seed, self.trainer.iter, comm.get_rank())
+        random.seed(seed)
+        np.random.seed(seed)
+        torch.manual_seed(seed)
 
 
 class PlotCurves(HookBase):

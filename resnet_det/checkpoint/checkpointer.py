@@ -1,14 +1,12 @@
 """The one checkpointer of both training stages: fvcore's ``Checkpointer`` (model plus
-checkpointables: optimizer, scheduler, grad scaler, RNG states, ...) that never unpickles, saves
+checkpointables: optimizer, scheduler, grad scaler, ...) that never unpickles, saves
 atomically, refuses non-finite weights, and keeps the newest ``max_to_keep`` periodic files
 across restarts."""
 from __future__ import annotations
 
 import os
-import random
 from pathlib import Path
 
-import numpy as np
 import torch
 from fvcore.common.checkpoint import Checkpointer, _IncompatibleKeys
 
@@ -16,7 +14,7 @@ from detectron2.utils import comm
 
 from .io import PICKLE_SUFFIXES, atomic_write, load_state_dict_checked, load_state_dict_file, read_safetensors_metadata, _unwrap
 
-__all__ = ["SafeCheckpointer", "RNGState", "prune_checkpoints", "LAST_CHECKPOINT"]
+__all__ = ["SafeCheckpointer", "prune_checkpoints", "LAST_CHECKPOINT"]
 
 LAST_CHECKPOINT = "last_checkpoint"  # fvcore's tag file name
 
@@ -35,32 +33,6 @@ def prune_checkpoints(output_dir, keep: int) -> list:
     for path in doomed:
         path.unlink(missing_ok=True)
     return doomed
-
-
-class RNGState:
-    """The global torch / CUDA / Python / NumPy RNG states as a checkpointable, in plain types
-    and tensors only, so that checkpoints load with ``torch.load(weights_only=True)``."""
-
-    def state_dict(self) -> dict:
-        """The current states."""
-        np_state = np.random.get_state()
-        return {
-            "torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-            "python": random.getstate(),
-            "numpy": {"keys": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
-                      "has_gauss": int(np_state[3]), "cached": float(np_state[4])},
-        }
-
-    def load_state_dict(self, state: dict) -> None:
-        """Restore states written by :meth:`state_dict`."""
-        torch.set_rng_state(state["torch"])
-        if state["cuda"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["cuda"])
-        version, internal, gauss = state["python"]
-        random.setstate((version, tuple(internal), gauss))
-        n = state["numpy"]
-        np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"]))
 
 
 class SafeCheckpointer(Checkpointer):

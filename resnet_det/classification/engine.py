@@ -24,9 +24,9 @@ from detectron2.utils.logger import setup_logger
 
 from ..analysis.plotting import plot_metric_curves, pretraining_curve_panels, read_metrics_json
 from ..checkpoint import atomic_write, save_backbone
-from ..checkpoint.checkpointer import LAST_CHECKPOINT, RNGState, SafeCheckpointer
+from ..checkpoint.checkpointer import LAST_CHECKPOINT, SafeCheckpointer
 from ..config import ConfigError
-from ..engine import PlotCurves, TrainingDivergedError, build_writers, divergence_message, launch_main
+from ..engine import PlotCurves, SeedEachIteration, TrainingDivergedError, build_writers, divergence_message, launch_main
 from ..models import build_resnet, build_vgg16
 from .config import load_pretrain_cfg, validate_pretrain_cfg
 from .data import ClassTreeError, ImageFolderDataset, build_test_loader, build_train_loader, iterate_loader
@@ -176,6 +176,7 @@ class ClassificationTrainer(SimpleTrainer):
         validate_pretrain_cfg(cfg)
         self.cfg, s, world = cfg, cfg.SOLVER, comm.get_world_size()
         self.device = _device()
+        self.seed = cfg.SEED
         torch.manual_seed(cfg.SEED)  # identical initial weights on every rank
         self.train_set, self.val_set = build_datasets(cfg)
         self.num_classes = cfg.MODEL.NUM_CLASSES or len(self.train_set.classes)
@@ -201,7 +202,7 @@ class ClassificationTrainer(SimpleTrainer):
         super().__init__(torch.compile(model) if s.COMPILE else model, None, optimizer)
         self.checkpointer = SafeCheckpointer(
             self.raw_model, cfg.OUTPUT_DIR, max_to_keep=s.MAX_CHECKPOINTS_TO_KEEP, optimizer=optimizer,
-            scheduler=self.scheduler, scaler=self.scaler, rng=RNGState())
+            scheduler=self.scheduler, scaler=self.scaler)
         self.start_iter, self.max_iter = 0, L.max_iter
         self.final = {}
         # On a CPU each batch is written into the previous one's tensor: backward() has freed
@@ -211,7 +212,7 @@ class ClassificationTrainer(SimpleTrainer):
 
     def resume_or_load(self, resume: bool = True) -> None:
         """With ``resume``, restore ``OUTPUT_DIR/last_checkpoint`` (weights, optimizer, schedule,
-        grad scaler, RNG states) when it exists; then build the data stream from that iteration
+        grad scaler) when it exists; then build the data stream from that iteration
         and the hooks."""
         out = Path(self.cfg.OUTPUT_DIR)
         if resume and self.checkpointer.has_checkpoint():
@@ -244,6 +245,7 @@ class ClassificationTrainer(SimpleTrainer):
         # Evaluation before the writers (an iteration's line holds its evaluation) and the
         # checkpoint last (what it resumes from is on disk, metrics included).
         self.register_hooks([
+            SeedEachIteration(),
             hooks.IterationTimer(),
             hooks.LRScheduler(),
             hooks.EvalHook(L.eval_period, self.test),

@@ -9,10 +9,8 @@ import argparse
 import json
 import logging
 import os
-import random
 import weakref
 
-import numpy as np
 import torch
 from detectron2.data import MetadataCatalog, build_detection_test_loader
 from detectron2.engine import (
@@ -37,6 +35,7 @@ from ..data.mapper import RobustDatasetMapper
 from ..engine import (
     PlotCurves,
     ResumableJSONWriter,
+    SeedEachIteration,
     TrainingDivergedError,
     build_writers,
     divergence_message,
@@ -59,17 +58,6 @@ __all__ = [
 logger = logging.getLogger("resnet_det")
 # Final metrics of a training run or of --eval-only, written to OUTPUT_DIR.
 RESULTS_FILE = "eval_results.json"
-
-
-class _SeedEachIteration(HookBase):
-    """Reseed the global RNGs (RPN/RoI sampling, dropout) from (seed, iteration, rank) before
-    each step, so that a resumed run draws the same numbers as an uninterrupted one."""
-
-    def before_step(self):
-        seed = derived_seed(self.trainer.seed, self.trainer.iter, comm.get_rank())
-        random.seed(seed)
-        np.random.seed(seed)
-        torch.manual_seed(seed)
 
 
 class Trainer(DefaultTrainer):
@@ -104,7 +92,7 @@ class Trainer(DefaultTrainer):
         self.register_hooks(self.build_hooks())
 
     def build_hooks(self):
-        ret = [_SeedEachIteration()] + super().build_hooks()
+        ret = [SeedEachIteration()] + super().build_hooks()
         if comm.is_main_process():  # detectron2 writes every 20 iterations; SOLVER.LOG_PERIOD here
             ret[-1] = hooks.PeriodicWriter(self.build_writers(), period=self.cfg.SOLVER.LOG_PERIOD)
         return ret + [PlotCurves(self.cfg.OUTPUT_DIR, self.cfg.TEST.EVAL_PERIOD, plot_detection_curves)]
