@@ -165,7 +165,8 @@ class _Checkpoints(HookBase):
 class ClassificationTrainer(SimpleTrainer):
     """The classifier of ``cfg`` (a validated pretraining config), its data, optimizer and
     schedule, trained by ``run_step`` under detectron2's ``IterationTimer``, ``LRScheduler``,
-    ``EvalHook`` and ``PeriodicWriter`` hooks plus :class:`_Checkpoints`. Use::
+    ``EvalHook`` and ``PeriodicWriter`` hooks, plus :class:`_Checkpoints` and the hooks both
+    stages share (``SeedEachIteration``, ``PlotCurves``). Use::
 
         trainer = ClassificationTrainer(cfg)
         trainer.resume_or_load(resume)   # builds the data stream from the resumed iteration
@@ -176,7 +177,7 @@ class ClassificationTrainer(SimpleTrainer):
         validate_pretrain_cfg(cfg)
         self.cfg, s, world = cfg, cfg.SOLVER, comm.get_world_size()
         self.device = _device()
-        self.seed = cfg.SEED
+        self.seed = cfg.SEED  # SeedEachIteration's
         torch.manual_seed(cfg.SEED)  # identical initial weights on every rank
         self.train_set, self.val_set = build_datasets(cfg)
         self.num_classes = cfg.MODEL.NUM_CLASSES or len(self.train_set.classes)
