@@ -16,7 +16,6 @@ from detectron2.data import MetadataCatalog, build_detection_test_loader
 from detectron2.engine import (
     AMPTrainer,
     DefaultTrainer,
-    HookBase,
     SimpleTrainer,
     TrainerBase,
     create_ddp_model,
@@ -42,7 +41,7 @@ from ..engine import (
     launch_main,
 )
 from .evaluation import build_evaluator
-from .loader import build_resumable_train_loader, derived_seed
+from .loader import build_resumable_train_loader
 
 __all__ = [
     "Trainer",
