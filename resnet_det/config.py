@@ -80,6 +80,10 @@ def add_resnet_det_config(cfg) -> None:
     # LR_WARN_FACTOR times REFERENCE_LR / REFERENCE_IMS_PER_BATCH (REFERENCE_LR 0.0: no check).
     cfg.SOLVER.REFERENCE_LR = 0.02
     cfg.SOLVER.REFERENCE_IMS_PER_BATCH = 16
+    # As in pretraining: iterations between metrics.json/console lines, and how many periodic
+    # checkpoints stay on disk (0: all), counted over restarts.
+    cfg.SOLVER.LOG_PERIOD = 20
+    cfg.SOLVER.MAX_CHECKPOINTS_TO_KEEP = 0
     add_dataset_config(cfg)
 
 
@@ -178,6 +182,8 @@ RULES = {
     "SOLVER.WARMUP_ITERS": (lambda v: v >= 0, "an integer >= 0"),
     "SOLVER.WARMUP_FACTOR": (lambda v: 0 < v <= 1, "a number in (0, 1]"),
     "SOLVER.CHECKPOINT_PERIOD": (lambda v: v >= 1, "an integer >= 1"),
+    "SOLVER.LOG_PERIOD": (lambda v: v >= 1, "an integer >= 1"),
+    "SOLVER.MAX_CHECKPOINTS_TO_KEEP": (lambda v: v >= 0, "an integer >= 0 (0: keep all)"),
     "TEST.EVAL_PERIOD": (lambda v: v >= 0, "an integer >= 0 (0: only after training)"),
     "DATALOADER.NUM_WORKERS": (lambda v: v >= 0, "an integer >= 0"),
     # The trainer's loader (resnet_det/detection/loader.py) resumes exactly; it draws images

@@ -27,14 +27,13 @@ import time
 from pathlib import Path
 
 import torch
-from detectron2.engine import default_argument_parser
 from detectron2.utils.logger import setup_logger
 
 from .classification import load_pretrain_cfg, train
 from .config import load_config
 from .data.toy import make_toy_data
 from .detection.demo import draw_detection_grid
-from .detection.engine import RESULTS_FILE, launch_from_args
+from .detection.engine import RESULTS_FILE, train_detector
 
 __all__ = ["EXPECTED", "DEMO_DATA", "DATA_STAMP", "StageError", "check_expected", "run_pipeline", "main"]
 
@@ -163,8 +162,7 @@ def detect(weights: str, out_dir: Path, quick: bool, seed: int) -> dict:
     """Train and COCO-evaluate the toy detector, as ``tools/train_det.py`` does; returns bbox AP."""
     opts = ["MODEL.WEIGHTS", weights, "OUTPUT_DIR", str(out_dir), "SEED", str(seed)]
     opts += QUICK_DETECT if quick else DETECT_SCHEDULE
-    args = default_argument_parser().parse_args(["--config-file", str(DETECT_CONFIG), *opts])
-    launch_from_args(args)
+    train_detector(str(DETECT_CONFIG), opts)
     results_file = out_dir / RESULTS_FILE
     if not results_file.is_file():
         raise StageError(f"the detector's training wrote no {results_file}")

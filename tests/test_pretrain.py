@@ -8,7 +8,7 @@ import signal
 import pytest
 import torch
 
-from resnet_det.checkpoint import load_backbone, load_state_dict_checked
+from resnet_det.checkpoint import SafeCheckpointer, load_backbone, load_state_dict_checked, prune_checkpoints
 from resnet_det.classification import (
     DataLoaderWorkerError,
     DivergenceError,
@@ -20,8 +20,6 @@ from resnet_det.classification import (
     evaluate,
     evaluate_only,
     iterate_loader,
-    last_checkpoint,
-    load_checkpoint,
     load_pretrain_cfg,
     train,
 )
@@ -227,12 +225,16 @@ def test_resume_from_checkpoint_matches_uninterrupted(toy_cls_root, tmp_path):
     resumed.mkdir()
     shutil.copy(tmp_path / "full" / "model_0000002.pth", resumed)
     (resumed / "last_checkpoint").write_text("model_0000002.pth")
+    # As after a kill: the metrics of iterations 3 and 4 were logged after that checkpoint.
+    shutil.copy(tmp_path / "full" / "metrics.json", resumed)
     train(tiny_cfg(toy_cls_root, resumed, "DATA.NUM_WORKERS", "2", "TEST.TEN_CROP", "False"), resume=True)
     a = torch.load(tmp_path / "full" / "model_final.pth", weights_only=True)["model"]
     b = torch.load(resumed / "model_final.pth", weights_only=True)["model"]
     start = torch.load(resumed / "model_0000002.pth", weights_only=True)["model"]
     assert not torch.equal(a["linear.weight"], start["linear.weight"])  # it did train after the resume
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    lines = [json.loads(x) for x in (resumed / "metrics.json").read_text().splitlines()]
+    assert [r["iteration"] for r in lines if "loss" in r] == [1, 2, 3, 4]  # each iteration once
 
 
 def test_amp_bf16_channels_last_accumulation_mixing_run(toy_cls_root, tmp_path):
@@ -263,10 +265,12 @@ def test_nan_loss_stops_with_iteration_and_keeps_checkpoint(toy_cls_root, tmp_pa
     cfg = tiny_cfg(toy_cls_root, tmp_path, "SOLVER.LOG_PERIOD", "20", "TEST.TEN_CROP", "False")
     with pytest.raises(DivergenceError, match=r"loss is nan at iteration 3 .*model_0000002.pth"):
         train(cfg)
-    ckpt = last_checkpoint(tmp_path)
-    assert ckpt.name == "model_0000002.pth" and not (tmp_path / "model_0000004.pth").exists()
     model = build_resnet(18, 5, norm=cfg.MODEL.NORM)
-    assert load_checkpoint(ckpt, model=model, restore_rng=False) == 2
+    checkpointer = SafeCheckpointer(model, str(tmp_path))
+    ckpt = checkpointer.get_checkpoint_file()
+    assert os.path.basename(ckpt) == "model_0000002.pth" and not (tmp_path / "model_0000004.pth").exists()
+    assert checkpointer.load(ckpt)["iteration"] == 2
+    assert not (tmp_path / "model_final.pth").exists()
     assert all(torch.isfinite(v).all() for v in model.state_dict().values())
 
 
@@ -289,7 +293,7 @@ def test_dead_worker_error_names_the_sample(toy_cls_root, monkeypatch):
 
 
 def test_prune_checkpoints_keeps_newest_and_the_published_one(tmp_path):
-    from resnet_det.classification.engine import LAST_CHECKPOINT, prune_checkpoints
+    from resnet_det.checkpoint.checkpointer import LAST_CHECKPOINT
 
     for it in (31, 62, 93, 124, 155):
         (tmp_path / f"model_{it:07d}.pth").write_bytes(b"x")

@@ -28,12 +28,21 @@ def _ddp_worker(root, out):
     """One rank: train, then write the sample indices this rank was fed, per iteration."""
     from detectron2.utils import comm
 
-    from resnet_det.classification import load_pretrain_cfg, train
+    from resnet_det.classification import ClassificationTrainer, load_pretrain_cfg
 
     torch.set_num_threads(1)
     cfg = load_pretrain_cfg(TOY_CFG, _opts(root, out, "SOLVER.MAX_ITER", "4", "DATA.NUM_WORKERS", "0"))
-    seen = []
-    train(cfg, on_batch=lambda it, idx: seen.append([it, idx.tolist()]))
+    trainer = ClassificationTrainer(cfg)
+    trainer.resume_or_load(resume=False)
+    seen, batches = [], trainer.data_loader
+
+    def recorded():  # what each micro-batch of the trainer holds, at its iteration
+        for images, targets, indices in batches:
+            seen.append([trainer.iter, indices.tolist()])
+            yield images, targets, indices
+
+    trainer.data_loader = recorded()
+    trainer.train()
     Path(out, f"seen_rank{comm.get_rank()}.json").write_text(json.dumps(seen))
 
 
@@ -77,12 +86,11 @@ def test_sigkill_during_save_and_training_then_resume_is_exact(toy_cls_root, tmp
     ref, run = tmp_path / "reference", tmp_path / "killed"
     subprocess.run(_cli(toy_cls_root, ref), env=env, check=True, capture_output=True)
 
-    # 1. Killed while model_0000004.pth is being written (the save sleeps before its rename).
-    proc = subprocess.Popen(_cli(toy_cls_root, run), env=dict(env, RESNET_DET_FAULT_SLEEP_IN_SAVE="2"),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    _wait_for(lambda: list(run.glob(".model_0000004.pth.*.tmp")), proc)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    # 1. Killed while model_0000004.pth (the 2nd save) is being written, before its rename.
+    killer = [sys.executable, "-W", "ignore", str(REPO / "tests" / "kill_during_save.py"), "2"]
+    proc = subprocess.run(killer + _cli(toy_cls_root, run)[3:], env=env, capture_output=True)
+    assert proc.returncode == -signal.SIGKILL
+    assert list(run.glob(".model_0000004.pth.*.tmp"))  # the partial file is a temporary one
     assert (run / "last_checkpoint").read_text() == "model_0000002.pth"
     assert not (run / "model_0000004.pth").exists()
     _weights(run / "model_0000002.pth")  # the published checkpoint is complete

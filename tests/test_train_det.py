@@ -162,20 +162,7 @@ def test_short_training_learns_evaluates_and_writes_outputs(toy_env, tmp_path, c
 
 
 # Kills itself (SIGKILL) in the middle of writing its second checkpoint.
-KILL_DURING_SAVE = """
-import os, runpy, signal, sys, torch
-real_save, calls = torch.save, []
-def save(obj, f, *args, **kwargs):
-    calls.append(1)
-    if len(calls) == 2:
-        f.write(b"partial checkpoint" * 1000)
-        f.flush()
-        os.kill(os.getpid(), signal.SIGKILL)
-    return real_save(obj, f, *args, **kwargs)
-torch.save = save
-sys.argv = sys.argv[1:]
-runpy.run_path(sys.argv[0], run_name="__main__")
-"""
+KILL_DURING_SAVE = Path(__file__).with_name("kill_during_save.py")  # kills in the 2nd save
 
 RESUME = [
     "SOLVER.MAX_ITER",
@@ -186,6 +173,8 @@ RESUME = [
     "()",
     "SEED",
     "7",
+    "SOLVER.LOG_PERIOD",
+    "1",
 ]
 
 
@@ -200,7 +189,7 @@ def test_killed_runs_resume_to_the_uninterrupted_weights(toy_env, tmp_path):
     opts = [*SMALL, "OUTPUT_DIR", str(killed), *RESUME]
     cmd = [str(TOOL), "--config", str(TOY_VOC), *opts]
     proc = subprocess.run(
-        [sys.executable, "-c", KILL_DURING_SAVE, *cmd],
+        [sys.executable, str(KILL_DURING_SAVE), "2", *cmd],
         env=toy_env,
         cwd=ROOT,
         capture_output=True,
@@ -240,6 +229,10 @@ def test_killed_runs_resume_to_the_uninterrupted_weights(toy_env, tmp_path):
     assert final.keys() == reference.keys()
     different = [k for k in reference if not torch.equal(final[k], reference[k])]
     assert not different, different[:5]
+    # The lines logged between a checkpoint and a kill were logged again: they are there once.
+    lines = (killed / "metrics.json").read_text().splitlines()
+    iterations = [json.loads(x)["iteration"] for x in lines if "total_loss" in x]
+    assert iterations == sorted(set(iterations)) and iterations[-1] == 11, iterations
 
 
 @pytest.mark.slow

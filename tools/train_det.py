@@ -49,25 +49,19 @@ dataset, weights) print their message alone and exit with status 2.
 """
 import sys
 
-from resnet_det.cli import add_debug_argument, run_cli, silence_known_warnings
+from resnet_det.cli import run_cli, silence_known_warnings, training_argument_parser
 
 silence_known_warnings()  # before detectron2's imports, which warn
-
-from detectron2.engine import default_argument_parser  # noqa: E402
 
 from resnet_det.detection.engine import launch_from_args  # noqa: E402
 
 
 def main():
-    parser = default_argument_parser(epilog=__doc__)
-    parser.add_argument(
-        "--config", dest="config_file", metavar="FILE", help="same as --config-file"
-    )
+    parser = training_argument_parser(__doc__)
     parser.add_argument(
         "--deploy", action="store_true",
         help="with --eval-only: evaluate the model after optimize_detector_for_inference",
     )
-    add_debug_argument(parser)
     args = parser.parse_args()
     if not args.config_file:
         parser.error("--config FILE is required (e.g. configs/toy/faster_rcnn_r18_c4_voc.yaml)")

@@ -187,9 +187,9 @@ class StudyRecipe:
 
 
 # --- Training loop -------------------------------------------------------------------------
-# Optimizer and lr schedule are pretraining's (resnet_det.classification.solver), so the study and
-# pretraining share one recipe implementation. evaluate_error stays: classification.engine.evaluate
-# needs a DataLoader of (images, labels) batches, and the study keeps its data as tensors.
+# Optimizer, lr schedule and top-1 evaluator are pretraining's (resnet_det.classification), so the
+# study and pretraining share one recipe implementation. The loop stays its own: the study cuts
+# batches from in-memory tensors and records the paper's curves, not a trainer's checkpoints.
 
 
 def _build_optimizer_and_schedule(model, recipe: StudyRecipe):
@@ -211,15 +211,19 @@ def _build_optimizer_and_schedule(model, recipe: StudyRecipe):
 
 @torch.no_grad()
 def evaluate_error(model, images, labels, normalize, batch_size: int = 256) -> float:
-    """Top-1 error (fraction) of ``model`` in eval mode on uint8 ``images``."""
+    """Top-1 error (fraction) of ``model`` in eval mode on uint8 ``images`` (pretraining's
+    :class:`~resnet_det.classification.evaluation.ClassificationEvaluator`)."""
+    from ..classification.evaluation import ClassificationEvaluator
+
     was_training = model.training
     model.eval()
-    wrong = 0
+    evaluator = ClassificationEvaluator(images.device)
+    evaluator.reset()
     for start in range(0, len(labels), batch_size):
-        logits = model(normalize(images[start : start + batch_size]))
-        wrong += (logits.argmax(1) != labels[start : start + batch_size]).sum().item()
+        batch = (images[start : start + batch_size], labels[start : start + batch_size])
+        evaluator.process(batch, model(normalize(batch[0])))
     model.train(was_training)
-    return wrong / max(1, len(labels))
+    return evaluator.evaluate()["top1_err"] / 100
 
 
 def train_model(model, data: StudyData, recipe: StudyRecipe, log=None) -> dict:

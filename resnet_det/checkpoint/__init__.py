@@ -1,4 +1,6 @@
-"""Weight files: safe loading, atomic saving, and converters for weights from elsewhere."""
+"""Weight files: safe loading, atomic saving, the checkpointer of both training stages, and
+converters for weights from elsewhere."""
+from .checkpointer import SafeCheckpointer, prune_checkpoints
 from .export import BACKBONE_FORMAT, load_backbone, save_backbone
 from .io import (
     UnsafeWeightsError,
@@ -13,6 +15,8 @@ from .torchvision import from_torchvision, is_torchvision_resnet, is_torchvision
 
 __all__ = [
     "BACKBONE_FORMAT",
+    "SafeCheckpointer",
+    "prune_checkpoints",
     "load_backbone",
     "save_backbone",
     "UnsafeWeightsError",

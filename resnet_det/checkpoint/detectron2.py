@@ -17,7 +17,6 @@ with the command that converts them once (:func:`convert_pickle_weights`).
 from __future__ import annotations
 
 import logging
-import os
 import re
 import warnings
 from pathlib import Path
@@ -33,15 +32,8 @@ from fvcore.common.checkpoint import _IncompatibleKeys
 from ..models import architecture
 from ..models.resnet import RESNET_SPECS, STAGE_NAMES, resnet_arch
 from .export import BACKBONE_FORMAT, CLASSIFIER_PREFIXES, PIXEL_MEAN_RGB, PIXEL_STD_RGB
-from .io import (
-    PICKLE_SUFFIXES,
-    _unwrap,
-    atomic_write,
-    load_state_dict_checked,
-    load_state_dict_file,
-    read_safetensors_metadata,
-    save_safetensors,
-)
+from .checkpointer import SafeCheckpointer
+from .io import load_state_dict_checked, save_safetensors
 from .torchvision import from_torchvision, is_torchvision_resnet, is_torchvision_vgg16
 
 __all__ = [
@@ -190,40 +182,9 @@ def backbone_key_targets(backbone_state, model_state):
     return mapped, unmatched
 
 
-class ResNetDetCheckpointer(DetectionCheckpointer):
-    """detectron2's checkpointer with safe loading (see module doc), backbone-file mapping,
-    metadata checks, and atomic saves that refuse non-finite weights."""
-
-    def load(self, path, *args, **kwargs):
-        """Load ``path`` (a local file; URLs are refused: nothing is downloaded at run time)."""
-        if path and "://" in str(path):
-            raise ValueError(
-                f"MODEL.WEIGHTS {path!r} is a URL; this project does not download weights. "
-                "Download the file yourself; a .pkl must then be converted once with "
-                "python tools/convert_weights.py --allow-pickle IN.pkl OUT.safetensors"
-            )
-        self._source = str(path)
-        return super().load(path, *args, **kwargs)
-
-    # -- reading --------------------------------------------------------------------------
-
-    def _load_file(self, filename):
-        path = Path(filename)
-        suffix = path.suffix.lower()
-        if suffix == ".safetensors" or suffix in PICKLE_SUFFIXES:
-            state = load_state_dict_file(path)  # refuses pickles, naming the conversion command
-            meta = read_safetensors_metadata(path) if suffix == ".safetensors" else None
-            return {"model": state, "__resnet_det_meta__": meta}
-        try:
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception:
-            # Re-read through the project's loader, which explains the failure (unsafe
-            # pickle: the conversion command; corrupt file: its path) and raises.
-            load_state_dict_file(path)
-            raise
-        if isinstance(obj, dict) and isinstance(obj.get("model"), dict):
-            return obj  # a detector checkpoint: model plus optimizer, scheduler, iteration
-        return {"model": _unwrap(obj, path), "__resnet_det_meta__": None}
+class ResNetDetCheckpointer(SafeCheckpointer, DetectionCheckpointer):
+    """detectron2's checkpointer with :class:`SafeCheckpointer`'s safe loading, atomic saves
+    and pruning, plus backbone-file mapping and metadata checks (see module doc)."""
 
     def _load_model(self, checkpoint):
         meta = checkpoint.pop("__resnet_det_meta__", None)
@@ -231,7 +192,7 @@ class ResNetDetCheckpointer(DetectionCheckpointer):
         if (meta or {}).get("format") == DETECTOR_FORMAT or any(
             k.startswith(DETECTOR_PREFIXES) for k in state
         ):
-            incompatible = super()._load_model(checkpoint)
+            incompatible = DetectionCheckpointer._load_model(self, checkpoint)
         else:
             incompatible = self._load_backbone(checkpoint, state, meta)
         # Missing/unexpected keys of the last load (also logged), for callers and tests.
@@ -277,37 +238,6 @@ class ResNetDetCheckpointer(DetectionCheckpointer):
             + ", ".join(sorted({_module_group(k) for k in missing}) or ["none"])
         )
         return _IncompatibleKeys(missing_keys=missing, unexpected_keys=[], incorrect_shapes=[])
-
-    # -- writing --------------------------------------------------------------------------
-
-    def save(self, name: str, **kwargs) -> None:
-        """Like fvcore's ``save``, but written to a temporary file and renamed (and the
-        ``last_checkpoint`` tag likewise), and refused when a weight is NaN/inf, so that the
-        last checkpoint is always complete and good."""
-        if not self.save_dir or not self.save_to_disk:
-            return
-        state = self.model.state_dict()
-        bad = [k for k, v in state.items() if v.is_floating_point() and not v.isfinite().all()]
-        if bad:
-            raise FloatingPointError(
-                f"not saving checkpoint {name}: {len(bad)} weight tensors hold NaN/inf "
-                f"(first: {', '.join(bad[:5])}); the previous checkpoint is kept"
-            )
-        data = {"model": state}
-        for key, obj in self.checkpointables.items():
-            data[key] = obj.state_dict()
-        data.update(kwargs)
-        basename = f"{name}.pth"
-        save_file = os.path.join(self.save_dir, basename)
-        self.logger.info(f"Saving checkpoint to {save_file}")
-        with atomic_write(save_file) as f:
-            torch.save(data, f)
-        self.tag_last_checkpoint(basename)
-
-    def tag_last_checkpoint(self, last_filename_basename: str) -> None:
-        """Point ``last_checkpoint`` at a complete file, replacing the tag in one rename."""
-        with atomic_write(os.path.join(self.save_dir, "last_checkpoint"), mode="w") as f:
-            f.write(last_filename_basename)
 
 
 def _module_group(key):

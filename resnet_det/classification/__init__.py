@@ -1,5 +1,6 @@
 """Classification pretraining: ImageNet-layout data, the paper's and a modern recipe, training
-with exact resume, 1-crop/10-crop evaluation, and the backbone export for detection.
+as a detectron2 trainer with exact resume, 1-crop/10-crop evaluation in detectron2's evaluator
+form, and the backbone export for detection.
 
 Library use (no config file needed for the pieces)::
 
@@ -22,19 +23,18 @@ from .data import (
     load_image,
 )
 from .engine import (
+    ClassificationTrainer,
     DivergenceError,
     build_classifier,
     build_datasets,
     classification_loss,
-    evaluate,
     evaluate_only,
-    last_checkpoint,
-    load_checkpoint,
+    launch_from_args,
     plot_curves,
-    save_checkpoint,
     schedule_lengths,
     train,
 )
+from .evaluation import ClassificationEvaluator, evaluate
 from .solver import build_lr_scheduler, build_optimizer, scaled_lr
 from .transforms import (
     MEAN,
@@ -50,9 +50,9 @@ __all__ = [
     "ClassTreeError", "DataLoaderWorkerError", "ImageFolderDataset", "TrainSampler", "UnreadableImageError",
     "build_test_loader", "build_train_loader", "check_class_tree", "decode_image", "iterate_loader",
     "load_image",
-    "DivergenceError", "build_classifier", "build_datasets", "classification_loss", "evaluate",
-    "evaluate_only", "last_checkpoint", "load_checkpoint", "plot_curves", "save_checkpoint",
-    "schedule_lengths", "train",
+    "ClassificationTrainer", "DivergenceError", "build_classifier", "build_datasets", "classification_loss",
+    "evaluate_only", "launch_from_args", "plot_curves", "schedule_lengths", "train",
+    "ClassificationEvaluator", "evaluate",
     "build_lr_scheduler", "build_optimizer", "scaled_lr",
     "MEAN", "STD", "MixCollate", "NormalizeBatch", "build_eval_transform", "build_train_transform",
 ]

@@ -1,9 +1,10 @@
-"""The pretraining loop: train, evaluate (1-crop / 10-crop), checkpoint, resume, export.
+"""Pretraining as a detectron2 trainer: :class:`ClassificationTrainer` is a ``SimpleTrainer``
+whose ``run_step`` does the classification step, run by detectron2's hooks (LR schedule,
+evaluation, writers) and the checkpointer both stages share.
 
-Library entry points take plain arguments (``evaluate``, ``save_checkpoint``, ...) except
-:func:`train` and :func:`evaluate_only`, which read a validated config. Host syncs happen once
-per ``SOLVER.LOG_PERIOD`` (losses are kept on the device and read with a lag), at checkpoints
-and at evaluations, never per step.
+Host syncs happen once per ``SOLVER.LOG_PERIOD`` (losses are kept on the device and read with
+a lag), at checkpoints and at evaluations, never per step. Pretraining counts iterations done:
+metrics.json line ``iteration: k`` and ``model_000000k.pth`` are the state after k steps.
 """
 from __future__ import annotations
 
@@ -11,61 +12,51 @@ import contextlib
 import json
 import logging
 import math
-import os
-import random
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
+from detectron2.engine import HookBase, SimpleTrainer, create_ddp_model, hooks
 from detectron2.utils import comm
+from detectron2.utils.events import JSONWriter
+from detectron2.utils.logger import setup_logger
 
-from ..checkpoint import (
-    WeightsFileError,
-    atomic_write,
-    load_state_dict_checked,
-    load_state_dict_file,
-    save_backbone,
-)
+from ..analysis.plotting import plot_metric_curves, pretraining_curve_panels, read_metrics_json
+from ..checkpoint import atomic_write, save_backbone
+from ..checkpoint.checkpointer import LAST_CHECKPOINT, SafeCheckpointer
 from ..config import ConfigError, resnet_options
+from ..engine import PlotCurves, SeedEachIteration, TrainingDivergedError, build_writers, divergence_message, launch_main
 from ..models import build_resnet, build_vgg16
-from .config import amp_mode, validate_pretrain_cfg
+from .config import amp_mode, load_pretrain_cfg, validate_pretrain_cfg
 from .data import ClassTreeError, ImageFolderDataset, build_test_loader, build_train_loader, iterate_loader
+from .evaluation import autocast, evaluate
 from .solver import build_lr_scheduler, build_optimizer, scaled_lr
 from .transforms import MixCollate, NormalizeBatch, build_eval_transform, build_train_transform
 
 __all__ = [
     "DivergenceError",
+    "ClassificationTrainer",
     "ScheduleLengths",
     "build_classifier",
     "build_datasets",
     "schedule_lengths",
     "classification_loss",
-    "evaluate",
-    "save_checkpoint",
-    "load_checkpoint",
-    "last_checkpoint",
-    "prune_checkpoints",
     "train",
     "evaluate_only",
     "plot_curves",
+    "main",
+    "launch_from_args",
 ]
 
 logger = logging.getLogger(__name__)
-LAST_CHECKPOINT = "last_checkpoint"
-# Test hook (kill-during-save tests): seconds to sleep after a checkpoint's bytes are written to
-# its temporary file and before the rename that publishes it.
-FAULT_SLEEP_IN_SAVE = "RESNET_DET_FAULT_SLEEP_IN_SAVE"
-
-
-class DivergenceError(FloatingPointError):
-    """The training loss (or the weights) became NaN/inf."""
+DivergenceError = TrainingDivergedError  # the name pretraining code and tests know
 
 
 def build_classifier(cfg, num_classes: int):
     """The network named by ``cfg.MODEL`` with a ``num_classes``-way classifier."""
-    if cfg.MODEL.ARCH == "vgg16":
+    m = cfg.MODEL
+    if m.ARCH == "vgg16":
         return build_vgg16(num_classes)
     return build_resnet(num_classes=num_classes, **resnet_options(cfg))
 
@@ -136,194 +127,11 @@ def classification_loss(logits, targets, label_smoothing=0.0):
     return F.cross_entropy(logits.float(), targets, label_smoothing=label_smoothing)
 
 
-def _autocast(device, amp):
-    if amp == "off":
-        return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
-
-
-@torch.no_grad()
-def evaluate(model, loader, *, device=None, amp="off", channels_last=False) -> dict:
-    """Top-1/top-5 error (%) of ``model`` over ``loader``'s ``(images, labels, ...)`` batches of
-    uint8 (0..255) or float (0..1) images, normalised here on ``device``. 5-D batches
-    (``B x crops x C x H x W``, e.g. 10-crop) average the crops' softmax scores, as the paper
-    does. Counts are summed over processes when distributed."""
-    device = device or next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    normalize = NormalizeBatch(reuse_output=True).to(device)  # each batch is done with in-loop
-    counts = torch.zeros(3, dtype=torch.float64, device=device)  # top-1 hits, top-5 hits, images
-    for images, labels, *_ in loader:
-        images = normalize(images.to(device, non_blocking=True))
-        labels = labels.to(device, non_blocking=True)
-        crops = images.shape[1] if images.dim() == 5 else 1
-        if images.dim() == 5:
-            images = images.flatten(0, 1)
-        if channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
-        with _autocast(device, amp):
-            logits = model(images)
-        probs = logits.float().softmax(-1).view(labels.shape[0], crops, -1).mean(1)
-        top = probs.topk(min(5, probs.shape[1]), dim=1).indices
-        hits = top == labels[:, None]
-        counts += torch.stack([hits[:, 0].sum(), hits.any(1).sum(), torch.tensor(labels.shape[0], device=device)]).double()
-    if comm.get_world_size() > 1:
-        torch.distributed.all_reduce(counts)
-    model.train(was_training)
-    top1, top5, n = counts.tolist()
-    if n == 0:
-        raise ValueError("evaluation loader yielded no images")
-    # Rounded so that e.g. 66.0 is not logged as 65.99999999999999.
-    return {"top1_err": round(100.0 * (n - top1) / n, 6), "top5_err": round(100.0 * (n - top5) / n, 6),
-            "num_images": int(n)}
-
-
-# ---------------------------------------------------------------- checkpoints
-
-def _rng_state() -> dict:
-    # Plain types and tensors only, so checkpoints load with torch.load(weights_only=True).
-    np_state = np.random.get_state()
-    return {
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-        "python": random.getstate(),
-        "numpy": {"keys": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
-                  "has_gauss": int(np_state[3]), "cached": float(np_state[4])},
-    }
-
-
-def _set_rng_state(state: dict):
-    torch.set_rng_state(state["torch"])
-    if state["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-    version, internal, gauss = state["python"]
-    random.setstate((version, tuple(internal), gauss))
-    n = state["numpy"]
-    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"]))
-
-
-def save_checkpoint(output_dir, name, *, model, optimizer=None, scheduler=None, scaler=None,
-                    iteration=0, extra=None) -> Path:
-    """Write ``output_dir/name`` (model, optimizer, scheduler, grad scaler, iteration, RNG
-    states) atomically, then point ``output_dir/last_checkpoint`` at it (atomically too), so a
-    kill at any moment leaves the previous checkpoint usable."""
-    output_dir = Path(output_dir)
-    state = {
-        "model": model.state_dict(),
-        "optimizer": optimizer.state_dict() if optimizer is not None else {},
-        "scheduler": scheduler.state_dict() if scheduler is not None else {},
-        "scaler": scaler.state_dict() if scaler is not None else {},
-        "iteration": int(iteration),
-        "rng": _rng_state(),
-        "extra": extra or {},
-    }
-    path = output_dir / name
-    with atomic_write(path) as f:
-        torch.save(state, f)
-        if os.environ.get(FAULT_SLEEP_IN_SAVE):
-            f.flush()
-            time.sleep(float(os.environ[FAULT_SLEEP_IN_SAVE]))
-    with atomic_write(output_dir / LAST_CHECKPOINT, mode="w") as f:
-        f.write(name)
-    return path
-
-
-def prune_checkpoints(output_dir, keep: int) -> list:
-    """Delete all but the ``keep`` newest periodic checkpoints (``model_<iteration>.pth``) of
-    ``output_dir``; never the one ``last_checkpoint`` names, nor ``model_final.pth``. ``keep``
-    0 keeps all. Returns the deleted paths."""
-    if keep <= 0:
-        return []
-    current = last_checkpoint(output_dir)
-    periodic = sorted(p for p in Path(output_dir).glob("model_*.pth") if p.stem[6:].isdigit())
-    doomed = [p for p in periodic[:-keep] if current is None or p.name != current.name]
-    for path in doomed:
-        path.unlink(missing_ok=True)
-    return doomed
-
-
-def last_checkpoint(output_dir) -> Path | None:
-    """The checkpoint ``output_dir/last_checkpoint`` points at, or None when there is none."""
-    pointer = Path(output_dir) / LAST_CHECKPOINT
-    if not pointer.is_file():
-        return None
-    path = Path(output_dir) / pointer.read_text().strip()
-    if not path.is_file():
-        raise FileNotFoundError(f"{pointer} names {path.name}, which does not exist in {output_dir}")
-    return path
-
-
-def load_checkpoint(path, *, model, optimizer=None, scheduler=None, scaler=None, restore_rng=True) -> int:
-    """Restore what :func:`save_checkpoint` wrote (``weights_only=True``: no code runs);
-    returns the iteration to continue from."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise WeightsFileError(f"{path}: not a readable pretraining checkpoint ({e})") from e
-    if not isinstance(state, dict) or "model" not in state or "iteration" not in state:
-        raise WeightsFileError(f"{path}: not a pretraining checkpoint (expected keys 'model', 'iteration')")
-    load_state_dict_checked(model, state["model"], source=str(path))
-    if optimizer is not None and state["optimizer"]:
-        optimizer.load_state_dict(state["optimizer"])
-    if scheduler is not None and state["scheduler"]:
-        scheduler.load_state_dict(state["scheduler"])
-    if scaler is not None and state["scaler"]:
-        scaler.load_state_dict(state["scaler"])
-    if restore_rng:
-        _set_rng_state(state["rng"])
-    return int(state["iteration"])
-
-
-# ---------------------------------------------------------------- outputs
-
 def plot_curves(records, path) -> Path:
     """Train/val top-1 error vs iteration from metrics records, as a PNG (Agg, no display);
     drawn by the plotting module detection's curves.png uses too."""
-    from ..analysis.plotting import plot_metric_curves, pretraining_curve_panels
-
     return plot_metric_curves(pretraining_curve_panels(records), path)
 
-
-class _Outputs:
-    """Rank 0's files: metrics.json (json lines), tensorboard events, curves.png."""
-
-    def __init__(self, output_dir, start_iter):
-        self.dir = Path(output_dir)
-        self.main = comm.is_main_process()
-        self.records = []
-        if not self.main:
-            return
-        from torch.utils.tensorboard import SummaryWriter
-
-        metrics = self.dir / "metrics.json"
-        if metrics.is_file():
-            # Lines logged after the checkpoint we resume from are replayed; drop them.
-            for line in metrics.read_text().splitlines():
-                with contextlib.suppress(ValueError):
-                    rec = json.loads(line)
-                    if rec.get("iteration", 0) <= start_iter:
-                        self.records.append(rec)
-        with atomic_write(metrics, mode="w") as f:
-            f.writelines(json.dumps(r) + "\n" for r in self.records)
-        self.tb = SummaryWriter(str(self.dir), purge_step=start_iter if start_iter else None)
-
-    def write(self, record):
-        if not self.main:
-            return
-        self.records.append(record)
-        with open(self.dir / "metrics.json", "a") as f:
-            f.write(json.dumps(record) + "\n")
-        for k, v in record.items():
-            if k != "iteration" and isinstance(v, (int, float)):
-                self.tb.add_scalar(k, v, record["iteration"])
-
-    def close(self):
-        if self.main:
-            self.tb.close()
-            plot_curves(self.records, self.dir / "curves.png")
-
-
-# ---------------------------------------------------------------- training
 
 def _device():
     if torch.cuda.is_available():
@@ -332,194 +140,210 @@ def _device():
     return torch.device("cpu")
 
 
-def _check_finite_weights(model, iteration):
-    flags = torch.stack([p.detach().isfinite().all() for p in model.parameters()])
-    if not bool(flags.all()):
-        raise DivergenceError(f"weights became NaN/inf by iteration {iteration}; not saving them")
+class _Checkpoints(HookBase):
+    """Save ``model_<iterations done>.pth`` every ``period`` iterations and at the last one,
+    and ``model_final.pth`` after a run that finished (never after a failed one). The metrics
+    ``writers`` write first: a run killed after a checkpoint lost none of the lines before it."""
+
+    def __init__(self, checkpointer, period, writers=()):
+        self.checkpointer, self.period, self.writers = checkpointer, period, writers
+
+    def after_step(self):
+        done = self.trainer.iter + 1
+        if done % self.period == 0 or done == self.trainer.max_iter:
+            for writer in self.writers:
+                writer.write()
+            self.checkpointer.save(f"model_{done:07d}", iteration=done)
+            comm.synchronize()
+
+    def after_train(self):
+        if self.trainer.iter >= self.trainer.max_iter:
+            self.checkpointer.save("model_final", iteration=self.trainer.max_iter)
 
 
-def train(cfg, resume: bool = False, on_batch=None) -> dict:
-    """Pretrain the classifier described by ``cfg`` (call in every process; see
-    ``tools/pretrain_cls.py`` for launching). With ``resume``, continue from
-    ``OUTPUT_DIR/last_checkpoint`` when it exists. ``on_batch(iteration, indices)`` is called
-    for every micro-batch (tests record what each rank sees). Returns the final metrics."""
-    validate_pretrain_cfg(cfg)
-    out = Path(cfg.OUTPUT_DIR)
-    rank, world = comm.get_rank(), comm.get_world_size()
-    device = _device()
-    s = cfg.SOLVER
-    torch.manual_seed(cfg.SEED)  # identical initial weights on every rank
+class ClassificationTrainer(SimpleTrainer):
+    """The classifier of ``cfg`` (a validated pretraining config), its data, optimizer and
+    schedule, trained by ``run_step`` under detectron2's ``IterationTimer``, ``LRScheduler``,
+    ``EvalHook`` and ``PeriodicWriter`` hooks, plus :class:`_Checkpoints` and the hooks both
+    stages share (``SeedEachIteration``, ``PlotCurves``). Use::
 
-    train_set, val_set = build_datasets(cfg)
-    num_classes = cfg.MODEL.NUM_CLASSES or len(train_set.classes)
-    if num_classes != len(train_set.classes):
-        raise ConfigError(f"MODEL.NUM_CLASSES={num_classes} but {train_set.root} has "
-                         f"{len(train_set.classes)} class folders; set it to 0 or fix the data")
-    L = schedule_lengths(cfg, len(train_set), world)
-    model = build_classifier(cfg, num_classes)
-    memory_format = torch.channels_last if s.CHANNELS_LAST else torch.contiguous_format
-    model.to(device, memory_format=memory_format)
-    lr = scaled_lr(s.BASE_LR, s.IMS_PER_BATCH, s.REFERENCE_BATCH)
-    optimizer = build_optimizer(model, lr, momentum=s.MOMENTUM, weight_decay=s.WEIGHT_DECAY,
-                                weight_decay_norm=s.WEIGHT_DECAY_NORM, nesterov=s.NESTEROV,
-                                impl=s.OPTIMIZER_IMPL, name=s.OPTIMIZER)
-    scheduler = build_lr_scheduler(optimizer, L.max_iter, schedule=s.SCHEDULE, steps=L.steps,
-                                   gamma=s.GAMMA, warmup_iters=L.warmup_iters,
-                                   warmup_factor=s.WARMUP_FACTOR)
-    scaler = torch.amp.GradScaler(device.type, enabled=amp_mode(cfg) == "fp16")
+        trainer = ClassificationTrainer(cfg)
+        trainer.resume_or_load(resume)   # builds the data stream from the resumed iteration
+        metrics = trainer.train()
+    """
 
-    start_iter = 0
-    ckpt = last_checkpoint(out) if resume else None
-    if ckpt is not None:
-        start_iter = load_checkpoint(ckpt, model=model, optimizer=optimizer, scheduler=scheduler, scaler=scaler)
-        logger.info("resumed from %s at iteration %d", ckpt, start_iter)
-    elif resume:
-        logger.info("--resume: no checkpoint in %s, starting from scratch", out)
-    if comm.is_main_process():
-        out.mkdir(parents=True, exist_ok=True)
-        for stale in out.glob(".*.tmp"):  # temp files of saves that a kill interrupted
-            stale.unlink(missing_ok=True)
-        with atomic_write(out / "config.yaml", mode="w") as f:
-            f.write(cfg.dump())
-    comm.synchronize()
+    def __init__(self, cfg):
+        validate_pretrain_cfg(cfg)
+        self.cfg, s, world = cfg, cfg.SOLVER, comm.get_world_size()
+        self.device = _device()
+        self.seed = cfg.SEED  # SeedEachIteration's
+        torch.manual_seed(cfg.SEED)  # identical initial weights on every rank
+        self.train_set, self.val_set = build_datasets(cfg)
+        self.num_classes = cfg.MODEL.NUM_CLASSES or len(self.train_set.classes)
+        if self.num_classes != len(self.train_set.classes):
+            raise ConfigError(f"MODEL.NUM_CLASSES={self.num_classes} but {self.train_set.root} has "
+                             f"{len(self.train_set.classes)} class folders; set it to 0 or fix the data")
+        self.lengths = L = schedule_lengths(cfg, len(self.train_set), world)
+        self.raw_model = build_classifier(cfg, self.num_classes)
+        self.memory_format = torch.channels_last if s.CHANNELS_LAST else torch.contiguous_format
+        self.raw_model.to(self.device, memory_format=self.memory_format)
+        self.lr = scaled_lr(s.BASE_LR, s.IMS_PER_BATCH, s.REFERENCE_BATCH)
+        optimizer = build_optimizer(self.raw_model, self.lr, momentum=s.MOMENTUM, weight_decay=s.WEIGHT_DECAY,
+                                    weight_decay_norm=s.WEIGHT_DECAY_NORM, nesterov=s.NESTEROV,
+                                    impl=s.OPTIMIZER_IMPL, name=s.OPTIMIZER)
+        self.scheduler = build_lr_scheduler(optimizer, L.max_iter, schedule=s.SCHEDULE, steps=L.steps,
+                                            gamma=s.GAMMA, warmup_iters=L.warmup_iters,
+                                            warmup_factor=s.WARMUP_FACTOR)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=amp_mode(self.cfg) == "fp16")
+        if world > 1 and self.device.type != "cuda" and cfg.MODEL.NORM == "SyncBN":
+            raise ConfigError("MODEL.NORM = 'SyncBN' uses torch's SyncBatchNorm, which needs CUDA; "
+                             "on CPU processes use MODEL.NORM BN (per-process statistics)")
+        model = create_ddp_model(self.raw_model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        super().__init__(torch.compile(model) if s.COMPILE else model, None, optimizer)
+        self.checkpointer = SafeCheckpointer(
+            self.raw_model, cfg.OUTPUT_DIR, max_to_keep=s.MAX_CHECKPOINTS_TO_KEEP, optimizer=optimizer,
+            scheduler=self.scheduler, scaler=self.scaler)
+        self.start_iter, self.max_iter = 0, L.max_iter
+        self.final = {}
+        # On a CPU each batch is written into the previous one's tensor: backward() has freed
+        # the graph that held it by then (NormalizeBatch's reuse_output).
+        self.normalize = NormalizeBatch(reuse_output=True).to(self.device)
+        self._pending = []  # (iteration, loss, top-1 misses) still on the device: read with a lag
 
-    raw_model = model
-    if world > 1 and device.type != "cuda" and cfg.MODEL.NORM == "SyncBN":
-        raise ConfigError("MODEL.NORM = 'SyncBN' uses torch's SyncBatchNorm, which needs CUDA; "
-                         "on CPU processes use MODEL.NORM BN (per-process statistics)")
-    if world > 1:
-        model = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None)
-    if s.COMPILE:
-        model = torch.compile(model)
+    def resume_or_load(self, resume: bool = True) -> None:
+        """With ``resume``, restore ``OUTPUT_DIR/last_checkpoint`` (weights, optimizer, schedule,
+        grad scaler) when it exists; then build the data stream from that iteration
+        and the hooks."""
+        out = Path(self.cfg.OUTPUT_DIR)
+        if resume and self.checkpointer.has_checkpoint():
+            path = Path(self.checkpointer.get_checkpoint_file())
+            if not path.is_file():
+                raise FileNotFoundError(f"{out / LAST_CHECKPOINT} names {path.name}, which does not exist in {out}")
+            self.start_iter = int(self.checkpointer.load(str(path))["iteration"])
+            logger.info("resumed from %s at iteration %d", path, self.start_iter)
+        elif resume:
+            logger.info("--resume: no checkpoint in %s, starting from scratch", out)
+        if comm.is_main_process():
+            out.mkdir(parents=True, exist_ok=True)
+            for stale in out.glob(".*.tmp"):  # temp files of saves that a kill interrupted
+                stale.unlink(missing_ok=True)
+            with atomic_write(out / "config.yaml", mode="w") as f:
+                f.write(self.cfg.dump())
+        comm.synchronize()
+        L, d, s = self.lengths, self.cfg.DATA, self.cfg.SOLVER
+        rank, world = comm.get_rank(), comm.get_world_size()
+        loader = build_train_loader(
+            self.train_set, L.micro_batch, L.samples_per_rank_epoch, seed=self.cfg.SEED, rank=rank,
+            world_size=world, start=self.start_iter * L.samples_per_rank_step, num_workers=d.NUM_WORKERS,
+            persistent_workers=d.PERSISTENT_WORKERS, prefetch_factor=d.PREFETCH_FACTOR, timeout=d.TIMEOUT,
+            collate_fn=MixCollate(self.num_classes, s.MIXUP_ALPHA, s.CUTMIX_ALPHA, seed=self.cfg.SEED))
+        self.data_loader = iterate_loader(loader, self.train_set)  # names the sample a dead worker held
+        self.val_loader = build_test_loader(
+            self.val_set, self.cfg.TEST.IMS_PER_BATCH, rank=rank, world_size=world, num_workers=d.NUM_WORKERS,
+            persistent_workers=d.PERSISTENT_WORKERS, prefetch_factor=d.PREFETCH_FACTOR, timeout=d.TIMEOUT)
+        writers = build_writers(out, L.max_iter, first_iter=self.start_iter + 1) if comm.is_main_process() else []
+        # Evaluation before the writers (an iteration's line holds its evaluation) and the
+        # checkpoint last (what it resumes from is on disk, metrics included).
+        self.register_hooks([
+            SeedEachIteration(),
+            hooks.IterationTimer(),
+            hooks.LRScheduler(),
+            hooks.EvalHook(L.eval_period, self.test),
+            hooks.PeriodicWriter(writers, s.LOG_PERIOD) if writers else None,
+            _Checkpoints(self.checkpointer, L.checkpoint_period, [w for w in writers if isinstance(w, JSONWriter)]),
+            PlotCurves(out, L.eval_period, lambda path: plot_curves(read_metrics_json(path), out / "curves.png")),
+        ])
 
-    d = cfg.DATA
-    loader = build_train_loader(
-        train_set, L.micro_batch, L.samples_per_rank_epoch, seed=cfg.SEED, rank=rank,
-        world_size=world, start=start_iter * L.samples_per_rank_step, num_workers=d.NUM_WORKERS,
-        persistent_workers=d.PERSISTENT_WORKERS, prefetch_factor=d.PREFETCH_FACTOR,
-        timeout=d.TIMEOUT,
-        collate_fn=MixCollate(num_classes, s.MIXUP_ALPHA, s.CUTMIX_ALPHA, seed=cfg.SEED))
-    val_loader = build_test_loader(val_set, cfg.TEST.IMS_PER_BATCH, rank=rank, world_size=world,
-                                   num_workers=d.NUM_WORKERS, persistent_workers=d.PERSISTENT_WORKERS,
-                                   prefetch_factor=d.PREFETCH_FACTOR, timeout=d.TIMEOUT)
-    outputs = _Outputs(out, start_iter)
-    bar = None
-    if comm.is_main_process():
-        from tqdm import tqdm
+    def train(self) -> dict:
+        """Train to ``SOLVER.MAX_ITER``, then write model_final.pth, the backbone file
+        (backbone.safetensors/.json) and curves.png; returns the final evaluation."""
+        logger.info("training %s for %d iterations (%d per epoch), %d images/step over %d process(es), lr %.4g",
+                    type(self.raw_model).__name__, self.max_iter, self.lengths.iters_per_epoch,
+                    self.cfg.SOLVER.IMS_PER_BATCH, comm.get_world_size(), self.lr)
+        self._clock = [time.perf_counter(), self.start_iter]
+        super().train(self.start_iter, self.max_iter)
+        out, d = Path(self.cfg.OUTPUT_DIR), self.cfg.DATA
+        if comm.is_main_process():
+            save_backbone(self.raw_model, out / "backbone.safetensors", extra={"pretrain": {
+                "data": str(Path(d.ROOT) / d.TRAIN_DIR), "classes": len(self.train_set.classes),
+                "iterations": self.max_iter, **self.final}})
+        comm.synchronize()
+        if self.train_set.num_skipped:
+            logger.warning("%d unreadable training image(s) were skipped (see warnings above)",
+                           self.train_set.num_skipped)
+        return self.final
 
-        bar = tqdm(total=L.max_iter, initial=start_iter, desc="pretrain", dynamic_ncols=True)
-    logger.info("training %s for %d iterations (%d per epoch), %d images/step over %d process(es), lr %.4g",
-                type(raw_model).__name__, L.max_iter, L.iters_per_epoch, s.IMS_PER_BATCH, world, lr)
+    def run_step(self):
+        """One optimizer step over ``SOLVER.GRAD_ACCUM_STEPS`` micro-batches (DDP gradient
+        sync on the last one only), under autocast per ``SOLVER.AMP``; the step's loss and
+        misses stay on the device until :meth:`_flush`."""
+        s, accum = self.cfg.SOLVER, self.cfg.SOLVER.GRAD_ACCUM_STEPS
+        self.storage.iter = done = self.iter + 1  # what this step's metrics are logged as
+        loss_sum = torch.zeros((), device=self.device)
+        miss_sum = torch.zeros((), device=self.device)
+        for micro in range(accum):
+            images, targets, _ = next(self._data_loader_iter)
+            # uint8 over the bus, then converted and normalised on the device (the
+            # elementwise ops keep the memory format).
+            images = self.normalize(images.to(self.device, non_blocking=True, memory_format=self.memory_format))
+            targets = targets.to(self.device, non_blocking=True)
+            last = comm.get_world_size() == 1 or micro == accum - 1
+            with contextlib.nullcontext() if last else self.model.no_sync():
+                with autocast(self.device, amp_mode(self.cfg)):
+                    logits = self.model(images)
+                loss = classification_loss(logits, targets, s.LABEL_SMOOTHING)
+                self.scaler.scale(loss / accum).backward()
+            hard = targets.argmax(1) if targets.dim() == 2 else targets
+            loss_sum += loss.detach() / accum
+            miss_sum += (logits.detach().argmax(1) != hard).sum()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        self._pending.append((self.iter, loss_sum, miss_sum))
+        if done % s.LOG_PERIOD == 0 or done % self.lengths.checkpoint_period == 0 or done == self.max_iter:
+            self._flush(done)
 
-    pending = []  # (iteration, loss, top-1 misses) still on the device: read with a lag
-    last_good = ckpt
-    clock = [time.perf_counter(), start_iter]
-
-    def flush(iteration):
-        if not pending:
-            return
-        stats = torch.stack([torch.stack([l, e]) for _, l, e in pending]).double()
+    def _flush(self, done):
+        """Read the pending losses (the one host sync per log period), stop on a NaN/inf one,
+        and put their means into the event storage."""
+        world, L = comm.get_world_size(), self.lengths
+        stats = torch.stack([torch.stack([loss, miss]) for _, loss, miss in self._pending]).double()
         if world > 1:
             torch.distributed.all_reduce(stats)
-        stats = (stats / world).tolist()  # the one host sync per log period
-        its = [i for i, _, _ in pending]
-        pending.clear()
+        stats = (stats / world).tolist()
+        its = [i for i, _, _ in self._pending]
+        self._pending.clear()
         for it, (loss, _) in zip(its, stats):
             if not math.isfinite(loss):
-                raise DivergenceError(
-                    f"loss is {loss} at iteration {it + 1} (loss terms: cross-entropy={loss}); "
-                    f"stopping. Last good checkpoint: {last_good or 'none written yet'}. Lower "
-                    f"SOLVER.BASE_LR, add SOLVER.WARMUP_EPOCHS, or try SOLVER.AMP.ENABLED False.")
+                last = self.checkpointer.get_checkpoint_file() if self.checkpointer.has_checkpoint() else None
+                raise DivergenceError(divergence_message(
+                    f"loss is {loss} at iteration {it + 1} (cross-entropy). ", it + 1, {"loss": loss}, last,
+                    "Lower SOLVER.BASE_LR, add SOLVER.WARMUP_EPOCHS, or try SOLVER.AMP.ENABLED False."))
         now = time.perf_counter()
-        sec_per_iter = (now - clock[0]) / max(iteration - clock[1], 1)
-        clock[:] = [now, iteration]
-        record = {
-            "iteration": iteration,
-            "epoch": iteration / L.iters_per_epoch,
-            "loss": sum(x[0] for x in stats) / len(stats),
-            "train_top1_err": 100.0 * sum(x[1] for x in stats) / (len(stats) * L.samples_per_rank_step),
-            "lr": optimizer.param_groups[0]["lr"],
-            "sec_per_iter": sec_per_iter,
-            "images_per_sec": s.IMS_PER_BATCH / sec_per_iter,
-            "skipped_images": train_set.num_skipped,
-        }
-        outputs.write(record)
-        if bar is not None:
-            bar.set_postfix(loss=f"{record['loss']:.3f}", err=f"{record['train_top1_err']:.1f}%",
-                            lr=f"{record['lr']:.3g}", refresh=False)
-        logger.info("iter %d/%d loss %.4f train top-1 err %.2f%% lr %.4g %.3fs/iter",
-                    iteration, L.max_iter, record["loss"], record["train_top1_err"], record["lr"], sec_per_iter)
+        sec_per_iter = (now - self._clock[0]) / max(done - self._clock[1], 1)
+        self._clock = [now, done]
+        self.storage.put_scalars(
+            epoch=done / L.iters_per_epoch, loss=sum(x[0] for x in stats) / len(stats),
+            train_top1_err=100.0 * sum(x[1] for x in stats) / (len(stats) * L.samples_per_rank_step),
+            sec_per_iter=sec_per_iter, images_per_sec=self.cfg.SOLVER.IMS_PER_BATCH / sec_per_iter,
+            skipped_images=self.train_set.num_skipped, smoothing_hint=False)
 
-    model.train()
-    batches = iterate_loader(loader, train_set)
-    autocast = _autocast(device, amp_mode(cfg))
-    accum = s.GRAD_ACCUM_STEPS
-    # On a CPU each batch is written into the previous one's tensor: backward() has freed the
-    # graph that held it by then (NormalizeBatch's reuse_output).
-    normalize = NormalizeBatch(reuse_output=True).to(device)
-    try:
-        for it in range(start_iter, L.max_iter):
-            loss_sum = torch.zeros((), device=device)
-            miss_sum = torch.zeros((), device=device)
-            for micro in range(accum):
-                images, targets, indices = next(batches)
-                if on_batch is not None:
-                    on_batch(it, indices)
-                # uint8 over the bus, then converted and normalised on the device (the
-                # elementwise ops keep the memory format).
-                images = normalize(images.to(device, non_blocking=True, memory_format=memory_format))
-                targets = targets.to(device, non_blocking=True)
-                sync = contextlib.nullcontext() if world == 1 or micro == accum - 1 else model.no_sync()
-                with sync:
-                    with autocast:
-                        logits = model(images)
-                    loss = classification_loss(logits, targets, s.LABEL_SMOOTHING)
-                    scaler.scale(loss / accum).backward()
-                hard = targets.argmax(1) if targets.dim() == 2 else targets
-                loss_sum += loss.detach() / accum
-                miss_sum += (logits.detach().argmax(1) != hard).sum()
-            scaler.step(optimizer)
-            scaler.update()
-            optimizer.zero_grad(set_to_none=True)
-            scheduler.step()
-            pending.append((it, loss_sum, miss_sum))
-            done = it + 1
-            if bar is not None:
-                bar.update(1)
-            is_last = done == L.max_iter
-            save_now = done % L.checkpoint_period == 0 or is_last
-            if done % s.LOG_PERIOD == 0 or save_now or is_last:
-                flush(done)
-            if save_now:
-                _check_finite_weights(raw_model, done)
-                if comm.is_main_process():
-                    last_good = save_checkpoint(
-                        out, f"model_{done:07d}.pth", model=raw_model, optimizer=optimizer,
-                        scheduler=scheduler, scaler=scaler, iteration=done)
-                    prune_checkpoints(out, s.MAX_CHECKPOINTS_TO_KEEP)
-                comm.synchronize()
-            if done % L.eval_period == 0 and not is_last:
-                res = evaluate(raw_model, val_loader, device=device, amp=amp_mode(cfg), channels_last=s.CHANNELS_LAST)
-                outputs.write({"iteration": done, "val_top1_err": res["top1_err"], "val_top5_err": res["top5_err"]})
-    finally:
-        if bar is not None:
-            bar.close()
-
-    final = _final_evaluation(cfg, raw_model, val_loader, device, L.max_iter, outputs)
-    if comm.is_main_process():
-        save_checkpoint(out, "model_final.pth", model=raw_model, iteration=L.max_iter)
-        save_backbone(raw_model, out / "backbone.safetensors", extra={"pretrain": {
-            "data": str(Path(d.ROOT) / d.TRAIN_DIR), "classes": len(train_set.classes),
-            "iterations": L.max_iter, **final}})
-    outputs.close()
-    comm.synchronize()
-    if train_set.num_skipped:
-        logger.warning("%d unreadable training image(s) were skipped (see warnings above)", train_set.num_skipped)
-    return final
+    def test(self) -> dict:
+        """Evaluate on the validation set: 1-crop during training; after the last iteration
+        also 10-crop (``TEST.TEN_CROP``) and the image count, kept as :attr:`final`."""
+        if self.iter == self.max_iter - 1:
+            return {}  # EvalHook's after_train after a run that failed in its last iteration
+        if self.iter < self.max_iter:
+            res = evaluate(self.raw_model, self.val_loader, device=self.device, amp=amp_mode(self.cfg),
+                           channels_last=self.cfg.SOLVER.CHANNELS_LAST)
+            return {"val_top1_err": res["top1_err"], "val_top5_err": res["top5_err"]}
+        self.final = final_evaluation(self.cfg, self.raw_model, self.val_loader, self.device)
+        return self.final
 
 
-def _final_evaluation(cfg, model, val_loader, device, iteration, outputs):
+def final_evaluation(cfg, model, val_loader, device) -> dict:
+    """1-crop top-1/top-5 error and image count on ``val_loader``, plus 10-crop errors when
+    ``TEST.TEN_CROP``; logged."""
     s = cfg.SOLVER
     res = evaluate(model, val_loader, device=device, amp=amp_mode(cfg), channels_last=s.CHANNELS_LAST)
     final = {"val_top1_err": res["top1_err"], "val_top5_err": res["top5_err"], "val_images": res["num_images"]}
@@ -530,34 +354,53 @@ def _final_evaluation(cfg, model, val_loader, device, iteration, outputs):
                                        timeout=cfg.DATA.TIMEOUT)
         r10 = evaluate(model, ten_loader, device=device, amp=amp_mode(cfg), channels_last=s.CHANNELS_LAST)
         final.update(val_10crop_top1_err=r10["top1_err"], val_10crop_top5_err=r10["top5_err"])
-    outputs.write({"iteration": iteration, **final})
     logger.info("final evaluation: %s", json.dumps(final))
     return final
 
 
+def train(cfg, resume: bool = False) -> dict:
+    """Pretrain the classifier described by ``cfg`` (call in every process; see
+    :func:`launch_from_args`). With ``resume``, continue from ``OUTPUT_DIR/last_checkpoint``
+    when it exists. Returns the final metrics."""
+    trainer = ClassificationTrainer(cfg)
+    trainer.resume_or_load(resume)
+    return trainer.train()
+
+
 def evaluate_only(cfg, weights: str = "") -> dict:
     """Evaluate a trained classifier (1-crop, plus 10-crop when ``TEST.TEN_CROP``): ``weights``
-    is a pretraining checkpoint or a full state-dict file; empty means OUTPUT_DIR's last
-    checkpoint. Returns the metrics (also printed by the CLI)."""
+    is a pretraining checkpoint or a full state-dict file; empty means MODEL.WEIGHTS, then
+    OUTPUT_DIR's last checkpoint. Returns the metrics."""
     validate_pretrain_cfg(cfg)
     device = _device()
     _, val_set = build_datasets(cfg, train=False)
     model = build_classifier(cfg, cfg.MODEL.NUM_CLASSES or len(val_set.classes)).to(device)
-    weights = weights or cfg.MODEL.WEIGHTS
-    path = Path(weights) if weights else last_checkpoint(cfg.OUTPUT_DIR)
-    if path is None:
+    checkpointer = SafeCheckpointer(model, cfg.OUTPUT_DIR)
+    path = weights or cfg.MODEL.WEIGHTS or (checkpointer.has_checkpoint() and checkpointer.get_checkpoint_file())
+    if not path:
         raise FileNotFoundError(f"--eval-only: no weights given and no {LAST_CHECKPOINT} in {cfg.OUTPUT_DIR}")
-    if path.suffix == ".pth":
-        load_checkpoint(path, model=model, restore_rng=False)
-    else:
-        load_state_dict_checked(model, load_state_dict_file(path), source=str(path))
+    checkpointer.load(str(path))
     model.to(device)
     d = cfg.DATA
     val_loader = build_test_loader(val_set, cfg.TEST.IMS_PER_BATCH, rank=comm.get_rank(),
                                    world_size=comm.get_world_size(), num_workers=d.NUM_WORKERS, timeout=d.TIMEOUT)
+    return final_evaluation(cfg, model, val_loader, device)
 
-    class _NoFiles:
-        def write(self, record):
-            pass
 
-    return _final_evaluation(cfg, model, val_loader, device, 0, _NoFiles())
+def main(args) -> dict:
+    """Run in every process: set up logging, then train (or with ``--eval-only`` evaluate) and
+    print the final metrics."""
+    cfg = load_pretrain_cfg(args.config_file, args.opts)
+    for name, abbrev in (("resnet_det", None), ("detectron2", "d2")):
+        setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name=name, abbrev_name=abbrev)
+    result = evaluate_only(cfg) if args.eval_only else train(cfg, resume=args.resume)
+    if comm.is_main_process():
+        print(json.dumps(result, indent=2))
+    return result
+
+
+def launch_from_args(args):
+    """Validate the config in this process (before any worker starts or any file is written),
+    then run :func:`main` in ``--num-gpus`` processes per machine through detectron2's ``launch``."""
+    load_pretrain_cfg(args.config_file, args.opts)
+    return launch_main(main, args)

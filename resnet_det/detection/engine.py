@@ -5,24 +5,22 @@
 """
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import os
-import random
 import weakref
 
-import numpy as np
 import torch
 from detectron2.data import MetadataCatalog, build_detection_test_loader
 from detectron2.engine import (
     AMPTrainer,
     DefaultTrainer,
-    HookBase,
     SimpleTrainer,
     TrainerBase,
     create_ddp_model,
     default_setup,
-    launch,
+    hooks,
 )
 from detectron2.utils import comm
 from detectron2.utils.logger import create_small_table, setup_logger
@@ -30,12 +28,20 @@ from detectron2.utils.logger import create_small_table, setup_logger
 from ..analysis.plotting import plot_detection_curves
 from ..checkpoint.detectron2 import ResNetDetCheckpointer
 from ..checkpoint.io import atomic_write
-from ..cli import in_worker
 from ..config import RESNET_BACKBONES, ConfigError, learning_rate_warning, load_config
 from ..data.datasets import check_datasets, register_all_datasets
 from ..data.mapper import RobustDatasetMapper
+from ..engine import (
+    PlotCurves,
+    ResumableJSONWriter,
+    SeedEachIteration,
+    TrainingDivergedError,
+    build_writers,
+    divergence_message,
+    launch_main,
+)
 from .evaluation import build_evaluator
-from .loader import build_resumable_train_loader, derived_seed
+from .loader import build_resumable_train_loader
 
 __all__ = [
     "Trainer",
@@ -43,6 +49,7 @@ __all__ = [
     "setup",
     "main",
     "launch_from_args",
+    "train_detector",
     "check_num_classes",
     "RESULTS_FILE",
 ]
@@ -50,46 +57,6 @@ __all__ = [
 logger = logging.getLogger("resnet_det")
 # Final metrics of a training run or of --eval-only, written to OUTPUT_DIR.
 RESULTS_FILE = "eval_results.json"
-
-
-class TrainingDivergedError(FloatingPointError):
-    """A NaN/inf loss or weights during training; the message names the iteration, the loss
-    terms and the last good checkpoint."""
-
-
-class _SeedEachIteration(HookBase):
-    """Reseed the global RNGs (RPN/RoI sampling, dropout) from (seed, iteration, rank) before
-    each step, so that a resumed run draws the same numbers as an uninterrupted one."""
-
-    def before_step(self):
-        seed = derived_seed(self.trainer.seed, self.trainer.iter, comm.get_rank())
-        random.seed(seed)
-        np.random.seed(seed)
-        torch.manual_seed(seed)
-
-
-class _PlotCurves(HookBase):
-    """Redraw OUTPUT_DIR/curves.png from metrics.json after each evaluation and at the end
-    (main process). Registered after detectron2's writers, so the file holds what it plots."""
-
-    def __init__(self, output_dir, eval_period):
-        self._metrics = os.path.join(output_dir, "metrics.json")
-        self._eval_period = eval_period
-
-    def _plot(self):
-        if comm.is_main_process() and os.path.isfile(self._metrics):
-            try:
-                plot_detection_curves(self._metrics)
-            except Exception as e:  # a picture must never stop training
-                logger.warning(f"curves.png not drawn: {type(e).__name__}: {e}")
-
-    def after_step(self):
-        next_iter = self.trainer.iter + 1
-        if self._eval_period > 0 and next_iter % self._eval_period == 0 and next_iter != self.trainer.max_iter:
-            self._plot()
-
-    def after_train(self):
-        self._plot()
 
 
 class Trainer(DefaultTrainer):
@@ -115,7 +82,8 @@ class Trainer(DefaultTrainer):
         )
         self.scheduler = self.build_lr_scheduler(cfg, optimizer)
         self.checkpointer = ResNetDetCheckpointer(
-            model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self)
+            model, cfg.OUTPUT_DIR, max_to_keep=cfg.SOLVER.MAX_CHECKPOINTS_TO_KEEP,
+            trainer=weakref.proxy(self),
         )
         self.start_iter = 0
         self.max_iter = cfg.SOLVER.MAX_ITER
@@ -123,11 +91,16 @@ class Trainer(DefaultTrainer):
         self.register_hooks(self.build_hooks())
 
     def build_hooks(self):
-        return (
-            [_SeedEachIteration()]
-            + super().build_hooks()
-            + [_PlotCurves(self.cfg.OUTPUT_DIR, self.cfg.TEST.EVAL_PERIOD)]
-        )
+        ret = [SeedEachIteration()] + super().build_hooks()
+        if comm.is_main_process():  # detectron2 writes every 20 iterations; SOLVER.LOG_PERIOD here
+            ret[-1] = hooks.PeriodicWriter(self.build_writers(), period=self.cfg.SOLVER.LOG_PERIOD)
+        return ret + [PlotCurves(self.cfg.OUTPUT_DIR, self.cfg.TEST.EVAL_PERIOD, plot_detection_curves)]
+
+    def build_writers(self):
+        """detectron2's writers, built once, with a metrics.json that a resume trims."""
+        if not hasattr(self, "_writers"):
+            self._writers = build_writers(self.cfg.OUTPUT_DIR, self.max_iter)
+        return self._writers
 
     def build_train_loader(self, cfg, start_iter: int = 0):
         """Batches of iterations ``start_iter, start_iter + 1, ...`` (see ``loader.py``)."""
@@ -149,6 +122,9 @@ class Trainer(DefaultTrainer):
         """Load MODEL.WEIGHTS, or with ``resume`` the last checkpoint of OUTPUT_DIR (weights,
         optimizer, scheduler, iteration, seed); the data stream then continues where it was."""
         super().resume_or_load(resume=resume)
+        for writer in getattr(self, "_writers", ()):
+            if isinstance(writer, ResumableJSONWriter):
+                writer.trim(self.start_iter - 1)  # lines logged after the checkpoint come again
         if self.start_iter > 0:
             self._trainer.reset_data_loader(
                 lambda: self.build_train_loader(self.cfg, start_iter=self.start_iter)
@@ -163,15 +139,11 @@ class Trainer(DefaultTrainer):
             # checkpoint holds the last good weights.
             self.checkpointer.save_to_disk = False
             has = self.checkpointer.has_checkpoint()
-            last = self.checkpointer.get_checkpoint_file() if has else "(none written yet)"
             recorded = {k: v for k, (v, _) in self.storage.latest().items() if k.startswith("loss")}
-            losses = ", ".join(f"{k}={v:.4g}" for k, v in sorted(recorded.items()))
-            raise TrainingDivergedError(
-                f"{e}\nTraining diverged at iteration {self.iter}; loss terms last recorded: "
-                f"{losses or 'none'}. The last good checkpoint, {last}, is left as it was. "
-                "Lower SOLVER.BASE_LR or lengthen SOLVER.WARMUP_ITERS, then start again "
-                "(or --resume from it)."
-            ) from None
+            raise TrainingDivergedError(divergence_message(
+                f"{e}\n", self.iter, recorded, self.checkpointer.get_checkpoint_file() if has else None,
+                "Lower SOLVER.BASE_LR or lengthen SOLVER.WARMUP_ITERS, then start again (or --resume from it)."
+            )) from None
 
     def state_dict(self):
         ret = super().state_dict()
@@ -308,17 +280,17 @@ def launch_from_args(args):
     register_all_datasets(cfg)
     check_datasets(_used_datasets(cfg, args.eval_only))
     check_num_classes(cfg)
-    world_size = args.num_gpus * args.num_machines
-    if world_size > 1 and cfg.MODEL.DEVICE == "cpu" and torch.cuda.is_available():
+    if args.num_gpus * args.num_machines > 1 and cfg.MODEL.DEVICE == "cpu" and torch.cuda.is_available():
         # detectron2's launch picks NCCL whenever CUDA is visible; CPU processes need gloo.
         os.environ["CUDA_VISIBLE_DEVICES"] = ""
-    # In worker processes an expected error (config, dataset, weights) exits with its message
-    # alone; resnet_det.cli.run_cli in the parent then reports it without a traceback.
-    return launch(
-        in_worker(main) if world_size > 1 else main,
-        args.num_gpus,
-        num_machines=args.num_machines,
-        machine_rank=args.machine_rank,
-        dist_url=args.dist_url,
-        args=(args, True),
-    )
+    return launch_main(main, args, True)
+
+
+def train_detector(config_file, opts=(), *, eval_only=False, resume=False, num_gpus=1, num_machines=1,
+                   machine_rank=0, dist_url="auto"):
+    """:func:`launch_from_args` with plain arguments, for library use: train (or evaluate) the
+    detector of ``config_file`` + ``opts`` (KEY VALUE ...); the metrics land in
+    OUTPUT_DIR/eval_results.json."""
+    return launch_from_args(argparse.Namespace(
+        config_file=config_file, opts=list(opts), eval_only=eval_only, resume=resume, num_gpus=num_gpus,
+        num_machines=num_machines, machine_rank=machine_rank, dist_url=dist_url))
