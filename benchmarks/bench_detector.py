@@ -21,7 +21,8 @@ pickle with ``tools/convert_weights.py --allow-pickle``) in both instead of rand
 ``--no-onnx`` skips it) is our model before its deploy step exported by ``resnet_det.deploy``
 (whole detector, one file) and run by ``OnnxDetector`` with ``--threads`` intra-op threads,
 timed in the same alternation; its export time, file size, and the peak RSS of a process
-serving it (numpy, Pillow, onnxruntime only) beside that of one running detectron2's model. ``--profile`` prints where the time goes instead. ``--train`` also times one
+serving it (numpy, Pillow, onnxruntime only) beside that of one running detectron2's model. ``--floor`` adds each design's fp32 compute floor (its multiply-adds over the machine's measured
+matmul rate). ``--profile`` prints where the time goes instead. ``--train`` also times one
 training iteration (batch 1) of each, in separate processes so each reports its own peak RSS.
 """
 from __future__ import annotations
