@@ -18,7 +18,7 @@ from detectron2.utils.events import CommonMetricPrinter, JSONWriter, Tensorboard
 
 from .checkpoint.io import atomic_write
 from .cli import in_worker
-from .detection.loader import derived_seed
+from .common.sampling import derived_seed
 
 __all__ = ["TrainingDivergedError", "ResumableJSONWriter", "PlotCurves", "SeedEachIteration", "build_writers",
            "divergence_message", "launch_main"]

@@ -379,8 +379,7 @@ def evaluate_only(cfg, weights: str = "") -> dict:
     path = weights or cfg.MODEL.WEIGHTS or (checkpointer.has_checkpoint() and checkpointer.get_checkpoint_file())
     if not path:
         raise FileNotFoundError(f"--eval-only: no weights given and no {LAST_CHECKPOINT} in {cfg.OUTPUT_DIR}")
-    checkpointer.load(str(path))
-    model.to(device)
+    checkpointer.load(str(path))  # copied into the parameters, already on the device
     d = cfg.DATA
     val_loader = build_test_loader(val_set, cfg.TEST.IMS_PER_BATCH, rank=comm.get_rank(),
                                    world_size=comm.get_world_size(), num_workers=d.NUM_WORKERS, timeout=d.TIMEOUT)

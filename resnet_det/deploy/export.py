@@ -46,8 +46,7 @@ from detectron2.structures import Boxes
 from torch import nn
 from torchvision.ops import batched_nms, roi_align
 
-from ..detection.fast_inference import _odd_bins_unread
-from ..models.resnet import ZeroPadShortcut
+from ..detection.fast_inference import _odd_bins_unread, _unstride
 from .runtime import FORMAT_VERSION, INPUT_NAME, METADATA_KEY, OUTPUT_NAMES, DeployError
 
 __all__ = ["ExportableRCNN", "export_onnx", "export_from_config"]
@@ -136,8 +135,7 @@ class ExportableRCNN(nn.Module):
         self.res5 = None
         if self.c4 and len(self.pooler.level_poolers) == 1 and _odd_bins_unread(heads.res5) is not None:
             self.res5 = copy.deepcopy(heads.res5)
-            for module in _odd_bins_unread(self.res5):
-                module.stride = 1 if isinstance(module, ZeroPadShortcut) else (1, 1)
+            _unstride(_odd_bins_unread(self.res5))
 
     def forward(self, image):
         m = self.model

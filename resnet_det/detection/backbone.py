@@ -21,7 +21,6 @@ from .registry import register_once
 
 __all__ = [
     "VGG16Backbone",
-    "resnet_options",
     "build_resnet_det_backbone",
     "build_resnet_det_fpn_backbone",
     "build_vgg16_backbone",

@@ -337,6 +337,13 @@ def _odd_bins_unread(res5) -> list | None:
     return None
 
 
+def _unstride(modules) -> None:
+    """Set the stride-2 modules :func:`_odd_bins_unread` found to stride 1: the res5 then takes
+    only the even bins as its input."""
+    for module in modules:
+        module.stride = 1 if isinstance(module, ZeroPadShortcut) else (1, 1)
+
+
 def _optimize_roi_pooling(roi_heads, parallel: bool, skip_odd_bins: bool, channels_last: bool):
     """Swap the RoI poolers' ``ROIAlign`` levels for :class:`_ROIAlignChunked` (see the module
     docstring: ``parallel_roi_align`` and ``c4_skip_odd_bins``)."""
@@ -360,5 +367,4 @@ def _optimize_roi_pooling(roi_heads, parallel: bool, skip_odd_bins: bool, channe
                 pooler.level_poolers[i] = _ROIAlignChunked(
                     level, every, fmt if every == 2 else torch.contiguous_format, parallel)
     if strided is not None:
-        for module in strided:
-            module.stride = 1 if isinstance(module, ZeroPadShortcut) else (1, 1)
+        _unstride(strided)

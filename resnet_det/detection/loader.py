@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from ..common.sampling import derived_seed, seeded_rngs
 
-__all__ = ["TrainBatches", "build_resumable_train_loader", "derived_seed", "seeded_rngs"]
+__all__ = ["TrainBatches", "build_resumable_train_loader"]
 
 logger = logging.getLogger(__name__)
 # How many other images to try, in dataset order, when the mapper skips an unreadable one.

@@ -7,9 +7,9 @@ from detectron2.modeling import ROI_BOX_HEAD_REGISTRY, ROI_HEADS_REGISTRY
 from detectron2.modeling.roi_heads import Res5ROIHeads
 from torch import nn
 
+from ..config import resnet_options
 from ..models.resnet import make_resnet_stage, zero_init_last_norm
 from ..models.vgg import POOLED_SIZE, VGG16, build_vgg16
-from .backbone import resnet_options
 from .registry import register_once
 
 __all__ = ["ResNetDetRes5ROIHeads", "VGG16BoxHead"]
