@@ -20,7 +20,6 @@ __all__ = [
     "make_classification_tree",
     "make_voc",
     "make_coco",
-    "make_labelimg",
     "LABELIMG_CLASSES",
 ]
 
@@ -63,28 +62,17 @@ def make_toy_data(
     unknown = sorted(set(kinds) - set(KINDS))
     if unknown:
         raise ValueError(f"unknown toy data kinds {unknown}; choose from {list(KINDS)}")
-    written = {}
-    if "classification" in kinds:
-        written["classification"] = make_classification_tree(
-            os.path.join(out_dir, "imagenet"),
-            seed,
-            num_train_per_class,
-            num_val_per_class,
+    det = (seed, num_det_train, num_det_val, det_size)
+    makers = {
+        "classification": lambda: make_classification_tree(
+            os.path.join(out_dir, "imagenet"), seed, num_train_per_class, num_val_per_class,
             cls_size,
-        )
-    if "voc" in kinds:
-        written["voc"] = make_voc(
-            os.path.join(out_dir, "VOC2007"), seed, num_det_train, num_det_val, det_size
-        )
-    if "coco" in kinds:
-        written["coco"] = make_coco(
-            os.path.join(out_dir, "coco"), seed, num_det_train, num_det_val, det_size
-        )
-    if "labelimg" in kinds:
-        written["labelimg"] = make_labelimg(
-            os.path.join(out_dir, "labelimg"), seed, num_det_train, num_det_val, det_size
-        )
-    return written
+        ),
+        "voc": lambda: make_voc(os.path.join(out_dir, "VOC2007"), *det),
+        "coco": lambda: make_coco(os.path.join(out_dir, "coco"), *det),
+        "labelimg": lambda: make_voc(os.path.join(out_dir, "labelimg"), *det, labelimg=True),
+    }
+    return {kind: make() for kind, make in makers.items() if kind in kinds}
 
 
 def make_classification_tree(root, seed=0, num_train_per_class=60, num_val_per_class=20, size=64):
@@ -107,7 +95,7 @@ def make_classification_tree(root, seed=0, num_train_per_class=60, num_val_per_c
                 else:
                     val_index += 1
                     file_name = f"ILSVRC2012_val_{val_index:08d}.JPEG"
-                _save_jpeg(image, os.path.join(class_dir, file_name))
+                _save(image, os.path.join(class_dir, file_name))
         counts[f"num_{split}"] = per_class * len(TOY_CLASSES)
     return {
         "train": os.path.join(root, "train"),
@@ -117,88 +105,50 @@ def make_classification_tree(root, seed=0, num_train_per_class=60, num_val_per_c
     }
 
 
-def make_voc(root, seed=0, num_trainval=120, num_test=40, size=(192, 256)):
-    """Write a PASCAL VOC2007-style tree (JPEGImages, Annotations, ImageSets/Main) at `root`."""
-    height, width = _check_det_size(size)
-    _require_empty(root)
-    for sub in ("JPEGImages", "Annotations", os.path.join("ImageSets", "Main")):
-        os.makedirs(os.path.join(root, sub))
-    ids = [f"{i:06d}" for i in range(1, num_trainval + num_test + 1)]
-    num_objects = 0
-    for index, image_id in enumerate(ids):
-        image, objects = _detection_image(_rng(seed, "voc", index), height, width)
-        _save_jpeg(image, os.path.join(root, "JPEGImages", image_id + ".jpg"))
-        xml_path = os.path.join(root, "Annotations", image_id + ".xml")
-        _write_voc_xml(xml_path, image_id + ".jpg", objects, height, width)
-        num_objects += len(objects)
-    trainval = ids[:num_trainval]
-    # VOC's train and val halve trainval; alternating keeps both non-empty for tiny counts.
-    splits = {
-        "trainval": trainval,
-        "test": ids[num_trainval:],
-        "train": trainval[0::2],
-        "val": trainval[1::2],
-    }
-    _write_split_files(root, splits)
-    return {
-        "root": root,
-        "classes": list(TOY_CLASSES),
-        **{f"num_{split}": len(split_ids) for split, split_ids in splits.items()},
-        "num_objects": num_objects,
-    }
+def make_voc(root, seed=0, num_trainval=120, num_test=40, size=(192, 256), labelimg=False):
+    """Write a PASCAL VOC2007-style tree (JPEGImages, Annotations, ImageSets/Main) at `root`.
 
-
-def _write_split_files(root, splits):
-    """VOC's ImageSets/Main/<split>.txt, one image id a line, for each split of ``splits``."""
-    for split, split_ids in splits.items():
-        with open(os.path.join(root, "ImageSets", "Main", split + ".txt"), "w") as f:
-            f.writelines(image_id + "\n" for image_id in split_ids)
-
-
-def make_labelimg(root, seed=0, num_trainval=120, num_test=40, size=(192, 256)):
-    """Write a user's own VOC-layout dataset as LabelImg saves it, at `root`.
-
-    Every xml has LabelImg's tags (folder, filename, path, source, size, segmented, object
-    with name/pose/truncated/difficult/bndbox); every third image is a .png (the rest .jpg,
-    as the xml's <filename> says); circles and squares are the dataset's classes
-    (:data:`LABELIMG_CLASSES`), the other shapes keep names outside that list. The split
-    files ImageSets/Main/{trainval,test}.txt are written too.
+    ``labelimg=True`` writes a user's own VOC-layout dataset as LabelImg saves it instead:
+    LabelImg's xml tags (with <path>), ids ``img_0001``..., every third image a .png (as the
+    xml's <filename> says), circles and squares as the dataset's classes
+    (:data:`LABELIMG_CLASSES`; the other shapes keep names outside that list), and only the
+    trainval and test split files.
     """
     height, width = _check_det_size(size)
     _require_empty(root)
     for sub in ("JPEGImages", "Annotations", os.path.join("ImageSets", "Main")):
         os.makedirs(os.path.join(root, sub))
-    ids = [f"img_{i:04d}" for i in range(1, num_trainval + num_test + 1)]
+    kind = "labelimg" if labelimg else "voc"
+    numbers = range(1, num_trainval + num_test + 1)
+    ids = [f"img_{i:04d}" if labelimg else f"{i:06d}" for i in numbers]
     names = Counter()
     for index, image_id in enumerate(ids):
-        image, objects = _detection_image(_rng(seed, "labelimg", index), height, width)
-        file_name = image_id + (".png" if index % 3 == 1 else ".jpg")
-        image_path = os.path.join(root, "JPEGImages", file_name)
-        if file_name.endswith(".png"):
-            Image.fromarray(image).save(image_path, format="PNG")
-        else:
-            _save_jpeg(image, image_path)
-        _write_voc_xml(
-            os.path.join(root, "Annotations", image_id + ".xml"),
-            file_name,
-            objects,
-            height,
-            width,
-            folder="JPEGImages",
-            # LabelImg records where the image was when it was labelled, on that machine.
-            image_path=os.path.join("/home/labeller/photos", file_name),
-            source="Unknown",
-        )
+        image, objects = _detection_image(_rng(seed, kind, index), height, width)
+        file_name = image_id + (".png" if labelimg and index % 3 == 1 else ".jpg")
+        _save(image, os.path.join(root, "JPEGImages", file_name))
+        xml_path = os.path.join(root, "Annotations", image_id + ".xml")
+        _write_voc_xml(xml_path, file_name, objects, height, width, labelimg)
         names.update(TOY_CLASSES[obj["label"]] for obj in objects)
-    splits = {"trainval": ids[:num_trainval], "test": ids[num_trainval:]}
-    _write_split_files(root, splits)
-    return {
+    trainval = ids[:num_trainval]
+    splits = {"trainval": trainval, "test": ids[num_trainval:]}
+    if not labelimg:
+        # VOC's train and val halve trainval; alternating keeps both non-empty for tiny counts.
+        splits.update(train=trainval[0::2], val=trainval[1::2])
+    for split, split_ids in splits.items():
+        with open(os.path.join(root, "ImageSets", "Main", split + ".txt"), "w") as f:
+            f.writelines(image_id + "\n" for image_id in split_ids)
+    written = {
         "root": root,
-        "classes": list(LABELIMG_CLASSES),
+        "classes": list(LABELIMG_CLASSES if labelimg else TOY_CLASSES),
         **{f"num_{split}": len(split_ids) for split, split_ids in splits.items()},
-        "num_png": sum(1 for index in range(len(ids)) if index % 3 == 1),
-        "objects_per_name": dict(sorted(names.items())),
     }
+    if not labelimg:
+        return dict(written, num_objects=sum(names.values()))
+    return dict(
+        written,
+        num_png=sum(1 for index in range(len(ids)) if index % 3 == 1),
+        objects_per_name=dict(sorted(names.items())),
+    )
 
 
 def make_coco(root, seed=0, num_train=120, num_val=40, size=(192, 256)):
@@ -221,7 +171,7 @@ def make_coco(root, seed=0, num_train=120, num_val=40, size=(192, 256)):
             image_id += 1
             image, objects = _detection_image(_rng(seed, "coco", split_id, i), height, width)
             file_name = f"{image_id:012d}.jpg"
-            _save_jpeg(image, os.path.join(image_dir, file_name))
+            _save(image, os.path.join(image_dir, file_name))
             images.append(
                 {
                     "license": 1,
@@ -291,8 +241,9 @@ def _check_det_size(size):
     return height, width
 
 
-def _save_jpeg(image, path):
-    Image.fromarray(image).save(path, format="JPEG", quality=JPEG_QUALITY)
+def _save(image, path):
+    # The format follows the file's extension; PNG ignores the JPEG quality.
+    Image.fromarray(image).save(path, quality=JPEG_QUALITY)
 
 
 def _shape_polygons(label, radius, angle, cx, cy):
@@ -458,43 +409,41 @@ def _boxes_overlap(a, b, gap):
     return a[0] < b[2] + gap and b[0] < a[2] + gap and a[1] < b[3] + gap and b[1] < a[3] + gap
 
 
-def _write_voc_xml(
-    path, file_name, objects, height, width, folder="VOC2007", image_path=None,
-    source="resnet_det toy shapes",
-):
-    root = ET.Element("annotation")
-    _sub(root, "folder", folder)
-    _sub(root, "filename", file_name)
-    if image_path is not None:
-        _sub(root, "path", image_path)
-    source_node = _sub(root, "source")
-    _sub(source_node, "database", source)
-    size = _sub(root, "size")
-    _sub(size, "width", width)
-    _sub(size, "height", height)
-    _sub(size, "depth", 3)
-    _sub(root, "segmented", 0)
+def _write_voc_xml(path, file_name, objects, height, width, labelimg):
+    """A VOC annotation xml with the tags of VOC2007's files, or of LabelImg's."""
+    children = [("folder", "JPEGImages" if labelimg else "VOC2007"), ("filename", file_name)]
+    if labelimg:
+        # LabelImg records where the image was when it was labelled, on that machine.
+        children.append(("path", os.path.join("/home/labeller/photos", file_name)))
+    children += [
+        ("source", [("database", "Unknown" if labelimg else "resnet_det toy shapes")]),
+        ("size", [("width", width), ("height", height), ("depth", 3)]),
+        ("segmented", 0),
+    ]
     for obj in objects:
         x0, y0, x1, y1 = obj["box"]
-        node = _sub(root, "object")
-        _sub(node, "name", TOY_CLASSES[obj["label"]])
-        _sub(node, "pose", "Unspecified")
-        _sub(node, "truncated", int(obj["truncated"]))
-        _sub(node, "difficult", 0)
-        bndbox = _sub(node, "bndbox")
         # VOC boxes are the 1-based indices of the first and last covered pixel, inclusive.
-        _sub(bndbox, "xmin", math.floor(x0) + 1)
-        _sub(bndbox, "ymin", math.floor(y0) + 1)
-        _sub(bndbox, "xmax", math.ceil(x1))
-        _sub(bndbox, "ymax", math.ceil(y1))
+        bndbox = [("xmin", math.floor(x0) + 1), ("ymin", math.floor(y0) + 1),
+                  ("xmax", math.ceil(x1)), ("ymax", math.ceil(y1))]
+        children.append(("object", [
+            ("name", TOY_CLASSES[obj["label"]]),
+            ("pose", "Unspecified"),
+            ("truncated", int(obj["truncated"])),
+            ("difficult", 0),
+            ("bndbox", bndbox),
+        ]))
+    root = _element("annotation", children)
     ET.indent(root, space="\t")
     # Real VOC files have no XML declaration.
     with open(path, "w", encoding="utf-8") as f:
         f.write(ET.tostring(root, encoding="unicode") + "\n")
 
 
-def _sub(parent, tag, text=None):
-    node = ET.SubElement(parent, tag)
-    if text is not None:
-        node.text = str(text)
+def _element(tag, content):
+    """An xml element whose `content` is its text, or a list of ``(tag, content)`` children."""
+    node = ET.Element(tag)
+    if isinstance(content, list):
+        node.extend(_element(*child) for child in content)
+    else:
+        node.text = str(content)
     return node
