@@ -1,41 +1,13 @@
 """Detection dataset registration and validation for detectron2 (COCO json, PASCAL VOC xml).
 
 Every detection dataset goes through the same checks, whichever way it is registered:
-
-* detectron2's builtin names (``coco_2017_train``, ``coco_2017_val``, ``voc_2007_trainval``,
-  ``voc_2007_test``, ``voc_2012_trainval``, ...) keep their detectron2 paths, rooted at
-  ``$DETECTRON2_DATASETS`` (default ``datasets``); their loader functions are wrapped;
-* toy names ``toy_coco_train``, ``toy_coco_val``, ``toy_voc_trainval``, ``toy_voc_test``,
-  rooted at ``$RESNET_DET_TOY_DATA`` (default ``datasets/toy``, the layout written by
-  ``python tools/make_toy_data.py --out datasets/toy``);
-* any COCO-format json, and any VOC-layout folder with its own class names, named in the
-  config.
-
-Config keys (added by :func:`add_dataset_config`):
-
-``DATASETS.COCO_JSON_REGISTER``
-    list of ``[name, json_file, image_root]`` triples, each registered as a COCO-format
-    detection dataset (COCO evaluator), e.g. on the command line
-    ``DATASETS.COCO_JSON_REGISTER "[['mine_train', 'ann/train.json', 'images/']]"``.
-``DATASETS.VOC_REGISTER``
-    list of ``[name, dirname, split, [class names]]`` entries, each registered as a VOC-layout
-    detection dataset (PASCAL VOC evaluator: AP50 per class, 11-point and all-point), e.g.
-    ``DATASETS.VOC_REGISTER "[['mine_train', 'data/mine', 'trainval', ['cat', 'dog']]]"``.
-    ``dirname`` holds ``Annotations/<id>.xml``, ``JPEGImages/<id>.jpg|.jpeg|.png`` (the
-    extension the xml's ``<filename>`` names) and ``ImageSets/Main/<split>.txt`` (one id per
-    line): the layout LabelImg and most labelling tools write.
-``DATASETS.STRICT``
-    False (default): degenerate or broken annotations and unreadable training images are
-    repaired or skipped, with one warning per dataset that counts them. True: each raises
-    :class:`DatasetError` naming the file and field. docs/bad_inputs.md lists every case.
-``DATASETS.MAX_IMAGE_PIXELS``
-    images with more pixels than this are refused before decoding (skipped in training,
-    an error in evaluation or strict mode); defaults to PIL's decompression-bomb limit.
-
-:func:`check_datasets` runs before training or evaluation and reports every missing root,
-annotation file, split file and image file in one :class:`DatasetError`.
+detectron2's builtin names (rooted at ``$DETECTRON2_DATASETS``, their loaders wrapped), the toy
+names ``toy_coco_{train,val}`` and ``toy_voc_{trainval,test}`` (rooted at
+``$RESNET_DET_TOY_DATA``, default ``datasets/toy``), and any COCO json or VOC-layout folder named
+in the config (docs/custom_data.md). docs/bad_inputs.md lists every check and its outcome.
 """
 import difflib
+import functools
 import json
 import logging
 import math
@@ -93,7 +65,9 @@ class DatasetError(ValueError):
 
 
 def add_dataset_config(cfg):
-    """Add the DATASETS.* keys documented in this module to a detectron2 CfgNode (in place)."""
+    """Add to `cfg` (in place) DATASETS.COCO_JSON_REGISTER ``[[name, json_file, image_root]]``,
+    VOC_REGISTER ``[[name, dirname, split, [class names]]]``, STRICT (raise on bad annotations
+    and images instead of repairing or skipping them) and MAX_IMAGE_PIXELS (the pixel limit)."""
     cfg.DATASETS.COCO_JSON_REGISTER = []
     cfg.DATASETS.VOC_REGISTER = []
     cfg.DATASETS.STRICT = False
@@ -235,9 +209,11 @@ def _wrap_builtins():
             continue
         meta = MetadataCatalog.get(name)
         if name in coco_names and hasattr(meta, "json_file"):
-            loader = _partial(load_coco_json_checked, meta.json_file, meta.image_root, name)
+            loader = functools.partial(
+                load_coco_json_checked, meta.json_file, meta.image_root, name
+            )
         elif name.startswith("voc_") and getattr(meta, "evaluator_type", "") == "pascal_voc":
-            loader = _partial(
+            loader = functools.partial(
                 load_voc_instances_checked, meta.dirname, meta.split, tuple(meta.thing_classes)
             )
         else:
@@ -245,13 +221,6 @@ def _wrap_builtins():
         DatasetCatalog.remove(name)
         DatasetCatalog.register(name, loader)
         _WRAPPED_BUILTINS.add(name)
-
-
-def _partial(fn, *args):
-    def load():
-        return fn(*args)
-
-    return load
 
 
 # ---------------------------------------------------------------------------- problem log
@@ -274,10 +243,7 @@ class _Problems:
     def format(self):
         lines = []
         for kind, entries in self.items.items():
-            lines.append(f"  {len(entries)} x {kind}")
-            lines.extend(f"    {e}" for e in entries[:_MAX_LISTED])
-            if len(entries) > _MAX_LISTED:
-                lines.append(f"    ... and {len(entries) - _MAX_LISTED} more")
+            lines += [f"  {len(entries)} x {kind}", *_listed(entries, "    ")]
         return "\n".join(lines)
 
     def finish(self, action, fix):
@@ -294,25 +260,26 @@ class _Problems:
             f"(set DATASETS.STRICT True to make this an error):\n{self.format()}"
         )
 
-    def counts(self):
-        return {kind: len(v) for kind, v in self.items.items()}
+
+def _listed(entries, indent):
+    """The first _MAX_LISTED entries, one a line, then how many more there are."""
+    more = [f"... and {len(entries) - _MAX_LISTED} more"] if len(entries) > _MAX_LISTED else []
+    return [indent + e for e in entries[:_MAX_LISTED] + more]
 
 
 def _fail(source, problems, fix):
-    lines = "\n".join(f"  {p}" for p in problems[:_MAX_LISTED])
-    more = f"\n  ... and {len(problems) - _MAX_LISTED} more" if len(problems) > _MAX_LISTED else ""
-    raise DatasetError(f"{source}:\n{lines}{more}\nFix: {fix}")
+    raise DatasetError(f"{source}:\n" + "\n".join(_listed(problems, "  ")) + f"\nFix: {fix}")
 
 
 # ---------------------------------------------------------------------------- boxes
 
 
-def sanitize_boxes(dataset_dicts, problems, tolerance=CLIP_TOLERANCE_PX, describe=None):
+def sanitize_boxes(dataset_dicts, problems, describe=None):
     """Clip boxes to their image and drop non-finite, inverted or empty ones (in place).
 
     Each repair is recorded in `problems` (a :class:`_Problems`) under `describe(record)`
-    (default: the image file name); boxes that overshoot the border by at most `tolerance`
-    pixels are clipped without a record.
+    (default: the image file name); boxes that overshoot the border by at most
+    CLIP_TOLERANCE_PX pixels are clipped without a record.
     """
     for record in dataset_dicts:
         width, height = record["width"], record["height"]
@@ -338,7 +305,7 @@ def sanitize_boxes(dataset_dicts, problems, tolerance=CLIP_TOLERANCE_PX, describ
                 kind = "zero-area box (dropped)" if inside else "box outside the image (dropped)"
                 problems.add(kind, where, f"bbox={ann['bbox']} in {width}x{height} image")
                 continue
-            if max(abs(a - b) for a, b in zip(box, clipped)) > tolerance:
+            if max(abs(a - b) for a, b in zip(box, clipped)) > CLIP_TOLERANCE_PX:
                 problems.add(
                     "box crossing the image border (clipped)",
                     where,
@@ -352,20 +319,16 @@ def sanitize_boxes(dataset_dicts, problems, tolerance=CLIP_TOLERANCE_PX, describ
 
 
 def _to_xyxy(bbox, mode):
-    # BoxMode.convert builds a tensor per call: minutes for COCO's 860k boxes; this is plain.
+    # BoxMode.convert builds a tensor per call: minutes for COCO's 860k boxes; XYWH is done here.
     if mode == BoxMode.XYWH_ABS:
         x, y, w, h = (float(v) for v in bbox)
         return [x, y, x + w, y + h]
-    if mode == BoxMode.XYXY_ABS:
-        return [float(v) for v in bbox]
     return [float(v) for v in BoxMode.convert(list(bbox), mode, BoxMode.XYXY_ABS)]
 
 
 def _from_xyxy(box, mode):
     if mode == BoxMode.XYWH_ABS:
         return [box[0], box[1], box[2] - box[0], box[3] - box[1]]
-    if mode == BoxMode.XYXY_ABS:
-        return list(box)
     return list(BoxMode.convert(list(box), BoxMode.XYXY_ABS, mode))
 
 
@@ -566,15 +529,11 @@ def load_voc_instances_checked(dirname, split, class_names, strict=None):
     return dicts
 
 
-# Image extensions a VOC xml's <filename> may name (lower case); others fall back to .jpg.
-VOC_IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
-
-
 def _voc_image_suffix(filename):
     """The image file's extension from a VOC xml's <filename> text: as written when it is
     .jpg/.jpeg/.png (any case), else .jpg (detectron2's assumption for VOC)."""
     suffix = os.path.splitext((filename or "").strip())[1]
-    return suffix if suffix.lower() in VOC_IMAGE_SUFFIXES else ".jpg"
+    return suffix if suffix.lower() in (".jpg", ".jpeg", ".png") else ".jpg"
 
 
 def _parse_voc_xml(xml_path, class_names, problems):
