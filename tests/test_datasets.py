@@ -454,7 +454,8 @@ def test_sanitize_keeps_box_mode_and_values_of_clean_boxes():
 
 from detectron2.data import build_detection_train_loader  # noqa: E402
 
-from resnet_det.data.mapper import ImageError, RobustDatasetMapper, read_image_checked  # noqa: E402
+from resnet_det.common.image import ImageError, read_image_checked  # noqa: E402
+from resnet_det.data.mapper import RobustDatasetMapper  # noqa: E402
 
 
 def noise_image(width=40, height=30, seed=0):

@@ -1,12 +1,7 @@
 """The one image-file reader of both stages (pretraining, detection training and evaluation, the
 demos), with numpy and Pillow only, so that the ONNX Runtime runner reads files as training did.
-
-Policy: EXIF orientation applied (as detectron2's ``read_image``); 16/32-bit integer grayscale
-scaled to 8 bits, rounded (Pillow's ``convert`` would clip at 255), values outside 0..65535 and
-float images (mode F: no agreed range) refused; transparent pixels composited on white, as a
-viewer shows them (the colour stored under them is arbitrary); CMYK, palette, grayscale ... to
-RGB by Pillow; the pixel limit given per call and checked on the header before decoding; every
-failure an :class:`ImageError` naming the file, the reason and the fix.
+Its policy (EXIF orientation, wide integers scaled, float refused, alpha on white, the per-call
+pixel limit) is tabled in docs/bad_inputs.md; each failure is an :class:`ImageError`.
 """
 from __future__ import annotations
 
@@ -121,6 +116,7 @@ def _decode(file_name, max_pixels, limit_key, draft_short_side=None) -> Image.Im
 
 def _to_rgb(image: Image.Image, file_name) -> Image.Image:
     if image.mode in _WIDE_INT_MODES:
+        # Scaled and rounded to 8 bits: Pillow's convert() would clip at 255.
         array = np.asarray(image, dtype=np.int64)
         if array.size and (array.min() < 0 or array.max() > 65535):
             raise ImageError(
@@ -130,9 +126,11 @@ def _to_rgb(image: Image.Image, file_name) -> Image.Image:
         gray = Image.fromarray(((array + 128) // 257).astype(np.uint8), mode="L")
         gray.info = image.info  # keeps the EXIF block for the orientation
         image = gray
-    elif image.mode == "F":
+    elif image.mode == "F":  # floats have no agreed range
         raise ImageError(f"{file_name}: float image (mode F) is not supported; save it as 8 "
                          "or 16-bit")
+    # Transparent pixels on white, as a viewer shows them (the colour stored under them is
+    # arbitrary).
     if image.mode in _ALPHA_MODES or (image.mode == "P" and "transparency" in image.info):
         rgba = image.convert("RGBA")
         white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))

@@ -7,4 +7,5 @@ from .datasets import (  # noqa: F401
     register_coco_json,
     register_voc,
 )
-from .mapper import ImageError, RobustDatasetMapper, read_image_checked  # noqa: F401
+from ..common.image import ImageError, read_image_checked  # noqa: F401
+from .mapper import RobustDatasetMapper  # noqa: F401

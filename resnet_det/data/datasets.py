@@ -33,7 +33,6 @@ __all__ = [
     "register_all_datasets",
     "register_coco_json",
     "register_voc",
-    "register_voc_entries",
     "check_datasets",
     "load_coco_json_checked",
     "load_voc_instances_checked",
@@ -94,22 +93,13 @@ def register_all_datasets(cfg=None):
     """
     with _LOCK:
         if cfg is not None:
-            datasets_cfg = cfg.DATASETS
-            set_strict(datasets_cfg.get("STRICT", False))
-            for entry in datasets_cfg.get("COCO_JSON_REGISTER", []) or []:
-                if not isinstance(entry, (list, tuple)) or len(entry) != 3:
-                    raise DatasetError(
-                        f"DATASETS.COCO_JSON_REGISTER entry {entry!r} is not "
-                        "[name, json_file, image_root]; e.g. "
-                        "DATASETS.COCO_JSON_REGISTER \"[['mine_train', 'ann.json', 'images/']]\""
-                    )
-                register_coco_json(*(str(v) for v in entry))
-            register_voc_entries(datasets_cfg.get("VOC_REGISTER", []) or [])
+            set_strict(cfg.DATASETS.get("STRICT", False))
+            _register_config_entries(cfg.DATASETS)
         _register_toy(os.path.expanduser(os.environ.get(_TOY_ENV, _TOY_DEFAULT)))
         _wrap_builtins()
 
 
-def register_coco_json(name, json_file, image_root, metadata=None):
+def register_coco_json(name, json_file, image_root):
     """Register a COCO-format json (COCO evaluator) loaded through :func:`load_coco_json_checked`.
 
     Re-registering the same name with the same paths is a no-op; other paths replace it.
@@ -118,19 +108,25 @@ def register_coco_json(name, json_file, image_root, metadata=None):
     if not _claim(name, ("coco", args)):
         return
     DatasetCatalog.register(name, lambda: load_coco_json_checked(*args, dataset_name=name))
-    MetadataCatalog.get(name).set(
-        json_file=args[0], image_root=args[1], evaluator_type="coco", **(metadata or {})
-    )
+    MetadataCatalog.get(name).set(json_file=args[0], image_root=args[1], evaluator_type="coco")
 
 
-def register_voc_entries(entries):
-    """Register each ``[name, dirname, split, [class, ...]]`` of DATASETS.VOC_REGISTER.
+def _register_config_entries(datasets_cfg):
+    """Register the entries of DATASETS.COCO_JSON_REGISTER and DATASETS.VOC_REGISTER.
 
-    The splits are evaluated with the VOC 2012 (all-point) AP definition; the evaluator also
+    The VOC splits are evaluated with the VOC 2012 (all-point) AP definition; the evaluator also
     reports the 11-point AP50_VOC07. Malformed entries raise DatasetError showing the form.
     """
+    for entry in datasets_cfg.get("COCO_JSON_REGISTER", []) or []:
+        if not isinstance(entry, (list, tuple)) or len(entry) != 3:
+            raise DatasetError(
+                f"DATASETS.COCO_JSON_REGISTER entry {entry!r} is not "
+                "[name, json_file, image_root]; e.g. "
+                "DATASETS.COCO_JSON_REGISTER \"[['mine_train', 'ann.json', 'images/']]\""
+            )
+        register_coco_json(*(str(v) for v in entry))
     example = "DATASETS.VOC_REGISTER \"[['mine_train', 'data/mine', 'trainval', ['cat', 'dog']]]\""
-    for entry in entries:
+    for entry in datasets_cfg.get("VOC_REGISTER", []) or []:
         if (
             not isinstance(entry, (list, tuple))
             or len(entry) != 4

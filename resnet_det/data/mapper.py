@@ -1,12 +1,6 @@
-"""A detectron2 DatasetMapper that reads hostile image files safely.
-
-Use it with ``build_detection_train_loader(cfg, mapper=RobustDatasetMapper(cfg, True))`` (and
-``build_detection_test_loader(cfg, name, mapper=RobustDatasetMapper(cfg, False))``).
-In training, an unreadable image (zero bytes, truncated, not an image, too many pixels,
-size different from its annotation) is skipped: the mapper returns None, detectron2's
-MapDataset draws another image, and a warning names the file and counts the skips in this
-worker. In evaluation, or with DATASETS.STRICT True, the same cases raise ImageError naming
-the file, because skipping would change the metric.
+"""A detectron2 DatasetMapper that reads hostile image files safely: in training an unreadable
+image is skipped (None: detectron2's MapDataset draws another); in evaluation or strict mode
+it raises, because skipping would change the metric (docs/bad_inputs.md).
 """
 import copy
 import logging
@@ -20,7 +14,7 @@ from detectron2.data import transforms as T
 
 from ..common.image import MAX_PIXELS, ImageError, read_image_checked
 
-__all__ = ["ImageError", "read_image_checked", "RobustDatasetMapper"]
+__all__ = ["RobustDatasetMapper"]
 
 logger = logging.getLogger(__name__)
 

@@ -40,7 +40,6 @@ _STREAM = {"classification": 0, "voc": 1, "coco": 2, "labelimg": 3}
 _MIN_BOX_PX = 6
 # A truncated shape keeps at least this fraction of its width and of its height in the image.
 _MIN_VISIBLE = 0.7
-_CIRCLE_VERTICES = 32
 _CC0_URL = "https://creativecommons.org/publicdomain/zero/1.0/"
 
 
@@ -173,13 +172,7 @@ def make_coco(root, seed=0, num_train=120, num_val=40, size=(192, 256)):
             file_name = f"{image_id:012d}.jpg"
             _save(image, os.path.join(image_dir, file_name))
             images.append(
-                {
-                    "license": 1,
-                    "file_name": file_name,
-                    "height": height,
-                    "width": width,
-                    "id": image_id,
-                }
+                dict(license=1, file_name=file_name, height=height, width=width, id=image_id)
             )
             for obj in objects:
                 ann_id += 1
@@ -208,14 +201,8 @@ def make_coco(root, seed=0, num_train=120, num_val=40, size=(192, 256)):
         with open(json_path, "w") as f:
             json.dump(dataset, f)
         short = split[: -len("2017")]
-        written.update(
-            {
-                f"{short}_json": json_path,
-                f"{short}_images": image_dir,
-                f"num_{short}": count,
-                f"num_{short}_annotations": len(annotations),
-            }
-        )
+        written.update({f"{short}_json": json_path, f"{short}_images": image_dir,
+                        f"num_{short}": count, f"num_{short}_annotations": len(annotations)})
     return written
 
 
@@ -246,32 +233,29 @@ def _save(image, path):
     Image.fromarray(image).save(path, quality=JPEG_QUALITY)
 
 
+def _on_circle(angles):
+    return np.stack([np.cos(angles), np.sin(angles)], 1)
+
+
+_CIRCLE = _on_circle(np.linspace(0, 2 * math.pi, 32, endpoint=False))
+_A, _B = 0.3, 1.0
+# The polygons of each class at circumradius 1; a ring's second one is its hole, which the
+# even-odd fill leaves empty.
+_UNIT_SHAPES = {
+    "circle": [_CIRCLE],
+    "square": [_on_circle(np.deg2rad([45, 135, 225, 315]))],
+    "triangle": [_on_circle(np.deg2rad([90, 210, 330]))],
+    "cross": [np.array([[_A, _B], [-_A, _B], [-_A, _A], [-_B, _A], [-_B, -_A], [-_A, -_A],
+                        [-_A, -_B], [_A, -_B], [_A, -_A], [_B, -_A], [_B, _A], [_A, _A]])],
+    "ring": [_CIRCLE, _CIRCLE * 0.55],
+}
+
+
 def _shape_polygons(label, radius, angle, cx, cy):
     """Vertices of shape `label` with circumradius `radius`; the first polygon is the outline."""
-    name = TOY_CLASSES[label]
-    circle = np.linspace(0, 2 * math.pi, _CIRCLE_VERTICES, endpoint=False)
-    if name == "circle":
-        polys = [np.stack([np.cos(circle), np.sin(circle)], 1)]
-    elif name == "square":
-        corners = np.deg2rad([45, 135, 225, 315])
-        polys = [np.stack([np.cos(corners), np.sin(corners)], 1)]
-    elif name == "triangle":
-        corners = np.deg2rad([90, 210, 330])
-        polys = [np.stack([np.cos(corners), np.sin(corners)], 1)]
-    elif name == "cross":
-        a, b = 0.3, 1.0
-        polys = [
-            np.array(
-                [[a, b], [-a, b], [-a, a], [-b, a], [-b, -a], [-a, -a],
-                 [-a, -b], [a, -b], [a, -a], [b, -a], [b, a], [a, a]]
-            )
-        ]
-    else:  # ring: outline plus the hole, which the even-odd fill leaves empty
-        unit = np.stack([np.cos(circle), np.sin(circle)], 1)
-        polys = [unit, unit * 0.55]
     rotation = np.array([[math.cos(angle), -math.sin(angle)], [math.sin(angle), math.cos(angle)]])
     # Round once here so the drawn pixels, the stored polygon and the box share one geometry.
-    return [_round(p @ rotation.T * radius + (cx, cy)) for p in polys]
+    return [_round(p @ rotation.T * radius + (cx, cy)) for p in _UNIT_SHAPES[TOY_CLASSES[label]]]
 
 
 def _round(points):

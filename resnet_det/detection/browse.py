@@ -18,8 +18,9 @@ from detectron2.utils.colormap import colormap
 from detectron2.utils.visualizer import Visualizer
 from PIL import Image
 
+from ..common.image import ImageError, read_image_checked
 from ..data.datasets import check_datasets, register_all_datasets
-from ..data.mapper import ImageError, RobustDatasetMapper, read_image_checked
+from ..data.mapper import RobustDatasetMapper
 
 __all__ = ["browse_dataset", "class_color", "export_crops"]
 

@@ -1,13 +1,9 @@
-"""A training data loader whose batches are a pure function of (seed, iteration), so that a
-resumed run sees exactly the data an uninterrupted run would have seen.
-
-detectron2's loader restarts its sampler stream on resume and draws augmentations from
-per-worker RNGs, so a resumed run trains on different data. Here, as in detectron2, the
-image order is an endless concatenation of seeded permutations and batches group images by
-orientation (``DATALOADER.ASPECT_RATIO_GROUPING``); but batches are formed from indices alone
-(no image is decoded to skip the first ``start_iter`` batches), and each image's augmentation
-is drawn from an RNG seeded by its position in the stream. The result does not depend on
-``DATALOADER.NUM_WORKERS``.
+"""A training loader whose batches are a pure function of (seed, iteration), so that a resumed
+run sees exactly the data an uninterrupted run would have seen (detectron2's loader restarts its
+sampler on resume and augments with per-worker RNGs). As in detectron2, the order is an endless
+run of seeded permutations grouped by orientation; batches are formed from indices alone (no
+image decoded to skip ``start_iter`` of them) and each image is augmented under an RNG seeded by
+its stream position, so the data does not depend on ``DATALOADER.NUM_WORKERS`` either.
 """
 from __future__ import annotations
 
