@@ -1,10 +1,8 @@
 """Seeds and resumable sampling shared by both training stages (torch and numpy; no detectron2).
 
-Randomness is a function of the sample, not of the process that draws it: a seed is derived
-from keys such as (seed, epoch, index) or (seed, stream position) with numpy's SeedSequence
-hashing, and each sample's augmentation runs under :func:`seeded_rngs`. The same samples
-therefore come out for any number of loader workers, and a resumed run reproduces an
-uninterrupted one without decoding the samples it skips.
+Randomness is a function of the sample (a seed hashed from keys such as (seed, epoch, index)),
+not of the process that draws it: any number of loader workers gives the same samples, and a
+resumed run reproduces an uninterrupted one without decoding the samples it skips.
 """
 from __future__ import annotations
 

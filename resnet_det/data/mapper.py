@@ -44,23 +44,15 @@ class RobustDatasetMapper(DatasetMapper):
         if "height" in dataset_dict and "width" in dataset_dict:
             expected = (dataset_dict["height"], dataset_dict["width"])
         try:
-            image = read_image_checked(
-                dataset_dict["file_name"],
-                self.image_format,
-                expected,
-                self.max_image_pixels,
-                strict=self.strict,
-            )
+            image = read_image_checked(dataset_dict["file_name"], self.image_format, expected,
+                                       self.max_image_pixels, strict=self.strict)
         except ImageError as e:
             if self.strict or not self.is_train:
                 raise
             self.num_skipped += 1
             logger.warning(f"skipped image #{self.num_skipped} in this worker: {e}")
             return None
-        return self._map_image(dataset_dict, image)
-
-    def _map_image(self, dataset_dict, image):
-        # The rest of DatasetMapper.__call__ (detectron2 v0.6+), after its image read.
+        # The rest is DatasetMapper.__call__ (detectron2 v0.6+) after its image read.
         if "sem_seg_file_name" in dataset_dict:
             sem_seg_gt = utils.read_image(dataset_dict.pop("sem_seg_file_name"), "L").squeeze(2)
         else:
@@ -77,8 +69,7 @@ class RobustDatasetMapper(DatasetMapper):
                 dataset_dict, image_shape, transforms, proposal_topk=self.proposal_topk
             )
         if not self.is_train:
-            dataset_dict.pop("annotations", None)
-            dataset_dict.pop("sem_seg_file_name", None)
+            dataset_dict.pop("annotations", None)  # sem_seg_file_name was popped above
             return dataset_dict
         if "annotations" in dataset_dict:
             self._transform_annotations(dataset_dict, transforms, image_shape)
