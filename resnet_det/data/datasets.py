@@ -190,16 +190,14 @@ def _register_toy(root):
         register_voc(f"toy_voc_{split}", os.path.join(root, "VOC2007"), split, 2007, TOY_CLASSES)
 
 
-def _builtin_coco_splits():
-    splits = {}
-    for group in ("coco", "coco_person"):
-        splits.update(d2_builtin._PREDEFINED_SPLITS_COCO.get(group, {}))
-    return splits
+def _builtin_coco_names():
+    splits = d2_builtin._PREDEFINED_SPLITS_COCO
+    return {name for group in ("coco", "coco_person") for name in splits.get(group, {})}
 
 
 def _wrap_builtins():
     """Route detectron2's builtin COCO and VOC names through the checked loaders."""
-    coco_names = set(_builtin_coco_splits())
+    coco_names = _builtin_coco_names()
     for name in DatasetCatalog.list():
         if name in _WRAPPED_BUILTINS or name in _REGISTERED:
             continue
@@ -302,11 +300,8 @@ def sanitize_boxes(dataset_dicts, problems, describe=None):
                 problems.add(kind, where, f"bbox={ann['bbox']} in {width}x{height} image")
                 continue
             if max(abs(a - b) for a, b in zip(box, clipped)) > CLIP_TOLERANCE_PX:
-                problems.add(
-                    "box crossing the image border (clipped)",
-                    where,
-                    f"bbox={ann['bbox']} in {width}x{height} image",
-                )
+                problems.add("box crossing the image border (clipped)", where,
+                             f"bbox={ann['bbox']} in {width}x{height} image")
             if clipped != box:
                 ann = dict(ann, bbox=_from_xyxy(clipped, ann["bbox_mode"]))
             kept.append(ann)
@@ -384,12 +379,8 @@ def _validate_coco(data, json_file, problems):
     if "minival" not in os.path.basename(json_file):
         duplicates("annotations")
     if errors:
-        _fail(
-            json_file,
-            errors,
-            "give every image, category and annotation a unique 'id' "
-            "(annotations refer to images and categories by id, so duplicates are ambiguous)",
-        )
+        _fail(json_file, errors, "give every image, category and annotation a unique 'id' "
+              "(annotations refer to images and categories by id, so duplicates are ambiguous)")
 
     images = {}
     bad_images = set()
@@ -413,19 +404,13 @@ def _validate_coco(data, json_file, problems):
             problems.add("annotation is not an object (dropped)", where, f"{ann!r:.100}")
             continue
         if ann.get("image_id") not in images:
-            problems.add(
-                "annotation of a missing image (dropped)",
-                where,
-                f"image_id={ann.get('image_id')!r} is not in 'images'",
-            )
+            problems.add("annotation of a missing image (dropped)", where,
+                         f"image_id={ann.get('image_id')!r} is not in 'images'")
             continue
         if ann.get("category_id") not in category_ids:
-            problems.add(
-                "unknown category id (dropped)",
-                where,
-                f"category_id={ann.get('category_id')!r} is not in 'categories' "
-                f"{sorted(category_ids)}",
-            )
+            problems.add("unknown category id (dropped)", where,
+                         f"category_id={ann.get('category_id')!r} is not in 'categories' "
+                         f"{sorted(category_ids)}")
             continue
         bbox = ann.get("bbox")
         if not (isinstance(bbox, list) and len(bbox) == 4 and all(map(_is_number, bbox))):
@@ -469,10 +454,7 @@ def load_coco_json_checked(json_file, image_root, dataset_name=None, strict=None
         finally:
             shutil.rmtree(tmp_dir, ignore_errors=True)
     sanitize_boxes(dicts, problems)
-    problems.finish(
-        "dropped or repaired",
-        f"correct the listed entries in {json_file}",
-    )
+    problems.finish("dropped or repaired", f"correct the listed entries in {json_file}")
     return dicts
 
 
@@ -503,14 +485,9 @@ def load_voc_instances_checked(dirname, split, class_names, strict=None):
     problems = _Problems(f"VOC {dirname} split '{split}'", strict)
     dicts = []
     for file_id in read_split_ids(split_file):
-        xml_path = os.path.join(dirname, "Annotations", file_id + ".xml")
-        record = _parse_voc_xml(xml_path, class_names, problems)
-        if record is None:
-            continue
-        image_name = file_id + record.pop("image_suffix")
-        record["file_name"] = os.path.join(dirname, "JPEGImages", image_name)
-        record["image_id"] = file_id
-        dicts.append(record)
+        record = _parse_voc_xml(dirname, file_id, class_names, problems)
+        if record is not None:
+            dicts.append(record)
     annotations_dir = os.path.join(dirname, "Annotations")
     sanitize_boxes(
         dicts, problems, describe=lambda r: os.path.join(annotations_dir, r["image_id"] + ".xml")
@@ -532,9 +509,9 @@ def _voc_image_suffix(filename):
     return suffix if suffix.lower() in (".jpg", ".jpeg", ".png") else ".jpg"
 
 
-def _parse_voc_xml(xml_path, class_names, problems):
-    """One detectron2 dataset record from a VOC xml (without file_name/image_id, with the
-    image's ``image_suffix``), or None."""
+def _parse_voc_xml(dirname, file_id, class_names, problems):
+    """The detectron2 dataset record of image `file_id` from its VOC xml, or None."""
+    xml_path = os.path.join(dirname, "Annotations", file_id + ".xml")
     try:
         tree = ET.parse(xml_path)
     except FileNotFoundError:
@@ -548,11 +525,8 @@ def _parse_voc_xml(xml_path, class_names, problems):
         text = tree.findtext(f"./size/{field}")
         value = _to_float(text)
         if value is None or value <= 0 or value != int(value):
-            problems.add(
-                "missing or non-numeric image size (image skipped)",
-                xml_path,
-                f"<size><{field}> is {text!r}",
-            )
+            problems.add("missing or non-numeric image size (image skipped)", xml_path,
+                         f"<size><{field}> is {text!r}")
             return None
         size[field] = int(value)
     instances = []
@@ -578,11 +552,8 @@ def _parse_voc_xml(xml_path, class_names, problems):
             text = bndbox.findtext(field)
             value = _to_float(text)
             if value is None:
-                problems.add(
-                    "missing or non-numeric box coordinate (object dropped)",
-                    where,
-                    f"<bndbox><{field}> is {text!r}",
-                )
+                problems.add("missing or non-numeric box coordinate (object dropped)", where,
+                             f"<bndbox><{field}> is {text!r}")
                 break
             box.append(value)
         else:
@@ -591,17 +562,15 @@ def _parse_voc_xml(xml_path, class_names, problems):
             box[0] -= 1.0
             box[1] -= 1.0
             instances.append(
-                {
-                    "category_id": class_names.index(name),
-                    "bbox": box,
-                    "bbox_mode": BoxMode.XYXY_ABS,
-                }
+                {"category_id": class_names.index(name), "bbox": box, "bbox_mode": BoxMode.XYXY_ABS}
             )
+    image_name = file_id + _voc_image_suffix(tree.findtext("filename"))
     return {
         "height": size["height"],
         "width": size["width"],
         "annotations": instances,
-        "image_suffix": _voc_image_suffix(tree.findtext("filename")),
+        "file_name": os.path.join(dirname, "JPEGImages", image_name),
+        "image_id": file_id,
     }
 
 
@@ -657,7 +626,7 @@ def _root_hint(name):
             f"generate the toy data with `python tools/make_toy_data.py --out {root}`, "
             f"or set {_TOY_ENV} to the folder holding VOC2007/ and coco/"
         )
-    if name in _WRAPPED_BUILTINS or name in _builtin_coco_splits() or name.startswith("voc_"):
+    if name in _builtin_coco_names() or name.startswith("voc_"):  # detectron2's builtin names
         root = os.environ.get(_D2_ENV, "datasets")
         layout = (
             "coco/{train2017,val2017}/ and coco/annotations/instances_{train,val}2017.json"
