@@ -16,7 +16,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 __all__ = ["IMAGE_SUFFIXES", "MAX_PIXELS", "ImageError", "list_images", "open_image", "load_image",
-           "read_image_checked", "pil_to_numpy"]
+           "read_image_checked"]
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 # The default pixel limit of both stages' configs: Pillow's own decompression-bomb threshold.
@@ -32,19 +32,6 @@ _PIL_LIMIT_LOCK = threading.Lock()
 
 class ImageError(ValueError):
     """An image file cannot be used; the message names the file, the reason and the fix."""
-
-
-def pil_to_numpy(image: Image.Image, format: str | None) -> np.ndarray:
-    """detectron2's ``convert_PIL_to_numpy`` for the formats used here: ``RGB``/``BGR`` give
-    HxWx3 uint8, ``L`` HxWx1, None the image's own mode."""
-    if format is not None:
-        image = image.convert("RGB" if format == "BGR" else format)
-    array = np.asarray(image)
-    if format == "L":
-        array = array[:, :, None]
-    elif format == "BGR":
-        array = array[:, :, ::-1]
-    return array
 
 
 @contextlib.contextmanager
@@ -192,7 +179,13 @@ def read_image_checked(file_name, format="RGB", expected_hw=None, max_pixels=Non
                     f"{file_name}: image is {oriented_hw} (h, w) but its annotation says "
                     f"{expected_hw}; fix the width/height in the annotation file"
                 )
-    return pil_to_numpy(oriented, format)
+    # detectron2's convert_PIL_to_numpy, which would import torch into the deploy runner.
+    if format is not None:
+        oriented = oriented.convert("RGB" if format == "BGR" else format)
+    array = np.asarray(oriented)
+    if format == "L":
+        return array[:, :, None]
+    return array[:, :, ::-1] if format == "BGR" else array
 
 
 def list_images(path) -> list[Path]:

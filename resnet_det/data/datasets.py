@@ -157,13 +157,8 @@ def register_voc(name, dirname, split, year=2007, class_names=TOY_CLASSES):
     if not _claim(name, ("voc", args + (year,))):
         return
     DatasetCatalog.register(name, lambda: load_voc_instances_checked(*args))
-    MetadataCatalog.get(name).set(
-        thing_classes=list(class_names),
-        dirname=args[0],
-        year=year,
-        split=split,
-        evaluator_type="pascal_voc",
-    )
+    MetadataCatalog.get(name).set(thing_classes=list(class_names), dirname=args[0], year=year,
+                                  split=split, evaluator_type="pascal_voc")
 
 
 def _claim(name, key):
@@ -181,11 +176,8 @@ def _claim(name, key):
 def _register_toy(root):
     coco = os.path.join(root, "coco")
     for split in ("train", "val"):
-        register_coco_json(
-            f"toy_coco_{split}",
-            os.path.join(coco, "annotations", f"instances_{split}2017.json"),
-            os.path.join(coco, f"{split}2017"),
-        )
+        json_file = os.path.join(coco, "annotations", f"instances_{split}2017.json")
+        register_coco_json(f"toy_coco_{split}", json_file, os.path.join(coco, f"{split}2017"))
     for split in ("trainval", "test"):
         register_voc(f"toy_voc_{split}", os.path.join(root, "VOC2007"), split, 2007, TOY_CLASSES)
 

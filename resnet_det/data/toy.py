@@ -79,7 +79,8 @@ def make_classification_tree(root, seed=0, num_train_per_class=60, num_val_per_c
     if size < 16:
         raise ValueError(f"cls_size={size} is too small to draw shapes; use at least 16")
     _require_empty(root)
-    counts = {}
+    written = {"train": os.path.join(root, "train"), "val": os.path.join(root, "val"),
+               "classes": list(TOY_CLASSES)}
     val_index = 0
     splits = (("train", 0, num_train_per_class), ("val", 1, num_val_per_class))
     for split, split_id, per_class in splits:
@@ -95,13 +96,8 @@ def make_classification_tree(root, seed=0, num_train_per_class=60, num_val_per_c
                     val_index += 1
                     file_name = f"ILSVRC2012_val_{val_index:08d}.JPEG"
                 _save(image, os.path.join(class_dir, file_name))
-        counts[f"num_{split}"] = per_class * len(TOY_CLASSES)
-    return {
-        "train": os.path.join(root, "train"),
-        "val": os.path.join(root, "val"),
-        "classes": list(TOY_CLASSES),
-        **counts,
-    }
+        written[f"num_{split}"] = per_class * len(TOY_CLASSES)
+    return written
 
 
 def make_voc(root, seed=0, num_trainval=120, num_test=40, size=(192, 256), labelimg=False):

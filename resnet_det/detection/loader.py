@@ -34,18 +34,8 @@ class TrainBatches(IterableDataset):
     returns in order.
     """
 
-    def __init__(
-        self,
-        dataset_dicts,
-        mapper,
-        *,
-        seed: int,
-        batch_size: int,
-        start_iter: int = 0,
-        rank: int = 0,
-        world_size: int = 1,
-        aspect_ratio_grouping: bool = True,
-    ):
+    def __init__(self, dataset_dicts, mapper, *, seed: int, batch_size: int, start_iter: int = 0,
+                 rank: int = 0, world_size: int = 1, aspect_ratio_grouping: bool = True):
         self.dataset = DatasetFromList(dataset_dicts, copy=False)
         self.mapper = mapper
         self.seed = int(seed)
@@ -120,13 +110,8 @@ def build_resumable_train_loader(cfg, mapper, *, seed: int, start_iter: int = 0)
             f"{world_size} processes"
         )
     batches = TrainBatches(
-        dataset_dicts,
-        mapper,
-        seed=seed,
-        batch_size=cfg.SOLVER.IMS_PER_BATCH // world_size,
-        start_iter=start_iter,
-        rank=comm.get_rank(),
-        world_size=world_size,
+        dataset_dicts, mapper, seed=seed, batch_size=cfg.SOLVER.IMS_PER_BATCH // world_size,
+        start_iter=start_iter, rank=comm.get_rank(), world_size=world_size,
         aspect_ratio_grouping=cfg.DATALOADER.ASPECT_RATIO_GROUPING,
     )
     logger.info(
