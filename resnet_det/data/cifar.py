@@ -12,14 +12,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-__all__ = [
-    "CIFAR10_CLASSES",
-    "CIFAR10_TRAIN_FILES",
-    "CIFAR10_TEST_FILES",
-    "RECORD_BYTES",
-    "read_cifar10_bin",
-    "Cifar10Binary",
-]
+__all__ = ["CIFAR10_CLASSES", "CIFAR10_TRAIN_FILES", "CIFAR10_TEST_FILES", "RECORD_BYTES",
+           "read_cifar10_bin", "Cifar10Binary"]
 
 CIFAR10_CLASSES = (
     "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",

@@ -27,19 +27,9 @@ from detectron2.structures import BoxMode
 from ..common.image import MAX_PIXELS
 from .toy import TOY_CLASSES
 
-__all__ = [
-    "DatasetError",
-    "add_dataset_config",
-    "register_all_datasets",
-    "register_coco_json",
-    "register_voc",
-    "check_datasets",
-    "load_coco_json_checked",
-    "load_voc_instances_checked",
-    "sanitize_boxes",
-    "set_strict",
-    "is_strict",
-]
+__all__ = ["DatasetError", "add_dataset_config", "register_all_datasets", "register_coco_json",
+           "register_voc", "check_datasets", "load_coco_json_checked", "load_voc_instances_checked",
+           "sanitize_boxes", "set_strict", "is_strict"]
 
 logger = logging.getLogger(__name__)
 

@@ -12,16 +12,8 @@ from collections import Counter
 import numpy as np
 from PIL import Image
 
-__all__ = [
-    "TOY_CLASSES",
-    "TOY_COCO_CATEGORY_IDS",
-    "KINDS",
-    "make_toy_data",
-    "make_classification_tree",
-    "make_voc",
-    "make_coco",
-    "LABELIMG_CLASSES",
-]
+__all__ = ["TOY_CLASSES", "TOY_COCO_CATEGORY_IDS", "KINDS", "make_toy_data",
+           "make_classification_tree", "make_voc", "make_coco", "LABELIMG_CLASSES"]
 
 TOY_CLASSES = ("circle", "square", "triangle", "cross", "ring")
 # Not contiguous from zero, like real COCO, so that every reader has to map ids to indices.
