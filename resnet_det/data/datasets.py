@@ -12,13 +12,11 @@ import json
 import logging
 import math
 import os
-import shutil
 import tempfile
 import threading
 import xml.etree.ElementTree as ET
 from collections import Counter, defaultdict
 
-from detectron2.config import CfgNode as CN
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import builtin as d2_builtin
 from detectron2.data.datasets.coco import load_coco_json
@@ -427,14 +425,13 @@ def load_coco_json_checked(json_file, image_root, dataset_name=None, strict=None
         dicts = load_coco_json(json_file, image_root, dataset_name)
     else:
         # load_coco_json reads a path; hand it the repaired copy in a private temp file.
-        tmp_dir = tempfile.mkdtemp(prefix="resnet_det_coco_")
-        try:
+        # The same base name: detectron2 recognises minival files by it.
+        tmp = tempfile.TemporaryDirectory(prefix="resnet_det_coco_", ignore_cleanup_errors=True)
+        with tmp as tmp_dir:
             tmp_json = os.path.join(tmp_dir, os.path.basename(json_file))
             with open(tmp_json, "w") as f:
                 json.dump(repaired, f)
             dicts = load_coco_json(tmp_json, image_root, dataset_name)
-        finally:
-            shutil.rmtree(tmp_dir, ignore_errors=True)
     sanitize_boxes(dicts, problems)
     problems.finish("dropped or repaired", f"correct the listed entries in {json_file}")
     return dicts

@@ -364,15 +364,8 @@ def _detection_image(rng, height, width, max_tries=50):
                 continue
             mask = _rasterize(polys, height, width)
             _paint(rng, image, mask)
-            objects.append(
-                {
-                    "label": label,
-                    "mask": mask,
-                    "polygon": outline,
-                    "box": [float(v) for v in box],
-                    "truncated": bool(visible.min() < 1),
-                }
-            )
+            objects.append({"label": label, "mask": mask, "polygon": outline,
+                            "box": [float(v) for v in box], "truncated": bool(visible.min() < 1)})
             break
     return _to_uint8(image), objects
 
