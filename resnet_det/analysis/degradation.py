@@ -152,21 +152,12 @@ class StudyRecipe:
     seed: int = 0
 
 
-@torch.no_grad()
 def evaluate_error(model, images, labels, normalize, batch_size: int = 256) -> float:
-    """Top-1 error (fraction) of ``model`` in eval mode on uint8 ``images`` (pretraining's
-    :class:`~resnet_det.classification.evaluation.ClassificationEvaluator`)."""
-    from ..classification.evaluation import ClassificationEvaluator
+    """Top-1 error (fraction) of ``model`` in eval mode on uint8 ``images``, by pretraining's evaluator."""
+    from ..classification.evaluation import evaluate
 
-    was_training = model.training
-    model.eval()
-    evaluator = ClassificationEvaluator(images.device)
-    evaluator.reset()
-    for start in range(0, len(labels), batch_size):
-        batch = (images[start : start + batch_size], labels[start : start + batch_size])
-        evaluator.process(batch, model(normalize(batch[0])))
-    model.train(was_training)
-    return evaluator.evaluate()["top1_err"] / 100
+    batches = [(images[i : i + batch_size], labels[i : i + batch_size]) for i in range(0, len(labels), batch_size)]
+    return evaluate(model, batches, normalize=normalize)["top1_err"] / 100
 
 
 def train_model(model, data: StudyData, recipe: StudyRecipe, log=None) -> dict:
