@@ -90,10 +90,7 @@ def _is_number(v, integer=False):
 
 def one_of(*choices):
     """A rule: the value is one of ``choices`` (of the same type: True is not 1)."""
-    return (
-        lambda v: any(v == c and type(v) is type(c) for c in choices),
-        " | ".join(map(str, choices)),
-    )
+    return lambda v: any(v == c and type(v) is type(c) for c in choices), " | ".join(map(str, choices))
 
 
 def number(lo=None, hi=None, *, integer=False, lo_open=False, hi_open=False, note=""):

@@ -23,9 +23,8 @@ from ..checkpoint.io import atomic_write, load_state_dict_checked, load_state_di
 from ..checkpoint.io import save_safetensors
 from ..models.cifar import build_cifar_resnet
 
-__all__ = ["DEFAULT_MODELS", "StudyData", "StudyRecipe", "parse_model_spec", "load_study_data", "load_image_folder",
-           "augment_batch", "evaluate_error", "train_model", "run_degradation_study", "plot_error_curves",
-           "load_study_model"]
+__all__ = ["DEFAULT_MODELS", "StudyData", "StudyRecipe", "parse_model_spec", "load_study_data", "augment_batch",
+           "evaluate_error", "train_model", "run_degradation_study", "plot_error_curves", "load_study_model"]
 
 # Three depths of each kind: small enough for a 2-core CPU, deep enough for plain nets to differ.
 DEFAULT_MODELS = ("plain-8", "plain-14", "plain-20", "resnet-8", "resnet-14", "resnet-20")
@@ -71,20 +70,6 @@ class StudyData:
         return (images.float() / 255 - mean) / std
 
 
-def load_image_folder(root, image_size: int = 32, classes=None):
-    """``(images uint8 (N, 3, S, S), labels, classes)`` of a class-folder tree read by pretraining's
-    dataset (the shared image reader; ``classes``: the classes it must have), every image resized
-    to ``image_size`` squared by PIL."""
-    from torchvision.transforms import v2
-
-    from ..classification.data import ImageFolderDataset
-
-    resize = v2.Compose([v2.ToPILImage(), v2.Resize((image_size, image_size)), v2.PILToTensor()])
-    dataset = ImageFolderDataset(root, resize, classes=classes, strict=True)
-    images = torch.stack([dataset[i][0] for i in range(len(dataset))])
-    return images, torch.tensor([label for _, label in dataset.samples]), dataset.classes
-
-
 def load_study_data(data_dir=None, cifar10_dir=None, image_size: int | None = None, toy_train_per_class: int = 200,
                     toy_val_per_class: int = 50, seed: int = 0) -> StudyData:
     """The study's dataset: CIFAR-10 binary from ``cifar10_dir``, else the ImageNet-layout tree
@@ -116,10 +101,21 @@ def load_study_data(data_dir=None, cifar10_dir=None, image_size: int | None = No
                 f"{data_dir} has no {split}/ folder; an ImageNet-layout dataset needs "
                 f"{data_dir}/train/<class>/* and {data_dir}/val/<class>/* (or pass a path that "
                 f"does not exist yet to generate the toy shapes there)")
-    train_x, train_y, classes = load_image_folder(data_dir / "train", image_size)
-    test_x, test_y, _ = load_image_folder(data_dir / "val", image_size, classes=classes)
+    from torchvision.transforms import v2
+
+    from ..classification.data import ImageFolderDataset
+
+    # Read by pretraining's dataset (the shared image reader), resized by PIL, held as tensors.
+    resize = v2.Compose([v2.ToPILImage(), v2.Resize((image_size, image_size)), v2.PILToTensor()])
+    train = ImageFolderDataset(data_dir / "train", resize, strict=True)
+    test = ImageFolderDataset(data_dir / "val", resize, classes=train.classes, strict=True)
     source = dict(kind="folder", path=str(data_dir), image_size=image_size, generated=generated)
-    return StudyData(train_x, train_y, test_x, test_y, classes, source=source)
+    return StudyData(*_tensors(train), *_tensors(test), train.classes, source=source)
+
+
+def _tensors(dataset):
+    images = torch.stack([dataset[i][0] for i in range(len(dataset))])
+    return images, torch.tensor([label for _, label in dataset.samples])
 
 
 def augment_batch(images: torch.Tensor, generator: torch.Generator, pad: int | None = None):
