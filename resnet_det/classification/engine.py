@@ -138,10 +138,8 @@ class _Checkpoints(HookBase):
 
 
 class ClassificationTrainer(SimpleTrainer):
-    """The classifier of ``cfg`` (a validated pretraining config), its data, optimizer and
-    schedule, trained by ``run_step`` under detectron2's ``IterationTimer``, ``LRScheduler``,
-    ``EvalHook`` and ``PeriodicWriter`` hooks, plus :class:`_Checkpoints` and the hooks both
-    stages share (``SeedEachIteration``, ``PlotCurves``). Use::
+    """The classifier of ``cfg`` (a validated pretraining config), its data, optimizer and schedule,
+    trained by ``run_step`` under detectron2's hooks, :class:`_Checkpoints` and the shared ones::
 
         trainer = ClassificationTrainer(cfg)
         trainer.resume_or_load(resume)   # builds the data stream from the resumed iteration
@@ -255,8 +253,7 @@ class ClassificationTrainer(SimpleTrainer):
         misses stay on the device until :meth:`_flush`."""
         s, accum = self.cfg.SOLVER, self.cfg.SOLVER.GRAD_ACCUM_STEPS
         self.storage.iter = done = self.iter + 1  # what this step's metrics are logged as
-        loss_sum = torch.zeros((), device=self.device)
-        miss_sum = torch.zeros((), device=self.device)
+        loss_sum, miss_sum = torch.zeros(2, device=self.device)
         for micro in range(accum):
             images, targets, _ = next(self._data_loader_iter)
             # uint8 over the bus, then converted and normalised on the device (the
@@ -283,13 +280,12 @@ class ClassificationTrainer(SimpleTrainer):
         """Read the pending losses (the one host sync per log period), stop on a NaN/inf one,
         and put their means into the event storage."""
         world, L = comm.get_world_size(), self.lengths
-        stats = torch.stack([torch.stack([loss, miss]) for _, loss, miss in self._pending]).double()
+        pending, self._pending = self._pending, []
+        stats = torch.stack([torch.stack([loss, miss]) for _, loss, miss in pending]).double()
         if world > 1:
             torch.distributed.all_reduce(stats)
         stats = (stats / world).tolist()
-        its = [i for i, _, _ in self._pending]
-        self._pending.clear()
-        for it, (loss, _) in zip(its, stats):
+        for (it, _, _), (loss, _) in zip(pending, stats):
             if not math.isfinite(loss):
                 last = self.checkpointer.get_checkpoint_file() if self.checkpointer.has_checkpoint() else None
                 raise DivergenceError(divergence_message(
