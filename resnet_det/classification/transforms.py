@@ -63,25 +63,15 @@ class NormalizeBatch(torch.nn.Module):
         self.reuse_output = reuse_output
         self._out = None
 
-    def _output_for(self, images: torch.Tensor) -> torch.Tensor:
-        fmt = (torch.channels_last if images.dim() == 4
-               and images.is_contiguous(memory_format=torch.channels_last)
-               and not images.is_contiguous() else torch.contiguous_format)
-        out = self._out
-        if (out is None or out.shape != images.shape or out.device != images.device
-                or not out.is_contiguous(memory_format=fmt)):
-            out = torch.empty(images.shape, dtype=torch.float32, device=images.device,
-                              memory_format=fmt)
-            self._out = out
-        return out
-
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         # The same operations as v2.ToDtype(float32, scale=True) + v2.Normalize(MEAN, STD) per
         # sample, so the numbers are those of a per-sample pipeline.
         if not (self.reuse_output and images.device.type == "cpu"):
             images = v2.functional.to_dtype(images, torch.float32, scale=True)
             return images.sub(self.mean).div_(self.std)
-        out = self._output_for(images)
+        out = self._out
+        if out is None or out.shape != images.shape or out.stride() != images.stride() or out.device != images.device:
+            self._out = out = torch.empty_like(images, dtype=torch.float32)  # in the batch's memory format
         if images.dtype == torch.uint8:  # to_dtype's uint8 -> float: convert, then * (1/255)
             out.copy_(images).mul_(1.0 / 255)
             return out.sub_(self.mean).div_(self.std)
