@@ -230,20 +230,16 @@ def build_test_loader(dataset, batch_size, *, rank=0, world_size=1, num_workers=
 def iterate_loader(loader, dataset=None):
     """Iterate ``loader``; a dead worker becomes a :class:`DataLoaderWorkerError` naming the
     samples it was decoding (instead of a bare 'worker exited unexpectedly')."""
-    it = iter(loader)
-    while True:
-        try:
-            yield next(it)
-        except StopIteration:
-            return
-        except (RuntimeError, ConnectionError) as e:
-            msg = str(e) or type(e).__name__
-            # A worker killed while the main process fetched a batch's shared memory from it
-            # surfaces as a ConnectionError rather than the loader's RuntimeError.
-            if not isinstance(e, ConnectionError) and "DataLoader worker" not in msg and "timed out" not in msg:
-                raise
-            where = dataset.inflight_samples() if dataset is not None and hasattr(dataset, "inflight_samples") else []
-            raise DataLoaderWorkerError(
-                f"data loading failed ({msg.splitlines()[0]}); samples being decoded: "
-                f"{where or 'unknown'}. Check those files, memory limits, or DATA.NUM_WORKERS."
-            ) from e
+    try:
+        yield from loader  # the consumer's own errors are raised where it runs, not in here
+    except (RuntimeError, ConnectionError) as e:
+        msg = str(e) or type(e).__name__
+        # A worker killed while the main process fetched a batch's shared memory from it
+        # surfaces as a ConnectionError rather than the loader's RuntimeError.
+        if not isinstance(e, ConnectionError) and "DataLoader worker" not in msg and "timed out" not in msg:
+            raise
+        where = dataset.inflight_samples() if dataset is not None and hasattr(dataset, "inflight_samples") else []
+        raise DataLoaderWorkerError(
+            f"data loading failed ({msg.splitlines()[0]}); samples being decoded: "
+            f"{where or 'unknown'}. Check those files, memory limits, or DATA.NUM_WORKERS."
+        ) from e
