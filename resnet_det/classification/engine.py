@@ -40,8 +40,7 @@ DivergenceError = TrainingDivergedError  # the name pretraining code and tests k
 
 def build_classifier(cfg, num_classes: int):
     """The network named by ``cfg.MODEL`` with a ``num_classes``-way classifier."""
-    m = cfg.MODEL
-    if m.ARCH == "vgg16":
+    if cfg.MODEL.ARCH == "vgg16":
         return build_vgg16(num_classes)
     return build_resnet(num_classes=num_classes, **resnet_options(cfg))
 

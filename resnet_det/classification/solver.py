@@ -19,8 +19,7 @@ def build_optimizer(model, lr, *, momentum=0.9, weight_decay=1e-4, weight_decay_
     params = get_default_optimizer_params(model, base_lr=lr, weight_decay=weight_decay,
                                           weight_decay_norm=weight_decay_norm)
     if impl == "auto":
-        on_cuda = next(model.parameters()).is_cuda
-        impl = "fused" if on_cuda else "foreach"
+        impl = "fused" if next(model.parameters()).is_cuda else "foreach"
     flags = {"fused": dict(fused=True), "foreach": dict(foreach=True), "for-loop": dict(foreach=False)}
     if impl not in flags:
         raise ValueError(f"unknown SOLVER.OPTIMIZER_IMPL {impl!r}; valid: auto, {', '.join(flags)}")
