@@ -1,14 +1,6 @@
-"""Config keys of this plugin on top of detectron2's, and the one validation mechanism of both
-stages' configs.
-
-``get_cfg()`` is detectron2's default config plus our keys; ``load_config(file, opts)`` merges a
-yaml (``_BASE_`` inheritance, safe yaml only) and ``KEY VALUE`` overrides, then checks values.
-Both stages (this detection config and :mod:`resnet_det.classification.config`) merge with
-:func:`merge_config` and check with :func:`check_rules`: an unknown key, in the yaml or on the
-command line, fails with :class:`ConfigKeyError` (a ``KeyError`` like yacs' own, with the
-closest known keys, or what to write instead for a renamed key); a wrong type or an
-out-of-range value fails naming the key, the value and what is allowed.
-"""
+"""This plugin's config keys on top of detectron2's, and the one merge-and-check mechanism of both
+stages' configs (:func:`merge_config`, :func:`check_rules`): errors name the file, the key, the
+closest known keys or what to write instead, and the allowed values."""
 from __future__ import annotations
 
 import difflib
@@ -19,21 +11,9 @@ from detectron2.config import get_cfg as _d2_get_cfg
 
 from .models.resnet import NORMS, RESNET_SPECS, SHORTCUTS
 
-__all__ = [
-    "ConfigError",
-    "ConfigKeyError",
-    "add_resnet_det_config",
-    "check_rules",
-    "get_cfg",
-    "get_key",
-    "learning_rate_warning",
-    "load_config",
-    "merge_config",
-    "number",
-    "one_of",
-    "resnet_options",
-    "validate_config",
-]
+__all__ = ["ConfigError", "ConfigKeyError", "add_resnet_det_config", "check_rules", "get_cfg", "get_key",
+           "learning_rate_warning", "load_config", "merge_config", "number", "one_of", "resnet_options",
+           "validate_config"]
 
 # Backbones whose options this plugin reads (the others are detectron2's own).
 RESNET_BACKBONES = ("build_resnet_det_backbone", "build_resnet_det_fpn_backbone")
@@ -110,10 +90,7 @@ def _is_number(v, integer=False):
 
 def one_of(*choices):
     """A rule: the value is one of ``choices`` (of the same type: True is not 1)."""
-    return (
-        lambda v: any(v == c and type(v) is type(c) for c in choices),
-        " | ".join(map(str, choices)),
-    )
+    return lambda v: any(v == c and type(v) is type(c) for c in choices), " | ".join(map(str, choices))
 
 
 def number(lo=None, hi=None, *, integer=False, lo_open=False, hi_open=False, note=""):
@@ -144,10 +121,8 @@ RULES = {
     "MODEL.RESNETS.DEPTH": (lambda v: v in RESNET_SPECS, ", ".join(map(str, RESNET_SPECS))),
     "MODEL.RESNETS.NORM": (lambda v: v in NORMS, ", ".join(NORMS)),
     "MODEL.RESNETS.SHORTCUT": (lambda v: v in SHORTCUTS, ", ".join(SHORTCUTS)),
-    "MODEL.RESNETS.OUT_FEATURES": (
-        lambda v: len(v) > 0 and set(v) <= set(RESNET_FEATURES),
-        "a non-empty subset of " + ", ".join(RESNET_FEATURES),
-    ),
+    "MODEL.RESNETS.OUT_FEATURES": (lambda v: len(v) > 0 and set(v) <= set(RESNET_FEATURES),
+                                   "a non-empty subset of " + ", ".join(RESNET_FEATURES)),
     "MODEL.RESNETS.NUM_GROUPS": (lambda v: v == 1, "1 (ResNeXt is not part of this plugin)"),
     "MODEL.RESNETS.WIDTH_PER_GROUP": (lambda v: v == 64, "64"),
     "MODEL.RESNETS.STEM_OUT_CHANNELS": (lambda v: v == 64, "64"),
@@ -160,10 +135,8 @@ RULES = {
     "MODEL.PIXEL_STD": (lambda v: len(v) == 3 and all(_positive(x) for x in v), "3 numbers > 0"),
     "MODEL.DEVICE": (_device, "cpu, cuda or cuda:N"),
     "INPUT.FORMAT": (lambda v: v in ("RGB", "BGR"), "RGB, BGR"),
-    "INPUT.MIN_SIZE_TRAIN": (
-        lambda v: len(v) > 0 and all(_positive(x) for x in v),
-        "one or more sizes > 0",
-    ),
+    "INPUT.MIN_SIZE_TRAIN": (lambda v: len(v) > 0 and all(_positive(x) for x in v),
+                             "one or more sizes > 0"),
     "INPUT.MAX_SIZE_TRAIN": (_positive, "a size > 0"),
     "INPUT.MIN_SIZE_TEST": (_non_negative, "a size >= 0 (0: no resizing)"),
     "INPUT.MAX_SIZE_TEST": (_positive, "a size > 0"),
@@ -175,10 +148,7 @@ RULES = {
     "SOLVER.MOMENTUM": (lambda v: 0 <= v < 1, "a number in [0, 1)"),
     "SOLVER.WEIGHT_DECAY": (_non_negative, "a number >= 0"),
     "SOLVER.GAMMA": (_positive, "a number > 0"),
-    "SOLVER.STEPS": (
-        lambda v: all(s >= 0 for s in v) and list(v) == sorted(v),
-        "increasing iteration numbers >= 0",
-    ),
+    "SOLVER.STEPS": (lambda v: all(s >= 0 for s in v) and list(v) == sorted(v), "increasing iteration numbers >= 0"),
     "SOLVER.WARMUP_ITERS": (lambda v: v >= 0, "an integer >= 0"),
     "SOLVER.WARMUP_FACTOR": (lambda v: 0 < v <= 1, "a number in (0, 1]"),
     "SOLVER.CHECKPOINT_PERIOD": (lambda v: v >= 1, "an integer >= 1"),
@@ -198,7 +168,7 @@ def get_key(cfg, key, default=None):
     """The value of the dotted ``key`` (``"SOLVER.BASE_LR"``) in ``cfg``; ``default`` when a
     part of it does not exist."""
     for part in key.split("."):
-        if not isinstance(cfg, CN) or part not in cfg:
+        if not isinstance(cfg, dict) or part not in cfg:
             return default
         cfg = cfg[part]
     return cfg
@@ -232,14 +202,16 @@ def merge_config(cfg, config_file=None, opts=(), *, rules=None, renamed=None):
     :class:`ConfigKeyError` with the closest known keys (or, for a key of ``renamed``, old key
     -> what to write instead, that advice), a wrong type a :class:`ConfigError` with the
     allowed words of ``rules``."""
-    rules, renamed = rules or {}, renamed or {}
+    rules, renamed, opts = rules or {}, renamed or {}, list(opts or ())
+    if len(opts) % 2:
+        raise ConfigError(f"config overrides must be KEY VALUE pairs; got an odd list: {opts}")
     where = f"{config_file}: " if config_file else ""
     try:
         if config_file:
             # allow_unsafe=False: a yaml file must not construct Python objects (run code).
             cfg.merge_from_file(config_file, allow_unsafe=False)
         where = ""
-        cfg.merge_from_list(list(opts or ()))
+        cfg.merge_from_list(opts)
     except (KeyError, AssertionError) as e:
         # yacs: KeyError "Non-existent config key: K" from a yaml, AssertionError
         # "Non-existent key: K" from the command line.
@@ -278,7 +250,7 @@ def load_config(config_file: str | None = None, opts=()):
 
 def _all_keys(node, prefix=""):
     for k, v in node.items():
-        if isinstance(v, CN):
+        if isinstance(v, dict):
             yield from _all_keys(v, f"{prefix}{k}.")
         else:
             yield f"{prefix}{k}"

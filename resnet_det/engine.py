@@ -1,7 +1,5 @@
 """What the two trainers (pretraining and detection, both detectron2 trainers) share beyond
-detectron2's hooks: the writers, with a metrics.json that holds each iteration once after a
-resume, the per-iteration seeding and curves.png hooks, the one divergence error and its message,
-and the launcher."""
+detectron2's hooks: writers, seeding and curves.png hooks, the divergence error, the launcher."""
 from __future__ import annotations
 
 import json
@@ -41,10 +39,9 @@ def divergence_message(cause: str, iteration: int, losses: dict, last_checkpoint
 
 
 class ResumableJSONWriter(JSONWriter):
-    """detectron2's JSONWriter whose :meth:`trim` drops the lines a resumed run logs again
-    (those after the checkpoint it resumes from), so that metrics.json holds each iteration
-    once; and which also writes values put late for an iteration already written (a final
-    evaluation logged at the last training iteration) instead of dropping them."""
+    """detectron2's JSONWriter whose :meth:`trim` drops the lines a resumed run logs again, so that
+    metrics.json holds each iteration once, and which writes values put late for an iteration
+    already written (the final evaluation) instead of dropping them."""
 
     def __init__(self, json_file, window_size=20):
         super().__init__(json_file, window_size)
@@ -79,10 +76,9 @@ class ResumableJSONWriter(JSONWriter):
 
 
 def build_writers(output_dir, max_iter, first_iter=None):
-    """detectron2's default writers (console, metrics.json, TensorBoard). With ``first_iter``
-    (the first iteration this run logs), metrics.json is trimmed to the iterations before it
-    and later TensorBoard events are purged; a trainer that learns it only after building its
-    writers (detection) calls :meth:`ResumableJSONWriter.trim` itself."""
+    """detectron2's default writers (console, metrics.json, TensorBoard); ``first_iter`` (the first
+    iteration this run logs) trims metrics.json and purges TensorBoard events from there on. A
+    trainer that learns it later (detection) calls :meth:`ResumableJSONWriter.trim` itself."""
     json_writer = ResumableJSONWriter(os.path.join(output_dir, "metrics.json"))
     if first_iter is not None:
         json_writer.trim(first_iter - 1)
@@ -91,9 +87,8 @@ def build_writers(output_dir, max_iter, first_iter=None):
 
 
 class SeedEachIteration(HookBase):
-    """Reseed the global RNGs (dropout, detection's RPN/RoI sampling) from (the trainer's
-    ``seed``, iteration, rank) before each step: a resumed run draws the same numbers as an
-    uninterrupted one without RNG states in the checkpoints."""
+    """Reseed the global RNGs from (the trainer's ``seed``, iteration, rank) before each step: a
+    resumed run draws the same numbers as an uninterrupted one without RNG states in checkpoints."""
 
     def before_step(self):
         seed = derived_seed(self.trainer.seed, self.trainer.iter, comm.get_rank())
@@ -127,10 +122,8 @@ class PlotCurves(HookBase):
 
 
 def launch_main(main, args, *main_args):
-    """Run ``main(args, *main_args)`` in ``args.num_gpus`` processes per machine through
-    detectron2's ``launch``. In worker processes an expected error (config, data, weights,
-    divergence) exits with its message alone; resnet_det.cli.run_cli in the parent then reports
-    it without a traceback."""
+    """Run ``main(args, *main_args)`` in ``args.num_gpus`` processes per machine through detectron2's
+    ``launch``; in workers an expected error exits with its message alone (see resnet_det.cli)."""
     world_size = args.num_gpus * args.num_machines
     return launch(in_worker(main) if world_size > 1 else main, args.num_gpus, num_machines=args.num_machines,
                   machine_rank=args.machine_rank, dist_url=args.dist_url, args=(args, *main_args))

@@ -2,8 +2,10 @@
 with one recipe on one dataset, their training and test error plotted against iterations.
 
 Data are small enough to hold in memory (the toy shapes, a small ImageNet-layout folder resized
-to ``image_size``, or CIFAR-10), so batches are cut from tensors and no loader workers compete for
-the CPU; augmentation is the paper's CIFAR one (4-pixel padding, random crop, horizontal flip).
+to ``image_size``, or CIFAR-10): batches are cut from tensors, with no loader workers competing for
+the CPU, and augmented the paper's CIFAR way (4-pixel padding, random crop, horizontal flip).
+Optimizer, schedule and top-1 evaluator are pretraining's; the loop is the study's own, as it
+records the paper's curves rather than a trainer's checkpoints.
 """
 from __future__ import annotations
 
@@ -16,30 +18,13 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from .plotting import save_figure
-from ..checkpoint.io import (
-    atomic_write,
-    load_state_dict_checked,
-    load_state_dict_file,
-    read_safetensors_metadata,
-    save_safetensors,
-)
+from .plotting import new_figure, save_figure
+from ..checkpoint.io import atomic_write, load_state_dict_checked, load_state_dict_file, read_safetensors_metadata
+from ..checkpoint.io import save_safetensors
 from ..models.cifar import build_cifar_resnet
 
-__all__ = [
-    "DEFAULT_MODELS",
-    "StudyData",
-    "StudyRecipe",
-    "parse_model_spec",
-    "load_study_data",
-    "load_image_folder",
-    "augment_batch",
-    "evaluate_error",
-    "train_model",
-    "run_degradation_study",
-    "plot_error_curves",
-    "load_study_model",
-]
+__all__ = ["DEFAULT_MODELS", "StudyData", "StudyRecipe", "parse_model_spec", "load_study_data", "augment_batch",
+           "evaluate_error", "train_model", "run_degradation_study", "plot_error_curves", "load_study_model"]
 
 # Three depths of each kind: small enough for a 2-core CPU, deep enough for plain nets to differ.
 DEFAULT_MODELS = ("plain-8", "plain-14", "plain-20", "resnet-8", "resnet-14", "resnet-20")
@@ -52,10 +37,8 @@ def parse_model_spec(spec: str) -> tuple[int, bool]:
     """``'plain-20'`` -> ``(20, True)``, ``'resnet-56'`` -> ``(56, False)``."""
     match = _SPEC.match(spec.strip().lower())
     if not match:
-        raise ValueError(
-            f"model spec {spec!r} not understood; write 'plain-DEPTH' or 'resnet-DEPTH' with "
-            f"DEPTH = 6n+2, e.g. plain-20 resnet-20"
-        )
+        raise ValueError(f"model spec {spec!r} not understood; write 'plain-DEPTH' or 'resnet-DEPTH' with "
+                         f"DEPTH = 6n+2, e.g. plain-20 resnet-20")
     return int(match.group(2)), match.group(1) == "plain"
 
 
@@ -87,32 +70,8 @@ class StudyData:
         return (images.float() / 255 - mean) / std
 
 
-def load_image_folder(root, image_size: int = 32):
-    """``(images uint8 (N, 3, S, S), labels, classes)`` of a class-folder tree, every image
-    resized to ``image_size`` squared (torchvision ImageFolder)."""
-    from torchvision import datasets, transforms
-
-    root = Path(root)
-    if not root.is_dir():
-        raise FileNotFoundError(f"image folder not found: {root} (expected {root}/<class>/*.JPEG)")
-    transform = transforms.Compose(
-        [transforms.Resize((image_size, image_size)), transforms.PILToTensor()]
-    )
-    dataset = datasets.ImageFolder(str(root), transform=transform)
-    images = torch.stack([dataset[i][0] for i in range(len(dataset))])
-    if images.shape[1] == 1:  # grayscale folders
-        images = images.expand(-1, 3, -1, -1).contiguous()
-    return images, torch.tensor(dataset.targets), list(dataset.classes)
-
-
-def load_study_data(
-    data_dir=None,
-    cifar10_dir=None,
-    image_size: int | None = None,
-    toy_train_per_class: int = 200,
-    toy_val_per_class: int = 50,
-    seed: int = 0,
-) -> StudyData:
+def load_study_data(data_dir=None, cifar10_dir=None, image_size: int | None = None, toy_train_per_class: int = 200,
+                    toy_val_per_class: int = 50, seed: int = 0) -> StudyData:
     """The study's dataset: CIFAR-10 binary from ``cifar10_dir``, else the ImageNet-layout tree
     ``data_dir/{train,val}``, which is generated from the toy shapes first if it does not exist.
     Folder images are resized to ``image_size`` (default 16, where six toy-scale nets train in
@@ -125,35 +84,38 @@ def load_study_data(
         train, test = Cifar10Binary(cifar10_dir, train=True), Cifar10Binary(cifar10_dir, False)
         if image_size not in (None, 32):
             raise ValueError(f"CIFAR-10 images are 32x32; got image_size={image_size}")
-        return StudyData(
-            train.images, train.targets, test.images, test.targets, list(train.classes),
-            source=dict(kind="cifar10", path=str(cifar10_dir), image_size=32),
-        )  # fmt: skip
+        return StudyData(train.images, train.targets, test.images, test.targets, list(train.classes),
+                         source=dict(kind="cifar10", path=str(cifar10_dir), image_size=32))
     image_size = image_size or 16
     data_dir = Path(data_dir)
-    generated = False
-    if not data_dir.exists():
+    generated = not data_dir.exists()
+    if generated:
         from ..data.toy import make_classification_tree
 
         # Drawn at the generator's 64 px and resized on loading: the downscale's antialiasing
         # keeps shape edges that drawing directly at 16-32 px would break into pixel noise.
         make_classification_tree(str(data_dir), seed, toy_train_per_class, toy_val_per_class, 64)
-        generated = True
     for split in ("train", "val"):
         if not (data_dir / split).is_dir():
             raise FileNotFoundError(
                 f"{data_dir} has no {split}/ folder; an ImageNet-layout dataset needs "
                 f"{data_dir}/train/<class>/* and {data_dir}/val/<class>/* (or pass a path that "
-                f"does not exist yet to generate the toy shapes there)"
-            )
-    train_x, train_y, classes = load_image_folder(data_dir / "train", image_size)
-    test_x, test_y, test_classes = load_image_folder(data_dir / "val", image_size)
-    if test_classes != classes:
-        raise ValueError(
-            f"{data_dir}: val/ classes {test_classes} differ from train/ classes {classes}"
-        )
+                f"does not exist yet to generate the toy shapes there)")
+    from torchvision.transforms import v2
+
+    from ..classification.data import ImageFolderDataset
+
+    # Read by pretraining's dataset (the shared image reader), resized by PIL, held as tensors.
+    resize = v2.Compose([v2.ToPILImage(), v2.Resize((image_size, image_size)), v2.PILToTensor()])
+    train = ImageFolderDataset(data_dir / "train", resize, strict=True)
+    test = ImageFolderDataset(data_dir / "val", resize, classes=train.classes, strict=True)
     source = dict(kind="folder", path=str(data_dir), image_size=image_size, generated=generated)
-    return StudyData(train_x, train_y, test_x, test_y, classes, source=source)
+    return StudyData(*_tensors(train), *_tensors(test), train.classes, source=source)
+
+
+def _tensors(dataset):
+    images = torch.stack([dataset[i][0] for i in range(len(dataset))])
+    return images, torch.tensor([label for _, label in dataset.samples])
 
 
 def augment_batch(images: torch.Tensor, generator: torch.Generator, pad: int | None = None):
@@ -186,59 +148,32 @@ class StudyRecipe:
     seed: int = 0
 
 
-# --- Training loop -------------------------------------------------------------------------
-# Optimizer, lr schedule and top-1 evaluator are pretraining's (resnet_det.classification), so the
-# study and pretraining share one recipe implementation. The loop stays its own: the study cuts
-# batches from in-memory tensors and records the paper's curves, not a trainer's checkpoints.
-
-
-def _build_optimizer_and_schedule(model, recipe: StudyRecipe):
-    from ..classification.solver import build_lr_scheduler, build_optimizer
-
-    optimizer = build_optimizer(
-        model,
-        recipe.lr,
-        momentum=recipe.momentum,
-        weight_decay=recipe.weight_decay,
-        weight_decay_norm=recipe.weight_decay,  # the paper decays every parameter alike
-    )
-    milestones = sorted({max(1, round(f * recipe.iterations)) for f in recipe.lr_steps})
-    scheduler = build_lr_scheduler(
-        optimizer, recipe.iterations, schedule="step", steps=milestones, gamma=0.1
-    )
-    return optimizer, scheduler
-
-
-@torch.no_grad()
 def evaluate_error(model, images, labels, normalize, batch_size: int = 256) -> float:
-    """Top-1 error (fraction) of ``model`` in eval mode on uint8 ``images`` (pretraining's
-    :class:`~resnet_det.classification.evaluation.ClassificationEvaluator`)."""
-    from ..classification.evaluation import ClassificationEvaluator
+    """Top-1 error (fraction) of ``model`` in eval mode on uint8 ``images``, by pretraining's evaluator."""
+    from ..classification.evaluation import evaluate
 
-    was_training = model.training
-    model.eval()
-    evaluator = ClassificationEvaluator(images.device)
-    evaluator.reset()
-    for start in range(0, len(labels), batch_size):
-        batch = (images[start : start + batch_size], labels[start : start + batch_size])
-        evaluator.process(batch, model(normalize(batch[0])))
-    model.train(was_training)
-    return evaluator.evaluate()["top1_err"] / 100
+    batches = [(images[i : i + batch_size], labels[i : i + batch_size]) for i in range(0, len(labels), batch_size)]
+    return evaluate(model, batches, normalize=normalize)["top1_err"] / 100
 
 
 def train_model(model, data: StudyData, recipe: StudyRecipe, log=None) -> dict:
     """Train ``model`` with ``recipe``; returns its curves: iterations, training error (mean
     minibatch error since the previous point, as the paper plots it), test error, training loss."""
-    optimizer, scheduler = _build_optimizer_and_schedule(model, recipe)
+    from ..classification.solver import build_lr_scheduler, build_optimizer
+
+    # The paper decays every parameter alike.
+    optimizer = build_optimizer(model, recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay,
+                                weight_decay_norm=recipe.weight_decay)
+    milestones = sorted({max(1, round(f * recipe.iterations)) for f in recipe.lr_steps})
+    scheduler = build_lr_scheduler(optimizer, recipe.iterations, schedule="step", steps=milestones, gamma=0.1)
     # The same generator seed for every model: all see the same batches in the same order.
     gen = torch.Generator().manual_seed(recipe.seed)
     n = len(data.train_labels)
     batch_size = min(recipe.batch_size, n)
     order, cursor = torch.randperm(n, generator=gen), 0
     curves = dict(iteration=[], train_error=[], test_error=[], train_loss=[], lr=[])
-    wrong = seen = 0
+    wrong = seen = steps = 0
     loss_sum = 0.0
-    steps = 0
     start = time.perf_counter()
     model.train()
     for it in range(1, recipe.iterations + 1):
@@ -262,29 +197,19 @@ def train_model(model, data: StudyData, recipe: StudyRecipe, log=None) -> dict:
         steps += 1
         if it % recipe.eval_period == 0 or it == recipe.iterations:
             test_error = evaluate_error(model, data.test_images, data.test_labels, data.normalize)
-            curves["iteration"].append(it)
-            curves["train_error"].append(wrong / seen)
-            curves["test_error"].append(test_error)
-            curves["train_loss"].append(loss_sum / steps)
-            curves["lr"].append(lr)
+            for key, value in dict(iteration=it, train_error=wrong / seen, test_error=test_error,
+                                   train_loss=loss_sum / steps, lr=lr).items():
+                curves[key].append(value)
             if log:
-                log(
-                    f"  iter {it:5d}  loss {loss_sum / steps:.3f}  train err "
-                    f"{100 * wrong / seen:5.1f}%  test err {100 * test_error:5.1f}%  "
-                    f"lr {lr:g}  {time.perf_counter() - start:.0f}s"
-                )
+                log(f"  iter {it:5d}  loss {loss_sum / steps:.3f}  train err {100 * wrong / seen:5.1f}%  test err "
+                    f"{100 * test_error:5.1f}%  lr {lr:g}  {time.perf_counter() - start:.0f}s")
             wrong = seen = steps = 0
             loss_sum = 0.0
     curves["seconds"] = time.perf_counter() - start
     return curves
 
 
-# --- The study --------------------------------------------------------------------------------
-
-
-def run_degradation_study(
-    models, data: StudyData, out_dir, recipe: StudyRecipe | None = None, log=print
-) -> dict:
+def run_degradation_study(models, data: StudyData, out_dir, recipe: StudyRecipe | None = None, log=print) -> dict:
     """Train each model spec (``'plain-20'``, ``'resnet-20'``, ...) with one recipe on ``data``;
     writes ``<name>.safetensors`` per model, ``curves.json`` and ``degradation.png`` in
     ``out_dir`` and returns the json's content."""
@@ -295,18 +220,9 @@ def run_degradation_study(
         build_cifar_resnet(depth, plain=plain)  # a bad depth fails now, not after hours
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    result = dict(
-        recipe=dataclasses.asdict(recipe),
-        data=dict(
-            data.source,
-            classes=list(data.classes),
-            num_train=len(data.train_labels),
-            num_test=len(data.test_labels),
-            pixel_mean=data.pixel_mean,
-            pixel_std=data.pixel_std,
-        ),
-        models={},
-    )
+    result = dict(recipe=dataclasses.asdict(recipe), data=dict(
+        data.source, classes=list(data.classes), num_train=len(data.train_labels), num_test=len(data.test_labels),
+        pixel_mean=data.pixel_mean, pixel_std=data.pixel_std), models={})
     for spec, depth, plain in specs:
         name = f"{'plain' if plain else 'resnet'}-{depth}"
         log(f"{name}: training {recipe.iterations} iterations")
@@ -314,54 +230,32 @@ def run_degradation_study(
         torch.manual_seed(recipe.seed)
         model = build_cifar_resnet(depth, plain=plain, num_classes=len(data.classes))
         curves = train_model(model, data, recipe, log=log)
-        weights = save_safetensors(
-            model.state_dict(),
-            out_dir / f"{name}.safetensors",
-            metadata=dict(
-                arch=model.arch,
-                pixel_mean=data.pixel_mean,
-                pixel_std=data.pixel_std,
-                classes=list(data.classes),
-                iterations=recipe.iterations,
-            ),
-        )
-        result["models"][name] = dict(
-            depth=depth, plain=plain, weights=weights.name, **curves
-        )
-        _write_json(result, out_dir / STUDY_JSON)  # partial results survive an interrupted run
+        weights = save_safetensors(model.state_dict(), out_dir / f"{name}.safetensors",
+                                   metadata=dict(arch=model.arch, pixel_mean=data.pixel_mean, pixel_std=data.pixel_std,
+                                                 classes=list(data.classes), iterations=recipe.iterations))
+        result["models"][name] = dict(depth=depth, plain=plain, weights=weights.name, **curves)
+        with atomic_write(out_dir / STUDY_JSON, mode="w") as f:  # partial results survive an interrupted run
+            json.dump(result, f, indent=1)
     plot_error_curves(result, out_dir / STUDY_PNG)
     return result
-
-
-def _write_json(obj, path):
-    with atomic_write(path, mode="w") as f:
-        json.dump(obj, f, indent=1)
 
 
 def plot_error_curves(result: dict, path, title: str | None = None) -> Path:
     """Figure 6 style: training error (thin) and test error (bold) vs iterations, plain nets on
     the left, ResNets on the right, one colour per depth."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib import colormaps
 
     models = result["models"]
-    depths = sorted({m["depth"] for m in models.values()})
-    colors = dict(zip(depths, plt.get_cmap("tab10").colors))
+    colors = dict(zip(sorted({m["depth"] for m in models.values()}), colormaps["tab10"].colors))
     kinds = [k for k in (True, False) if any(m["plain"] == k for m in models.values())]
-    fig, axes = plt.subplots(1, len(kinds), figsize=(6 * len(kinds), 4.5), squeeze=False)
-    ymax = max(
-        [max(m["train_error"] + m["test_error"], default=0) for m in models.values()] + [0.05]
-    )
-    for ax, plain in zip(axes[0], kinds):
+    fig = new_figure((6 * len(kinds), 4.5))
+    ymax = max([max(m["train_error"] + m["test_error"], default=0) for m in models.values()] + [0.05])
+    for ax, plain in zip(fig.subplots(1, len(kinds), squeeze=False)[0], kinds):
         for name, m in models.items():
-            if m["plain"] != plain:
-                continue
-            c = colors[m["depth"]]
-            x = m["iteration"]
-            ax.plot(x, [100 * e for e in m["train_error"]], color=c, lw=0.9, ls="--")
-            ax.plot(x, [100 * e for e in m["test_error"]], color=c, lw=2.4, label=name)
+            if m["plain"] == plain:
+                c, x = colors[m["depth"]], m["iteration"]
+                ax.plot(x, [100 * e for e in m["train_error"]], color=c, lw=0.9, ls="--")
+                ax.plot(x, [100 * e for e in m["test_error"]], color=c, lw=2.4, label=name)
         ax.set_title("plain networks" if plain else "ResNets")
         ax.set_xlabel("iteration")
         ax.set_ylabel("error (%)")
@@ -369,12 +263,8 @@ def plot_error_curves(result: dict, path, title: str | None = None) -> Path:
         ax.grid(alpha=0.3)
         ax.legend(title="bold: test, thin dashed: train", fontsize=8, title_fontsize=8)
     data = result.get("data", {})
-    fig.suptitle(
-        title
-        or f"{data.get('kind', '')} {data.get('path', '')}: {data.get('num_train', '?')} train / "
-        f"{data.get('num_test', '?')} test images, {result['recipe']['iterations']} iterations",
-        fontsize=9,
-    )
+    fig.suptitle(title or f"{data.get('kind', '')} {data.get('path', '')}: {data.get('num_train', '?')} train / "
+                 f"{data.get('num_test', '?')} test images, {result['recipe']['iterations']} iterations", fontsize=9)
     return save_figure(fig, path)
 
 
@@ -382,13 +272,10 @@ def load_study_model(path):
     """``(model in eval mode, metadata)`` from a ``<name>.safetensors`` written by the study."""
     meta = read_safetensors_metadata(path)
     if not meta or meta.get("arch", {}).get("name") != "cifar_resnet":
-        raise ValueError(
-            f"{path}: no CIFAR-ResNet architecture record in its metadata; expected a weights "
-            f"file written by tools/degradation_study.py"
-        )
+        raise ValueError(f"{path}: no CIFAR-ResNet architecture record in its metadata; expected a weights "
+                         f"file written by tools/degradation_study.py")
     arch = dict(meta["arch"])
     arch.pop("name")
     model = build_cifar_resnet(arch.pop("depth"), **arch)
     load_state_dict_checked(model, load_state_dict_file(path), source=str(path))
     return model.eval(), meta
-

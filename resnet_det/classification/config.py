@@ -1,44 +1,18 @@
-"""The pretraining config: a detectron2 ``CfgNode`` with ``_BASE_`` inheritance, validated up front.
-
-Every key has a default here; a yaml file (or ``KEY VALUE`` pairs on the command line) may only
-override existing keys, so a typo fails with the key named and the closest known keys. Merging
-and checking are the detection config's (:func:`resnet_det.config.merge_config`,
-:func:`resnet_det.config.check_rules`): one rules table, built by :func:`pretrain_rules`, checks
-types, ranges and choices before any data is read or any process is started. A key means what it
-means in detectron2's config; where pretraining counts in epochs the key says so
-(``SOLVER.STEP_EPOCHS``), and the old keys of :data:`RENAMED` fail saying what to write.
-"""
+"""The pretraining config: every key with its default, merged and checked by the detection config's
+mechanism (:func:`resnet_det.config.merge_config`, :func:`resnet_det.config.check_rules`) with
+the rules of :func:`pretrain_rules`. Where pretraining counts in epochs the key says so
+(``SOLVER.STEP_EPOCHS``); the old keys of :data:`RENAMED` fail saying what to write."""
 from __future__ import annotations
 
-from pathlib import Path
-
-from detectron2.config import CfgNode
+from fvcore.common.config import CfgNode
 
 from ..common.image import MAX_PIXELS
-from ..config import ConfigError, check_rules, get_key, merge_config, number, one_of
+from ..config import check_rules, get_key, merge_config, number, one_of
 from ..models import NORMS, RESNET_SPECS, SHORTCUTS
 from .solver import OPTIMIZERS
 
-__all__ = [
-    "ARCHS",
-    "RECIPES",
-    "SCHEDULES",
-    "AMP_PRECISIONS",
-    "OPTIMIZER_IMPLS",
-    "RENAMED",
-    "PretrainCfgNode",
-    "amp_mode",
-    "get_pretrain_cfg",
-    "load_pretrain_cfg",
-    "pretrain_rules",
-    "validate_pretrain_cfg",
-]
-
-ARCHS = ("resnet", "vgg16")
-RECIPES = ("paper", "modern")
-SCHEDULES = ("step", "cosine")
-AMP_PRECISIONS = ("fp16", "bf16")
-OPTIMIZER_IMPLS = ("auto", "fused", "foreach", "for-loop")
+__all__ = ["RENAMED", "PretrainCfgNode", "amp_mode", "get_pretrain_cfg", "load_pretrain_cfg", "pretrain_rules",
+           "validate_pretrain_cfg"]
 
 # Keys whose meaning differed from detectron2's, and what to write instead.
 RENAMED = {
@@ -50,39 +24,36 @@ RENAMED = {
 
 
 class PretrainCfgNode(CfgNode):
-    """detectron2's ``CfgNode`` (``_BASE_`` inheritance, safe yaml) without its detection-config
-    VERSION upgrade machinery, which does not apply to this config."""
+    """fvcore's ``CfgNode`` (``_BASE_`` inheritance, safe yaml, merges type-checked, unknown keys
+    refused) that takes an integer for a float key: yaml and the command line read ``EPOCHS 90``
+    as an int, which yacs would refuse."""
 
-    def merge_from_file(self, cfg_filename: str, allow_unsafe: bool = False) -> None:
-        """Merge ``cfg_filename`` (and its ``_BASE_`` chain); ``EPOCHS: 90`` is accepted for a
-        float key."""
-        if not Path(cfg_filename).is_file():
-            raise FileNotFoundError(f"config file {cfg_filename} does not exist")
-        loaded = type(self)(self.load_yaml_with_base(cfg_filename, allow_unsafe=allow_unsafe))
-        _ints_to_floats(loaded, self)
-        self.merge_from_other_cfg(loaded)
+    def merge_from_other_cfg(self, cfg_other):
+        """Merge ``cfg_other`` (a loaded yaml file), its integers for float keys made floats."""
+        _ints_to_floats(cfg_other, self)
+        return super().merge_from_other_cfg(cfg_other)
 
-    def merge_from_list(self, cfg_list) -> None:
-        """Merge ``KEY VALUE`` pairs (command line); ``EPOCHS 5`` is accepted for a float key."""
+    def merge_from_list(self, cfg_list):
+        """Merge ``KEY VALUE`` pairs (command line), an integer for a float key made a float."""
         cfg_list = list(cfg_list)
-        if len(cfg_list) % 2:
-            raise ConfigError(f"config overrides must be KEY VALUE pairs; got an odd list: {cfg_list}")
-        for i in range(0, len(cfg_list), 2):
-            default = get_key(self, cfg_list[i])
-            value = self._decode_cfg_value(cfg_list[i + 1])
-            if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
-                cfg_list[i + 1] = repr(float(value))
-        super().merge_from_list(cfg_list)
+        for i in range(1, len(cfg_list), 2):
+            value = _as_float(get_key(self, cfg_list[i - 1]), self._decode_cfg_value(cfg_list[i]))
+            if type(value) is float:  # only then: decoding a quoted string twice would unquote it
+                cfg_list[i] = value
+        return super().merge_from_list(cfg_list)
+
+
+def _as_float(default, value):
+    return float(value) if isinstance(default, float) and type(value) is int else value
 
 
 def _ints_to_floats(loaded, defaults):
-    # yaml reads "EPOCHS: 90" as an int; yacs would reject it for a float key.
     for key, value in loaded.items():
         default = defaults.get(key) if isinstance(defaults, CfgNode) else None
         if isinstance(value, CfgNode):
             _ints_to_floats(value, default)
-        elif isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
-            loaded[key] = float(value)
+        else:
+            loaded[key] = _as_float(default, value)
 
 
 def get_pretrain_cfg() -> CfgNode:
@@ -182,16 +153,16 @@ def amp_mode(cfg) -> str:
 
 
 def pretrain_rules(cfg) -> dict:
-    """key -> (check, allowed words) for :func:`resnet_det.config.check_rules`; some rules
-    depend on other keys of ``cfg`` (the ResNet options only apply to MODEL.ARCH resnet)."""
+    """key -> (check, allowed words) for :func:`resnet_det.config.check_rules`, beyond the types
+    that merging checks; some depend on other keys (the ResNet options only apply to resnet)."""
     d, s = cfg.DATA, cfg.SOLVER
-    rules = {"MODEL.ARCH": one_of(*ARCHS)}
+    rules = {"MODEL.ARCH": one_of("resnet", "vgg16")}
     if cfg.MODEL.ARCH == "resnet":
         rules.update({"MODEL.DEPTH": one_of(*RESNET_SPECS), "MODEL.SHORTCUT": one_of(*SHORTCUTS),
                       "MODEL.NORM": one_of(*NORMS)})
     rules.update({
         "MODEL.NUM_CLASSES": number(0, integer=True, note="0: one per class folder"),
-        "DATA.RECIPE": one_of(*RECIPES),
+        "DATA.RECIPE": one_of("paper", "modern"),
         "DATA.CROP_SIZE": number(8, integer=True),
         "DATA.RESIZE_RANGE": (
             lambda v: len(v) == 2 and all(type(x) is int for x in v) and d.CROP_SIZE <= v[0] <= v[1],
@@ -213,11 +184,11 @@ def pretrain_rules(cfg) -> dict:
         "SOLVER.WEIGHT_DECAY": number(0),
         "SOLVER.WEIGHT_DECAY_NORM": number(0),
         "SOLVER.OPTIMIZER": one_of(*OPTIMIZERS),
-        "SOLVER.OPTIMIZER_IMPL": one_of(*OPTIMIZER_IMPLS),
+        "SOLVER.OPTIMIZER_IMPL": one_of("auto", "fused", "foreach", "for-loop"),
         "SOLVER.EPOCHS": (lambda v: number(0)[0](v) and (v > 0 or s.MAX_ITER > 0),
                           "a number >= 0, > 0 unless SOLVER.MAX_ITER is"),
         "SOLVER.MAX_ITER": number(0, integer=True, note="0: SOLVER.EPOCHS decides"),
-        "SOLVER.SCHEDULE": one_of(*SCHEDULES),
+        "SOLVER.SCHEDULE": one_of("step", "cosine"),
         "SOLVER.STEP_EPOCHS": (
             lambda v: all(number(0, lo_open=True)[0](x) for x in v) and list(v) == sorted(v),
             "increasing epoch numbers > 0",
@@ -229,7 +200,7 @@ def pretrain_rules(cfg) -> dict:
         "SOLVER.MIXUP_ALPHA": number(0, note="0: off"),
         "SOLVER.CUTMIX_ALPHA": number(0, note="0: off"),
         "SOLVER.GRAD_ACCUM_STEPS": number(1, integer=True),
-        "SOLVER.AMP.PRECISION": one_of(*AMP_PRECISIONS),
+        "SOLVER.AMP.PRECISION": one_of("fp16", "bf16"),
         "SOLVER.CHECKPOINT_PERIOD": number(0, integer=True, note="0: once per epoch"),
         "SOLVER.MAX_CHECKPOINTS_TO_KEEP": number(0, integer=True, note="0: keep all"),
         "SOLVER.LOG_PERIOD": number(1, integer=True),
@@ -238,10 +209,6 @@ def pretrain_rules(cfg) -> dict:
         "SEED": number(0, integer=True),
         "OUTPUT_DIR": (bool, "a directory path"),
     })
-    flags = ("MODEL.PLAIN", "MODEL.STRIDE_IN_1X1", "MODEL.ZERO_INIT_RESIDUAL", "DATA.STRICT",
-             "DATA.PERSISTENT_WORKERS", "SOLVER.NESTEROV", "SOLVER.AMP.ENABLED",
-             "SOLVER.CHANNELS_LAST", "SOLVER.COMPILE", "TEST.TEN_CROP")
-    rules.update({key: one_of(True, False) for key in flags})
     return rules
 
 

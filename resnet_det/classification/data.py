@@ -1,17 +1,11 @@
-"""ImageNet-layout data for pretraining: decoding (the shared reader, with a fast JPEG path),
-folder checks, and the loaders.
-
-The sampler's order depends only on (seed, epoch) and each image's augmentation only on (seed,
-epoch, index) (:mod:`resnet_det.common.sampling`): the same batches come out for any number of
-workers, and a resumed run skips straight to its saved position without decoding the images it
-skips.
-"""
+"""ImageNet-layout data for pretraining: decoding (the shared reader, with a fast JPEG path), folder
+checks, and loaders whose batches depend only on (seed, position) (:mod:`resnet_det.common.sampling`):
+the same for any number of workers, and a resumed run skips to its position without decoding."""
 from __future__ import annotations
 
 import contextlib
 import logging
 import multiprocessing as mp
-import os
 import warnings
 from pathlib import Path
 
@@ -30,19 +24,9 @@ from ..common.image import MAX_PIXELS, ImageError, open_image
 from ..common.image import load_image as read_pil
 from ..common.sampling import TrainSampler, derived_seed, seeded_rngs
 
-__all__ = [
-    "ClassTreeError",
-    "UnreadableImageError",
-    "DataLoaderWorkerError",
-    "load_image",
-    "decode_image",
-    "check_class_tree",
-    "ImageFolderDataset",
-    "TrainSampler",
-    "build_train_loader",
-    "build_test_loader",
-    "iterate_loader",
-]
+__all__ = ["ClassTreeError", "UnreadableImageError", "DataLoaderWorkerError", "load_image", "decode_image",
+           "check_class_tree", "ImageFolderDataset", "TrainSampler", "build_train_loader", "build_test_loader",
+           "iterate_loader"]
 
 logger = logging.getLogger(__name__)
 
@@ -72,15 +56,9 @@ def load_image(path, *, max_pixels: int = MAX_PIXELS, draft_short_side: int | No
 
 def decode_image(path, *, max_pixels: int = MAX_PIXELS, draft_short_side: int | None = None) -> torch.Tensor:
     """Decode ``path`` to a uint8 RGB ``3xHxW`` tensor: :func:`load_image`'s checks, conversions
-    and errors, in fewer copies.
-
-    RGB and grayscale JPEGs that the draft would not shrink are decoded by torchvision's
-    libjpeg-turbo decoder straight into the tensor (the same pixels as PIL's decoder, without
-    PIL's image and its repacking into a tensor: ~0.6 ms of ~2 ms for a 500x375 photo); it
-    applies the EXIF orientation too. Everything else (other formats, CMYK, JPEGs to
-    downscale, files whose header or data torchvision's decoder refuses) goes through
-    :func:`load_image`.
-    """
+    and errors, in fewer copies. RGB and grayscale JPEGs that the draft would not shrink go through
+    torchvision's libjpeg-turbo decoder straight into the tensor (PIL's pixels, EXIF orientation
+    applied; docs/benchmarks.md); everything else, and what that decoder refuses, through PIL."""
     direct = False
     # A bad header or size: load_image below names the file and the fault.
     with contextlib.suppress(ImageError), open_image(path, max_pixels, _PIXEL_KEY) as im:
@@ -117,7 +95,9 @@ def check_class_tree(root, *, reference_classes=None) -> list[str]:
         classes, _ = find_classes(str(root))
     except FileNotFoundError as e:
         raise FileNotFoundError(f"{root} holds no class folders; expected {root}/<class>/<image>") from e
-    empty = [c for c in classes if not any(_is_image(p) for p in _walk(root / c))]
+    # torchvision's folder walker (sorted, case-insensitive extensions, symlinks followed).
+    found = make_dataset(str(root), {c: i for i, c in enumerate(classes)}, IMG_EXTENSIONS, allow_empty=True)
+    empty = sorted(set(classes) - {classes[label] for _, label in found})
     if empty:
         shown = ", ".join(str(root / c) for c in empty[:10])
         raise ClassTreeError(
@@ -137,16 +117,6 @@ def check_class_tree(root, *, reference_classes=None) -> list[str]:
     return classes
 
 
-def _walk(folder):
-    for dirpath, _, files in os.walk(folder, followlinks=True):
-        for f in files:
-            yield dirpath, f
-
-
-def _is_image(entry):
-    return entry[1].lower().endswith(IMG_EXTENSIONS)
-
-
 class ImageFolderDataset(Dataset):
     """``root/<class>/<image>`` samples decoded with :func:`decode_image` (uint8 ``3xHxW``
     tensors) and transformed.
@@ -163,7 +133,6 @@ class ImageFolderDataset(Dataset):
         self.root = Path(root)
         self.classes = check_class_tree(self.root, reference_classes=classes)
         self.class_to_idx = {c: i for i, c in enumerate(self.classes)}
-        # torchvision's folder walker: sorted, case-insensitive extensions, symlinks followed.
         self.samples = make_dataset(str(self.root), self.class_to_idx, extensions=IMG_EXTENSIONS)
         self.transform = transform
         self.strict = strict
@@ -261,20 +230,16 @@ def build_test_loader(dataset, batch_size, *, rank=0, world_size=1, num_workers=
 def iterate_loader(loader, dataset=None):
     """Iterate ``loader``; a dead worker becomes a :class:`DataLoaderWorkerError` naming the
     samples it was decoding (instead of a bare 'worker exited unexpectedly')."""
-    it = iter(loader)
-    while True:
-        try:
-            yield next(it)
-        except StopIteration:
-            return
-        except (RuntimeError, ConnectionError) as e:
-            msg = str(e) or type(e).__name__
-            # A worker killed while the main process fetched a batch's shared memory from it
-            # surfaces as a ConnectionError rather than the loader's RuntimeError.
-            if not isinstance(e, ConnectionError) and "DataLoader worker" not in msg and "timed out" not in msg:
-                raise
-            where = dataset.inflight_samples() if dataset is not None and hasattr(dataset, "inflight_samples") else []
-            raise DataLoaderWorkerError(
-                f"data loading failed ({msg.splitlines()[0]}); samples being decoded: "
-                f"{where or 'unknown'}. Check those files, memory limits, or DATA.NUM_WORKERS."
-            ) from e
+    try:
+        yield from loader  # the consumer's own errors are raised where it runs, not in here
+    except (RuntimeError, ConnectionError) as e:
+        msg = str(e) or type(e).__name__
+        # A worker killed while the main process fetched a batch's shared memory from it
+        # surfaces as a ConnectionError rather than the loader's RuntimeError.
+        if not isinstance(e, ConnectionError) and "DataLoader worker" not in msg and "timed out" not in msg:
+            raise
+        where = dataset.inflight_samples() if dataset is not None and hasattr(dataset, "inflight_samples") else []
+        raise DataLoaderWorkerError(
+            f"data loading failed ({msg.splitlines()[0]}); samples being decoded: "
+            f"{where or 'unknown'}. Check those files, memory limits, or DATA.NUM_WORKERS."
+        ) from e

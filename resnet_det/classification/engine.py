@@ -1,11 +1,7 @@
-"""Pretraining as a detectron2 trainer: :class:`ClassificationTrainer` is a ``SimpleTrainer``
-whose ``run_step`` does the classification step, run by detectron2's hooks (LR schedule,
-evaluation, writers) and the checkpointer both stages share.
-
-Host syncs happen once per ``SOLVER.LOG_PERIOD`` (losses are kept on the device and read with
-a lag), at checkpoints and at evaluations, never per step. Pretraining counts iterations done:
-metrics.json line ``iteration: k`` and ``model_000000k.pth`` are the state after k steps.
-"""
+"""Pretraining as a detectron2 trainer: :class:`ClassificationTrainer` is a ``SimpleTrainer`` whose
+``run_step`` does the classification step, run by detectron2's hooks and the shared checkpointer.
+Host syncs happen once per ``SOLVER.LOG_PERIOD``, at checkpoints and at evaluations, never per
+step. Iterations are counted done: ``model_000000k.pth`` and metrics line k are the state after k steps."""
 from __future__ import annotations
 
 import contextlib
@@ -14,6 +10,7 @@ import logging
 import math
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 import torch.nn.functional as F
@@ -31,23 +28,11 @@ from ..models import build_resnet, build_vgg16
 from .config import amp_mode, load_pretrain_cfg, validate_pretrain_cfg
 from .data import ClassTreeError, ImageFolderDataset, build_test_loader, build_train_loader, iterate_loader
 from .evaluation import autocast, evaluate
-from .solver import build_lr_scheduler, build_optimizer, scaled_lr
+from .solver import build_lr_scheduler, build_optimizer
 from .transforms import MixCollate, NormalizeBatch, build_eval_transform, build_train_transform
 
-__all__ = [
-    "DivergenceError",
-    "ClassificationTrainer",
-    "ScheduleLengths",
-    "build_classifier",
-    "build_datasets",
-    "schedule_lengths",
-    "classification_loss",
-    "train",
-    "evaluate_only",
-    "plot_curves",
-    "main",
-    "launch_from_args",
-]
+__all__ = ["DivergenceError", "ClassificationTrainer", "build_classifier", "build_datasets", "schedule_lengths",
+           "classification_loss", "train", "evaluate_only", "plot_curves", "main", "launch_from_args"]
 
 logger = logging.getLogger(__name__)
 DivergenceError = TrainingDivergedError  # the name pretraining code and tests know
@@ -55,8 +40,7 @@ DivergenceError = TrainingDivergedError  # the name pretraining code and tests k
 
 def build_classifier(cfg, num_classes: int):
     """The network named by ``cfg.MODEL`` with a ``num_classes``-way classifier."""
-    m = cfg.MODEL
-    if m.ARCH == "vgg16":
+    if cfg.MODEL.ARCH == "vgg16":
         return build_vgg16(num_classes)
     return build_resnet(num_classes=num_classes, **resnet_options(cfg))
 
@@ -64,37 +48,28 @@ def build_classifier(cfg, num_classes: int):
 def build_datasets(cfg, *, train=True, ten_crop=False):
     """``(train_set or None, val_set)`` from ``cfg.DATA``; checks both class trees up front."""
     d = cfg.DATA
-    root = Path(d.ROOT)
     common = dict(strict=d.STRICT, seed=cfg.SEED, max_pixels=d.MAX_IMAGE_PIXELS)
     train_set = None
-    classes = None
     if train:
         tf = build_train_transform(d.RECIPE, d.CROP_SIZE, tuple(d.RESIZE_RANGE), d.COLOR_JITTER)
         # The paper recipe resizes the short side to at most RESIZE_RANGE[1]: the JPEG
         # decoder may downscale big photos to that size for free.
         draft = d.RESIZE_RANGE[1] if d.RECIPE == "paper" else None
-        train_set = ImageFolderDataset(root / d.TRAIN_DIR, tf, draft_short_side=draft, **common)
-        classes = train_set.classes
-        if len(classes) < 2:
+        train_set = ImageFolderDataset(Path(d.ROOT) / d.TRAIN_DIR, tf, draft_short_side=draft, **common)
+        if len(train_set.classes) < 2:
             # One class: every label is the same, training "reaches" 0% error and learns nothing.
             raise ClassTreeError(
-                f"{train_set.root} holds {len(classes)} class folder ({classes[0]}); "
+                f"{train_set.root} holds {len(train_set.classes)} class folder ({train_set.classes[0]}); "
                 "classification needs at least two classes (one folder per class, e.g. crops "
                 "of each object class, or an ImageNet-layout tree)"
             )
     val_tf = build_eval_transform(d.CROP_SIZE, d.TEST_RESIZE, ten_crop=ten_crop)
-    val_set = ImageFolderDataset(root / d.VAL_DIR, val_tf, classes=classes,
+    val_set = ImageFolderDataset(Path(d.ROOT) / d.VAL_DIR, val_tf, classes=train_set.classes if train_set else None,
                                  draft_short_side=d.TEST_RESIZE, **common)
     return train_set, val_set
 
 
-class ScheduleLengths(dict):
-    """Batch and schedule sizes in samples/iterations (a dict with attribute access)."""
-
-    __getattr__ = dict.__getitem__
-
-
-def schedule_lengths(cfg, dataset_size: int, world_size: int) -> ScheduleLengths:
+def schedule_lengths(cfg, dataset_size: int, world_size: int) -> SimpleNamespace:
     """Per-rank micro-batch, iterations per epoch, total iterations, and the step, warm-up,
     checkpoint and evaluation points in iterations."""
     s = cfg.SOLVER
@@ -109,7 +84,7 @@ def schedule_lengths(cfg, dataset_size: int, world_size: int) -> ScheduleLengths
         raise ConfigError(f"SOLVER.IMS_PER_BATCH={s.IMS_PER_BATCH} exceeds the training set "
                          f"({dataset_size} images over {world_size} processes); lower it")
     max_iter = s.MAX_ITER if s.MAX_ITER > 0 else max(1, round(s.EPOCHS * iters_per_epoch))
-    return ScheduleLengths(
+    return SimpleNamespace(
         micro_batch=micro,
         samples_per_rank_epoch=iters_per_epoch * per_rank_step,
         samples_per_rank_step=per_rank_step,
@@ -162,10 +137,8 @@ class _Checkpoints(HookBase):
 
 
 class ClassificationTrainer(SimpleTrainer):
-    """The classifier of ``cfg`` (a validated pretraining config), its data, optimizer and
-    schedule, trained by ``run_step`` under detectron2's ``IterationTimer``, ``LRScheduler``,
-    ``EvalHook`` and ``PeriodicWriter`` hooks, plus :class:`_Checkpoints` and the hooks both
-    stages share (``SeedEachIteration``, ``PlotCurves``). Use::
+    """The classifier of ``cfg`` (a validated pretraining config), its data, optimizer and schedule,
+    trained by ``run_step`` under detectron2's hooks, :class:`_Checkpoints` and the shared ones::
 
         trainer = ClassificationTrainer(cfg)
         trainer.resume_or_load(resume)   # builds the data stream from the resumed iteration
@@ -187,7 +160,7 @@ class ClassificationTrainer(SimpleTrainer):
         self.raw_model = build_classifier(cfg, self.num_classes)
         self.memory_format = torch.channels_last if s.CHANNELS_LAST else torch.contiguous_format
         self.raw_model.to(self.device, memory_format=self.memory_format)
-        self.lr = scaled_lr(s.BASE_LR, s.IMS_PER_BATCH, s.REFERENCE_BATCH)
+        self.lr = s.BASE_LR * s.IMS_PER_BATCH / s.REFERENCE_BATCH  # linear scaling (Goyal et al. 2017)
         optimizer = build_optimizer(self.raw_model, self.lr, momentum=s.MOMENTUM, weight_decay=s.WEIGHT_DECAY,
                                     weight_decay_norm=s.WEIGHT_DECAY_NORM, nesterov=s.NESTEROV,
                                     impl=s.OPTIMIZER_IMPL, name=s.OPTIMIZER)
@@ -279,8 +252,7 @@ class ClassificationTrainer(SimpleTrainer):
         misses stay on the device until :meth:`_flush`."""
         s, accum = self.cfg.SOLVER, self.cfg.SOLVER.GRAD_ACCUM_STEPS
         self.storage.iter = done = self.iter + 1  # what this step's metrics are logged as
-        loss_sum = torch.zeros((), device=self.device)
-        miss_sum = torch.zeros((), device=self.device)
+        loss_sum, miss_sum = torch.zeros(2, device=self.device)
         for micro in range(accum):
             images, targets, _ = next(self._data_loader_iter)
             # uint8 over the bus, then converted and normalised on the device (the
@@ -307,13 +279,12 @@ class ClassificationTrainer(SimpleTrainer):
         """Read the pending losses (the one host sync per log period), stop on a NaN/inf one,
         and put their means into the event storage."""
         world, L = comm.get_world_size(), self.lengths
-        stats = torch.stack([torch.stack([loss, miss]) for _, loss, miss in self._pending]).double()
+        pending, self._pending = self._pending, []
+        stats = torch.stack([torch.stack([loss, miss]) for _, loss, miss in pending]).double()
         if world > 1:
             torch.distributed.all_reduce(stats)
         stats = (stats / world).tolist()
-        its = [i for i, _, _ in self._pending]
-        self._pending.clear()
-        for it, (loss, _) in zip(its, stats):
+        for (it, _, _), (loss, _) in zip(pending, stats):
             if not math.isfinite(loss):
                 last = self.checkpointer.get_checkpoint_file() if self.checkpointer.has_checkpoint() else None
                 raise DivergenceError(divergence_message(
@@ -333,29 +304,29 @@ class ClassificationTrainer(SimpleTrainer):
         also 10-crop (``TEST.TEN_CROP``) and the image count, kept as :attr:`final`."""
         if self.iter == self.max_iter - 1:
             return {}  # EvalHook's after_train after a run that failed in its last iteration
-        if self.iter < self.max_iter:
-            res = evaluate(self.raw_model, self.val_loader, device=self.device, amp=amp_mode(self.cfg),
-                           channels_last=self.cfg.SOLVER.CHANNELS_LAST)
-            return {"val_top1_err": res["top1_err"], "val_top5_err": res["top5_err"]}
-        self.final = final_evaluation(self.cfg, self.raw_model, self.val_loader, self.device)
-        return self.final
+        final = self.iter >= self.max_iter
+        res = evaluate_val(self.cfg, self.raw_model, self.val_loader, self.device, final=final)
+        self.final = res if final else self.final
+        return res
 
 
-def final_evaluation(cfg, model, val_loader, device) -> dict:
-    """1-crop top-1/top-5 error and image count on ``val_loader``, plus 10-crop errors when
-    ``TEST.TEN_CROP``; logged."""
-    s = cfg.SOLVER
-    res = evaluate(model, val_loader, device=device, amp=amp_mode(cfg), channels_last=s.CHANNELS_LAST)
-    final = {"val_top1_err": res["top1_err"], "val_top5_err": res["top5_err"], "val_images": res["num_images"]}
-    if cfg.TEST.TEN_CROP:
-        _, ten = build_datasets(cfg, train=False, ten_crop=True)
-        ten_loader = build_test_loader(ten, max(1, cfg.TEST.IMS_PER_BATCH // 10), rank=comm.get_rank(),
-                                       world_size=comm.get_world_size(), num_workers=cfg.DATA.NUM_WORKERS,
-                                       timeout=cfg.DATA.TIMEOUT)
-        r10 = evaluate(model, ten_loader, device=device, amp=amp_mode(cfg), channels_last=s.CHANNELS_LAST)
-        final.update(val_10crop_top1_err=r10["top1_err"], val_10crop_top5_err=r10["top5_err"])
-    logger.info("final evaluation: %s", json.dumps(final))
-    return final
+def evaluate_val(cfg, model, val_loader, device, final=True) -> dict:
+    """1-crop top-1/top-5 error on ``val_loader``; ``final`` adds the image count and, with
+    ``TEST.TEN_CROP``, the 10-crop errors, and logs them."""
+    def errors(loader, prefix):
+        res = evaluate(model, loader, device=device, amp=amp_mode(cfg), channels_last=cfg.SOLVER.CHANNELS_LAST)
+        return {f"{prefix}top1_err": res["top1_err"], f"{prefix}top5_err": res["top5_err"]}, res["num_images"]
+
+    metrics, count = errors(val_loader, "val_")
+    if final:
+        metrics["val_images"] = count
+        if cfg.TEST.TEN_CROP:
+            _, ten = build_datasets(cfg, train=False, ten_crop=True)
+            metrics.update(errors(build_test_loader(
+                ten, max(1, cfg.TEST.IMS_PER_BATCH // 10), rank=comm.get_rank(), world_size=comm.get_world_size(),
+                num_workers=cfg.DATA.NUM_WORKERS, timeout=cfg.DATA.TIMEOUT), "val_10crop_")[0])
+        logger.info("final evaluation: %s", json.dumps(metrics))
+    return metrics
 
 
 def train(cfg, resume: bool = False) -> dict:
@@ -383,7 +354,7 @@ def evaluate_only(cfg, weights: str = "") -> dict:
     d = cfg.DATA
     val_loader = build_test_loader(val_set, cfg.TEST.IMS_PER_BATCH, rank=comm.get_rank(),
                                    world_size=comm.get_world_size(), num_workers=d.NUM_WORKERS, timeout=d.TIMEOUT)
-    return final_evaluation(cfg, model, val_loader, device)
+    return evaluate_val(cfg, model, val_loader, device)
 
 
 def main(args) -> dict:

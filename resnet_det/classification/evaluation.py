@@ -2,8 +2,6 @@
 ``inference_on_dataset`` and ``EvalHook`` run it as they run detection's COCO/VOC evaluators."""
 from __future__ import annotations
 
-import contextlib
-
 import torch
 from detectron2.evaluation import DatasetEvaluator, inference_on_dataset
 from detectron2.utils import comm
@@ -15,22 +13,21 @@ __all__ = ["ClassificationEvaluator", "ClassScores", "autocast", "evaluate"]
 
 def autocast(device, amp):
     """The autocast context of ``SOLVER.AMP`` ('off' | 'bf16' | 'fp16') on ``device``."""
-    if amp == "off":
-        return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
+    return torch.autocast(device.type, dtype=torch.bfloat16 if amp == "bf16" else torch.float16, enabled=amp != "off")
 
 
 class ClassScores(torch.nn.Module):
     """``model`` as an evaluation model: a loader's ``(images, labels, ...)`` batch of uint8
-    (0..255) or float (0..1) images in, class probabilities out, normalised on ``device``;
-    5-D batches (``B x crops x C x H x W``, e.g. 10-crop) average the crops' softmax scores,
-    as the paper does."""
+    (0..255) or float (0..1) images in, class probabilities out, normalised on ``device`` (by
+    ``normalize``, default ImageNet's :class:`NormalizeBatch`); 5-D batches (``B x crops x C x H x
+    W``, e.g. 10-crop) average the crops' softmax scores, as the paper does."""
 
-    def __init__(self, model, *, device=None, amp="off", channels_last=False):
+    def __init__(self, model, *, device=None, amp="off", channels_last=False, normalize=None):
         super().__init__()
         self.model, self.amp, self.channels_last = model, amp, channels_last
         self.device = device or next(model.parameters()).device
-        self.normalize = NormalizeBatch(reuse_output=True).to(self.device)  # each batch is done with in-loop
+        # Each batch is done with in-loop: NormalizeBatch may write the next one into its tensor.
+        self.normalize = normalize or NormalizeBatch(reuse_output=True).to(self.device)
         self.train(model.training)  # inference_context restores this mode afterwards
 
     def forward(self, batch):
@@ -72,8 +69,8 @@ class ClassificationEvaluator(DatasetEvaluator):
                 "num_images": int(n)}
 
 
-def evaluate(model, loader, *, device=None, amp="off", channels_last=False) -> dict:
+def evaluate(model, loader, *, device=None, amp="off", channels_last=False, normalize=None) -> dict:
     """Top-1/top-5 error (%) of ``model`` over ``loader`` (see :class:`ClassScores`), with
     detectron2's ``inference_on_dataset``; counts are summed over processes when distributed."""
-    scores = ClassScores(model, device=device, amp=amp, channels_last=channels_last)
+    scores = ClassScores(model, device=device, amp=amp, channels_last=channels_last, normalize=normalize)
     return inference_on_dataset(scores, loader, ClassificationEvaluator(scores.device))

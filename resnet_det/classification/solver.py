@@ -6,15 +6,9 @@ from detectron2.solver.build import get_default_optimizer_params
 from detectron2.solver.lr_scheduler import LRMultiplier, WarmupParamScheduler
 from fvcore.common.param_scheduler import CosineParamScheduler, MultiStepParamScheduler
 
-__all__ = ["OPTIMIZERS", "scaled_lr", "build_optimizer", "build_lr_scheduler"]
+__all__ = ["OPTIMIZERS", "build_optimizer", "build_lr_scheduler"]
 
 OPTIMIZERS = ("SGD", "AdamW")
-
-
-def scaled_lr(base_lr: float, batch_size: int, reference_batch: int = 256) -> float:
-    """The linear scaling rule (Goyal et al. 2017): ``base_lr`` is for ``reference_batch``
-    images per step."""
-    return base_lr * batch_size / reference_batch
 
 
 def build_optimizer(model, lr, *, momentum=0.9, weight_decay=1e-4, weight_decay_norm=1e-4,
@@ -25,8 +19,7 @@ def build_optimizer(model, lr, *, momentum=0.9, weight_decay=1e-4, weight_decay_
     params = get_default_optimizer_params(model, base_lr=lr, weight_decay=weight_decay,
                                           weight_decay_norm=weight_decay_norm)
     if impl == "auto":
-        on_cuda = next(model.parameters()).is_cuda
-        impl = "fused" if on_cuda else "foreach"
+        impl = "fused" if next(model.parameters()).is_cuda else "foreach"
     flags = {"fused": dict(fused=True), "foreach": dict(foreach=True), "for-loop": dict(foreach=False)}
     if impl not in flags:
         raise ValueError(f"unknown SOLVER.OPTIMIZER_IMPL {impl!r}; valid: auto, {', '.join(flags)}")

@@ -1,12 +1,9 @@
 """Train/eval transforms (torchvision.transforms.v2), batch mixing and batch normalisation.
 
-Samples stay 8-bit from the decoder to the device: the transforms return uint8 CHW tensors,
-batches travel from the loader workers as uint8 (a quarter of float32's bytes), and
-:class:`NormalizeBatch` converts and normalises whole batches where the model runs.
-Normalisation is fixed: RGB in [0, 1] with ImageNet mean/std, which equals the 0..255
-``PIXEL_MEAN``/``PIXEL_STD`` stored in the exported backbone file, so the detector sees the
-same input statistics as pretraining did.
-"""
+Samples stay uint8 from the decoder to the device (a quarter of float32's bytes between
+processes); :class:`NormalizeBatch` converts whole batches where the model runs. ImageNet's
+mean/std in [0, 1] equal the 0..255 ``PIXEL_MEAN``/``PIXEL_STD`` of the exported backbone file,
+so the detector sees the input statistics pretraining saw."""
 from __future__ import annotations
 
 import torch
@@ -16,14 +13,7 @@ from torchvision.transforms import v2
 from ..checkpoint.export import PIXEL_MEAN_RGB, PIXEL_STD_RGB
 from ..common.sampling import derived_seed, seeded_rngs
 
-__all__ = [
-    "MEAN",
-    "STD",
-    "build_train_transform",
-    "build_eval_transform",
-    "NormalizeBatch",
-    "MixCollate",
-]
+__all__ = ["MEAN", "STD", "build_train_transform", "build_eval_transform", "NormalizeBatch", "MixCollate"]
 
 MEAN = tuple(m / 255.0 for m in PIXEL_MEAN_RGB)  # (0.485, 0.456, 0.406)
 STD = tuple(s / 255.0 for s in PIXEL_STD_RGB)  # (0.229, 0.224, 0.225)
@@ -50,29 +40,21 @@ def build_train_transform(recipe="paper", crop_size=224, resize_range=(256, 480)
     return v2.Compose([v2.ToImage(), *geometric, v2.RandomHorizontalFlip(), *colour])
 
 
-def _stack_crops(crops):
-    return torch.stack(list(crops))
-
-
 def build_eval_transform(crop_size=224, resize=256, ten_crop=False):
     """Short side to ``resize``, then the centre ``crop_size`` crop (uint8 CHW) or the paper's 10
     crops (corners + centre, and their flips; uint8 ``10xCHW``)."""
-    crop = [v2.TenCrop(crop_size), _stack_crops] if ten_crop else [v2.CenterCrop(crop_size)]
+    crop = [v2.TenCrop(crop_size), torch.stack] if ten_crop else [v2.CenterCrop(crop_size)]
     return v2.Compose([v2.ToImage(), v2.Resize(resize, antialias=True), *crop])
 
 
 class NormalizeBatch(torch.nn.Module):
     """Image batch (``...xCxHxW``; uint8 in 0..255 or float in 0..1, torchvision's convention)
-    -> float32 normalised with :data:`MEAN`/:data:`STD`. Move it to the batches' device once:
-    the constants then live there and normalising a batch needs no host-device copy.
+    -> float32 normalised with :data:`MEAN`/:data:`STD`, on the batches' device (move it there once).
 
-    ``reuse_output=True`` writes each CPU batch into the previous call's output tensor when the
-    shape and memory format match, instead of a fresh one: a 64x3x224x224 float batch (38 MB) is
-    above glibc's mmap threshold, so a fresh one is new pages faulted in on first write, most of
-    the cost of normalising on a CPU (55 -> 9 ms, docs/benchmarks.md). Only for a caller that is
-    done with a batch before it normalises the next one, as a training loop is once
-    ``backward()`` has freed the graph: the previous batch is overwritten. The engines use it.
-    """
+    ``reuse_output=True`` writes each CPU batch into the previous call's output tensor when shape
+    and memory format match: a fresh 38 MB batch is new pages faulted in on first write, most of
+    the cost of normalising on a CPU (docs/benchmarks.md). Only for a caller done with a batch
+    before it normalises the next one (a training loop once ``backward()`` freed the graph)."""
 
     def __init__(self, reuse_output: bool = False):
         super().__init__()
@@ -81,25 +63,15 @@ class NormalizeBatch(torch.nn.Module):
         self.reuse_output = reuse_output
         self._out = None
 
-    def _output_for(self, images: torch.Tensor) -> torch.Tensor:
-        fmt = (torch.channels_last if images.dim() == 4
-               and images.is_contiguous(memory_format=torch.channels_last)
-               and not images.is_contiguous() else torch.contiguous_format)
-        out = self._out
-        if (out is None or out.shape != images.shape or out.device != images.device
-                or not out.is_contiguous(memory_format=fmt)):
-            out = torch.empty(images.shape, dtype=torch.float32, device=images.device,
-                              memory_format=fmt)
-            self._out = out
-        return out
-
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         # The same operations as v2.ToDtype(float32, scale=True) + v2.Normalize(MEAN, STD) per
         # sample, so the numbers are those of a per-sample pipeline.
         if not (self.reuse_output and images.device.type == "cpu"):
             images = v2.functional.to_dtype(images, torch.float32, scale=True)
             return images.sub(self.mean).div_(self.std)
-        out = self._output_for(images)
+        out = self._out
+        if out is None or out.shape != images.shape or out.stride() != images.stride() or out.device != images.device:
+            self._out = out = torch.empty_like(images, dtype=torch.float32)  # in the batch's memory format
         if images.dtype == torch.uint8:  # to_dtype's uint8 -> float: convert, then * (1/255)
             out.copy_(images).mul_(1.0 / 255)
             return out.sub_(self.mean).div_(self.std)
