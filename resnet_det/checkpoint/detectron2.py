@@ -1,18 +1,9 @@
-"""Weights for detectron2 models: a checkpointer that reads only safe formats, maps backbone
-files onto the detector, checks them against the config, and saves atomically.
-
-``MODEL.WEIGHTS`` may be
-
-(a) a backbone file of :func:`~resnet_det.checkpoint.save_backbone` (pretraining's output):
-    ``stem``/``res2``..``res4`` go to ``backbone.``, ``res5`` to ``roi_heads.res5.`` (C4) or
-    everything to ``backbone.bottom_up.`` (FPN); VGG-16's convolutions to ``backbone.`` and
-    fc6/fc7 to ``roi_heads.box_head.``. Its recorded architecture and input normalisation must
-    match the config; a mismatch names the config key to change;
-(b) a torchvision ResNet/VGG-16 state dict (renamed by ``from_torchvision``, then as (a));
-(c) a detector checkpoint (detectron2's format, as this trainer writes it) for resume/eval.
-
-Nothing is unpickled beyond ``torch.load(weights_only=True)``; ``.pkl`` files are refused
-with the command that converts them once (:func:`convert_pickle_weights`).
+"""Weights for detectron2 models. ``MODEL.WEIGHTS`` may be (a) a backbone file of
+:func:`~resnet_det.checkpoint.save_backbone`, mapped onto the detector (C4: res5 to
+``roi_heads.res5``; FPN: ``backbone.bottom_up``; VGG-16: fc6/fc7 to ``roi_heads.box_head``) after
+its recorded architecture and input normalisation are checked against the config; (b) a
+torchvision ResNet/VGG-16 state dict (renamed, then as (a)); (c) a detector checkpoint.
+``.pkl`` files are refused with the command that converts them once (:func:`convert_pickle_weights`).
 """
 from __future__ import annotations
 
@@ -31,19 +22,13 @@ from fvcore.common.checkpoint import _IncompatibleKeys
 
 from ..models import architecture
 from ..models.resnet import RESNET_SPECS, STAGE_NAMES, resnet_arch
-from .export import BACKBONE_FORMAT, CLASSIFIER_PREFIXES, PIXEL_MEAN_RGB, PIXEL_STD_RGB
+from .export import BACKBONE_FORMAT, CLASSIFIER_PREFIXES, backbone_metadata
 from .checkpointer import SafeCheckpointer
 from .io import load_state_dict_checked, save_safetensors
 from .torchvision import from_torchvision, is_torchvision_resnet, is_torchvision_vgg16
 
-__all__ = [
-    "WeightsMismatchError",
-    "ResNetDetCheckpointer",
-    "backbone_key_targets",
-    "check_backbone_metadata",
-    "convert_pickle_weights",
-    "infer_resnet_depth",
-]
+__all__ = ["WeightsMismatchError", "ResNetDetCheckpointer", "backbone_key_targets", "check_backbone_metadata",
+           "convert_pickle_weights", "infer_resnet_depth"]
 
 logger = logging.getLogger(__name__)
 
@@ -62,9 +47,6 @@ HEAD_PREFIXES = (
     "backbone.fpn_",
     "backbone.top_block.",
 )
-# detectron2's MSRA/Caffe2 ImageNet models: BGR in 0..255, mean subtracted, no scaling.
-MSRA_PIXEL_MEAN_BGR = (103.530, 116.280, 123.675)
-MSRA_PIXEL_STD_BGR = (1.0, 1.0, 1.0)
 DETECTOR_FORMAT = "detectron2.model"
 _BN_EPS = 1e-5  # detectron2's (and torch's) BN/FrozenBN epsilon
 _BN_FAMILY = {"BN": "BN", "SyncBN": "BN", "FrozenBN": "BN", "GN": "GN"}
@@ -92,20 +74,17 @@ def infer_resnet_depth(state_dict) -> int | None:
     return None
 
 
-def _torchvision_metadata(state_dict) -> dict:
-    """What a torchvision checkpoint implies: its architecture, RGB with torchvision's mean/std."""
-    if "conv1_1.weight" in state_dict:
+def _origin_metadata(state_dict, torchvision: bool, norm="BN") -> dict:
+    """The record a foreign backbone's origin implies for it (in this package's names):
+    torchvision's are RGB with its mean/std and put the stride in the 3x3, MSRA/Caffe2's are BGR
+    and put it in the first 1x1."""
+    if torchvision and "conv1_1.weight" in state_dict:
         arch = {"name": "vgg16"}
+    elif "stem.conv1.weight" in state_dict:
+        arch = resnet_arch(infer_resnet_depth(state_dict), norm=norm, stride_in_1x1=not torchvision)
     else:
-        arch = resnet_arch(infer_resnet_depth(state_dict), stride_in_1x1=False)
-    return {
-        "format": BACKBONE_FORMAT,
-        "source": "torchvision",
-        "arch": arch,
-        "input_format": "RGB",
-        "pixel_mean": list(PIXEL_MEAN_RGB),
-        "pixel_std": list(PIXEL_STD_RGB),
-    }
+        return {"format": BACKBONE_FORMAT}  # unknown layout: the loader reports its keys
+    return backbone_metadata(arch, msra=not torchvision)
 
 
 def check_backbone_metadata(model, meta: dict, source: str) -> None:
@@ -120,20 +99,13 @@ def check_backbone_metadata(model, meta: dict, source: str) -> None:
                 f"{file_arch.get('name')}"
             )
         elif arch["name"] == "resnet":
-            checks = [
-                ("MODEL.RESNETS.DEPTH", "depth"),
-                ("MODEL.RESNETS.SHORTCUT", "shortcut"),
-                ("MODEL.RESNETS.PLAIN", "plain"),
-            ]
+            fields = ["depth", "shortcut", "plain"]  # each is the config key MODEL.RESNETS.<FIELD>
             if RESNET_SPECS.get(arch["depth"], ("",))[0] == "bottleneck":
-                checks.append(("MODEL.RESNETS.STRIDE_IN_1X1", "stride_in_1x1"))
-            for key, field in checks:
-                if field in file_arch and file_arch[field] is not None:
-                    if file_arch[field] != arch[field]:
-                        problems.append(
-                            f"{key} is {arch[field]!r}, the file was trained with "
-                            f"{file_arch[field]!r}"
-                        )
+                fields.append("stride_in_1x1")  # basic blocks have no 1x1 to stride
+            for field in fields:
+                if file_arch.get(field) is not None and file_arch[field] != arch[field]:
+                    problems.append(f"MODEL.RESNETS.{field.upper()} is {arch[field]!r}, the file was "
+                                    f"trained with {file_arch[field]!r}")
             file_norm = _BN_FAMILY.get(file_arch.get("norm"))
             if file_norm and file_norm != _BN_FAMILY.get(arch["norm"]):
                 problems.append(
@@ -203,7 +175,7 @@ class ResNetDetCheckpointer(SafeCheckpointer, DetectionCheckpointer):
         source = getattr(self, "_source", "weights file")
         if is_torchvision_resnet(state) or is_torchvision_vgg16(state):
             state = from_torchvision(state)
-            meta = _torchvision_metadata(state)
+            meta = _origin_metadata(state, torchvision=True)
             logger.info(f"{source}: torchvision weights, renamed to this package's layout")
         state = {k: v for k, v in state.items() if not k.startswith(CLASSIFIER_PREFIXES)}
         if meta is None:
@@ -235,14 +207,10 @@ class ResNetDetCheckpointer(SafeCheckpointer, DetectionCheckpointer):
             ) from None
         logger.info(
             f"{source}: loaded {len(mapped)} backbone tensors; randomly initialised: "
-            + ", ".join(sorted({_module_group(k) for k in missing}) or ["none"])
+            # grouped by module: roi_heads.box_predictor.cls_score.weight -> roi_heads.box_predictor
+            + ", ".join(sorted({".".join(k.split(".")[:2]) for k in missing}) or ["none"])
         )
         return _IncompatibleKeys(missing_keys=missing, unexpected_keys=[], incorrect_shapes=[])
-
-
-def _module_group(key):
-    """``roi_heads.box_predictor.cls_score.weight`` -> ``roi_heads.box_predictor``."""
-    return ".".join(key.split(".")[:2])
 
 
 # -- conversion of pickled weights (runs the pickle: only on the user's explicit request) ----
@@ -282,9 +250,9 @@ def convert_pickle_weights(src, dst) -> dict:
         state = _as_backbone(state, src)
         if is_torchvision_resnet(state) or is_torchvision_vgg16(state):
             state = from_torchvision(state)
-            meta = _torchvision_metadata(state)
-        else:
-            meta = _backbone_metadata(state, author)
+            meta = _origin_metadata(state, torchvision=True)
+        else:  # detectron2's model zoo also holds torchvision ResNets in its own names, FrozenBN
+            meta = _origin_metadata(state, torchvision=author == "torchvision", norm="FrozenBN")
         meta.update(source=str(src), author=author)
     save_safetensors(state, dst, metadata=meta)
     return meta
@@ -304,17 +272,3 @@ def _as_backbone(state, src):
         raise ValueError(f"{src}: no weights found")
     return state
 
-
-def _backbone_metadata(state, author):
-    if "stem.conv1.weight" not in state:
-        return {"format": BACKBONE_FORMAT}  # unknown layout: the loader reports its keys
-    torchvision_origin = author == "torchvision"
-    return {
-        "format": BACKBONE_FORMAT,
-        # MSRA's Caffe models put the stride in the first 1x1; torchvision's in the 3x3.
-        "arch": resnet_arch(infer_resnet_depth(state), norm="FrozenBN",
-                            stride_in_1x1=not torchvision_origin),
-        "input_format": "RGB" if torchvision_origin else "BGR",
-        "pixel_mean": list(PIXEL_MEAN_RGB if torchvision_origin else MSRA_PIXEL_MEAN_BGR),
-        "pixel_std": list(PIXEL_STD_RGB if torchvision_origin else MSRA_PIXEL_STD_BGR),
-    }
