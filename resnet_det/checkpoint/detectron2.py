@@ -38,15 +38,8 @@ DETECTOR_PREFIXES = ("backbone.", "proposal_generator.", "roi_heads.")
 # roi_heads, FPN everything under backbone.bottom_up, VGG-16 fc6/fc7 under roi_heads.box_head.
 TARGET_PREFIXES = ("backbone.", "backbone.bottom_up.", "roi_heads.", "roi_heads.box_head.")
 # Parts of a detector that a backbone file does not provide (randomly initialised heads).
-HEAD_PREFIXES = (
-    "proposal_generator.",
-    "roi_heads.box_predictor.",
-    "roi_heads.box_head.",
-    "roi_heads.mask_head.",
-    "roi_heads.keypoint_head.",
-    "backbone.fpn_",
-    "backbone.top_block.",
-)
+HEAD_PREFIXES = ("proposal_generator.", "roi_heads.box_predictor.", "roi_heads.box_head.", "roi_heads.mask_head.",
+                 "roi_heads.keypoint_head.", "backbone.fpn_", "backbone.top_block.")
 DETECTOR_FORMAT = "detectron2.model"
 _BN_EPS = 1e-5  # detectron2's (and torch's) BN/FrozenBN epsilon
 _BN_FAMILY = {"BN": "BN", "SyncBN": "BN", "FrozenBN": "BN", "GN": "GN"}
@@ -124,18 +117,14 @@ def check_backbone_metadata(model, meta: dict, source: str) -> None:
             if len(ours) != len(theirs) or any(abs(a - b) > 1e-3 for a, b in zip(ours, theirs)):
                 problems.append(f"{key} is {ours}, the file expects {theirs}")
     if problems:
-        fix = []
-        if any(p.startswith(("INPUT.FORMAT", "MODEL.PIXEL")) for p in problems):
-            fix.append(
-                f"INPUT.FORMAT {meta.get('input_format')} MODEL.PIXEL_MEAN "
-                f"\"{list(meta.get('pixel_mean', []))}\" MODEL.PIXEL_STD "
-                f"\"{list(meta.get('pixel_std', []))}\""
-            )
+        normalisation = any(p.startswith(("INPUT.FORMAT", "MODEL.PIXEL")) for p in problems)
         raise WeightsMismatchError(
             f"{source} does not fit the config:\n"
             + "\n".join(f"  {p}" for p in problems)
             + "\nChange these config keys to the file's values"
-            + (f" (normalisation: {fix[0]})" if fix else "")
+            + (f" (normalisation: INPUT.FORMAT {meta.get('input_format')} MODEL.PIXEL_MEAN "
+               f"\"{list(meta.get('pixel_mean', []))}\" MODEL.PIXEL_STD \"{list(meta.get('pixel_std', []))}\")"
+               if normalisation else "")
             + ", or use weights made for this architecture."
         )
 

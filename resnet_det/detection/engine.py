@@ -13,15 +13,7 @@ import weakref
 
 import torch
 from detectron2.data import MetadataCatalog, build_detection_test_loader
-from detectron2.engine import (
-    AMPTrainer,
-    DefaultTrainer,
-    SimpleTrainer,
-    TrainerBase,
-    create_ddp_model,
-    default_setup,
-    hooks,
-)
+from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer, TrainerBase, create_ddp_model, default_setup, hooks
 from detectron2.utils import comm
 from detectron2.utils.logger import create_small_table, setup_logger
 
@@ -31,28 +23,13 @@ from ..checkpoint.io import atomic_write
 from ..config import RESNET_BACKBONES, ConfigError, learning_rate_warning, load_config
 from ..data.datasets import check_datasets, register_all_datasets
 from ..data.mapper import RobustDatasetMapper
-from ..engine import (
-    PlotCurves,
-    ResumableJSONWriter,
-    SeedEachIteration,
-    TrainingDivergedError,
-    build_writers,
-    divergence_message,
-    launch_main,
-)
+from ..engine import (PlotCurves, ResumableJSONWriter, SeedEachIteration, TrainingDivergedError, build_writers,
+                      divergence_message, launch_main)
 from .evaluation import build_evaluator
 from .loader import build_resumable_train_loader
 
-__all__ = [
-    "Trainer",
-    "TrainingDivergedError",
-    "setup",
-    "main",
-    "launch_from_args",
-    "train_detector",
-    "check_num_classes",
-    "RESULTS_FILE",
-]
+__all__ = ["Trainer", "TrainingDivergedError", "setup", "main", "launch_from_args", "train_detector",
+           "check_num_classes", "RESULTS_FILE"]
 
 logger = logging.getLogger("resnet_det")
 # Final metrics of a training run or of --eval-only, written to OUTPUT_DIR.
@@ -62,8 +39,8 @@ RESULTS_FILE = "eval_results.json"
 class Trainer(DefaultTrainer):
     """detectron2's ``DefaultTrainer`` with: :class:`ResNetDetCheckpointer` (safe loading of
     backbone/torchvision/detector weights, atomic saves), evaluators by ``evaluator_type``, the
-    robust dataset mapper, ``curves.png`` after each evaluation and at the end, and exact resume (data order and RNGs depend only on the seed and
-    the iteration; the seed is stored in checkpoints)."""
+    robust dataset mapper, ``curves.png`` after each evaluation and at the end, and exact resume
+    (data order and RNGs depend only on the seed and the iteration; the seed is in checkpoints)."""
 
     def __init__(self, cfg):
         # DefaultTrainer.__init__, with two changes: our checkpointer, and DDP without
