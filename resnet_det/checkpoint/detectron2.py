@@ -14,10 +14,7 @@ from pathlib import Path
 
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
-from detectron2.checkpoint.c2_model_loading import (
-    convert_basic_c2_names,
-    convert_c2_detectron_names,
-)
+from detectron2.checkpoint.c2_model_loading import convert_basic_c2_names, convert_c2_detectron_names
 from fvcore.common.checkpoint import _IncompatibleKeys
 
 from ..models import architecture
@@ -150,17 +147,15 @@ class ResNetDetCheckpointer(SafeCheckpointer, DetectionCheckpointer):
     def _load_model(self, checkpoint):
         meta = checkpoint.pop("__resnet_det_meta__", None)
         state = checkpoint["model"]
-        if (meta or {}).get("format") == DETECTOR_FORMAT or any(
-            k.startswith(DETECTOR_PREFIXES) for k in state
-        ):
+        if (meta or {}).get("format") == DETECTOR_FORMAT or any(k.startswith(DETECTOR_PREFIXES) for k in state):
             incompatible = DetectionCheckpointer._load_model(self, checkpoint)
         else:
-            incompatible = self._load_backbone(checkpoint, state, meta)
+            incompatible = self._load_backbone(state, meta)
         # Missing/unexpected keys of the last load (also logged), for callers and tests.
         self.incompatible_keys = incompatible
         return incompatible
 
-    def _load_backbone(self, checkpoint, state, meta):
+    def _load_backbone(self, state, meta):
         source = getattr(self, "_source", "weights file")
         if is_torchvision_resnet(state) or is_torchvision_vgg16(state):
             state = from_torchvision(state)
@@ -183,12 +178,8 @@ class ResNetDetCheckpointer(SafeCheckpointer, DetectionCheckpointer):
         # A backbone file must fill the whole backbone; only detection heads may stay random.
         # Keys with no place in the model are passed on so that they are reported.
         try:
-            missing = load_state_dict_checked(
-                self.model,
-                {**mapped, **{k: state[k] for k in unmatched}},
-                allow_missing=HEAD_PREFIXES,
-                source=source,
-            )
+            missing = load_state_dict_checked(self.model, {**mapped, **{k: state[k] for k in unmatched}},
+                                              allow_missing=HEAD_PREFIXES, source=source)
         except ValueError as e:
             raise WeightsMismatchError(
                 f"{e}\nCheck MODEL.BACKBONE.NAME and MODEL.RESNETS.DEPTH/SHORTCUT/PLAIN against "

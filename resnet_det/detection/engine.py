@@ -13,7 +13,8 @@ import weakref
 
 import torch
 from detectron2.data import MetadataCatalog, build_detection_test_loader
-from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer, TrainerBase, create_ddp_model, default_setup, hooks
+from detectron2.engine import (AMPTrainer, DefaultTrainer, SimpleTrainer, TrainerBase, create_ddp_model, default_setup,
+                               hooks)
 from detectron2.utils import comm
 from detectron2.utils.logger import create_small_table, setup_logger
 
@@ -225,9 +226,7 @@ def main(args, datasets_checked: bool = False):
         check_datasets(_used_datasets(cfg, args.eval_only))
     if args.eval_only:
         model = Trainer.build_model(cfg)
-        ResNetDetCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
-            cfg.MODEL.WEIGHTS, resume=args.resume
-        )
+        ResNetDetCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
         if getattr(args, "deploy", False):
             from .fast_inference import optimize_detector_for_inference
 
