@@ -1,7 +1,5 @@
-"""The one checkpointer of both training stages: fvcore's ``Checkpointer`` (model plus
-checkpointables: optimizer, scheduler, grad scaler, ...) that never unpickles, saves
-atomically, refuses non-finite weights, and keeps the newest ``max_to_keep`` periodic files
-across restarts."""
+"""The one checkpointer of both training stages (fvcore's, made safe and atomic), and the pruning
+of its periodic files."""
 from __future__ import annotations
 
 from pathlib import Path
