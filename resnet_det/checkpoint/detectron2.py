@@ -84,10 +84,8 @@ def check_backbone_metadata(model, meta: dict, source: str) -> None:
     arch, file_arch = architecture(model), meta.get("arch") or {}
     if arch is not None and file_arch:
         if arch["name"] != file_arch.get("name"):
-            problems.append(
-                f"MODEL.BACKBONE.NAME builds a {arch['name']} backbone, the file holds "
-                f"{file_arch.get('name')}"
-            )
+            problems.append(f"MODEL.BACKBONE.NAME builds a {arch['name']} backbone, the file holds "
+                            f"{file_arch.get('name')}")
         elif arch["name"] == "resnet":
             fields = ["depth", "shortcut", "plain"]  # each is the config key MODEL.RESNETS.<FIELD>
             if RESNET_SPECS.get(arch["depth"], ("",))[0] == "bottleneck":
@@ -163,10 +161,8 @@ class ResNetDetCheckpointer(SafeCheckpointer, DetectionCheckpointer):
             logger.info(f"{source}: torchvision weights, renamed to this package's layout")
         state = {k: v for k, v in state.items() if not k.startswith(CLASSIFIER_PREFIXES)}
         if meta is None:
-            logger.warning(
-                f"{source} carries no resnet_det metadata: its architecture and input "
-                "normalisation cannot be checked against the config"
-            )
+            logger.warning(f"{source} carries no resnet_det metadata: its architecture and input "
+                           "normalisation cannot be checked against the config")
         else:
             if meta.get("format") != BACKBONE_FORMAT:
                 raise WeightsMismatchError(

@@ -129,9 +129,7 @@ def _unwrap(obj, path):
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]
             break
-    if not isinstance(obj, dict) or not all(
-        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()
-    ):
+    if not isinstance(obj, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()):
         raise WeightsFileError(
             f"{path}: expected a state dict (str -> tensor), or a dict holding one under "
             f"'model'/'state_dict'; got {type(obj).__name__}"

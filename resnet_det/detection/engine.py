@@ -55,14 +55,10 @@ class Trainer(DefaultTrainer):
         data_loader = self.build_train_loader(cfg)
         ddp_options = {"device_ids": None} if cfg.MODEL.DEVICE == "cpu" else {}
         model = create_ddp_model(model, broadcast_buffers=False, **ddp_options)
-        self._trainer = (AMPTrainer if cfg.SOLVER.AMP.ENABLED else SimpleTrainer)(
-            model, data_loader, optimizer
-        )
+        self._trainer = (AMPTrainer if cfg.SOLVER.AMP.ENABLED else SimpleTrainer)(model, data_loader, optimizer)
         self.scheduler = self.build_lr_scheduler(cfg, optimizer)
-        self.checkpointer = ResNetDetCheckpointer(
-            model, cfg.OUTPUT_DIR, max_to_keep=cfg.SOLVER.MAX_CHECKPOINTS_TO_KEEP,
-            trainer=weakref.proxy(self),
-        )
+        self.checkpointer = ResNetDetCheckpointer(model, cfg.OUTPUT_DIR, max_to_keep=cfg.SOLVER.MAX_CHECKPOINTS_TO_KEEP,
+                                                  trainer=weakref.proxy(self))
         self.start_iter = 0
         self.max_iter = cfg.SOLVER.MAX_ITER
         self.cfg = cfg
@@ -82,15 +78,11 @@ class Trainer(DefaultTrainer):
 
     def build_train_loader(self, cfg, start_iter: int = 0):
         """Batches of iterations ``start_iter, start_iter + 1, ...`` (see ``loader.py``)."""
-        return build_resumable_train_loader(
-            cfg, RobustDatasetMapper(cfg, True), seed=self.seed, start_iter=start_iter
-        )
+        return build_resumable_train_loader(cfg, RobustDatasetMapper(cfg, True), seed=self.seed, start_iter=start_iter)
 
     @classmethod
     def build_test_loader(cls, cfg, dataset_name):
-        return build_detection_test_loader(
-            cfg, dataset_name, mapper=RobustDatasetMapper(cfg, False)
-        )
+        return build_detection_test_loader(cfg, dataset_name, mapper=RobustDatasetMapper(cfg, False))
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name):
@@ -104,9 +96,7 @@ class Trainer(DefaultTrainer):
             if isinstance(writer, ResumableJSONWriter):
                 writer.trim(self.start_iter - 1)  # lines logged after the checkpoint come again
         if self.start_iter > 0:
-            self._trainer.reset_data_loader(
-                lambda: self.build_train_loader(self.cfg, start_iter=self.start_iter)
-            )
+            self._trainer.reset_data_loader(lambda: self.build_train_loader(self.cfg, start_iter=self.start_iter))
 
     def run_step(self):
         try:
