@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import re
-import warnings
 from pathlib import Path
 
 import torch
@@ -207,9 +206,7 @@ def convert_pickle_weights(src, dst) -> dict:
         # detectron2's own reader: its model-zoo format, or Caffe2/Detectron "blobs".
         data = DetectionCheckpointer(torch.nn.Module())._load_file(str(src))
     else:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)
-            obj = torch.load(src, map_location="cpu", weights_only=False)
+        obj = torch.load(src, map_location="cpu", weights_only=False)
         data = obj if isinstance(obj, dict) and "model" in obj else {"model": obj}
         if isinstance(data["model"], dict) and isinstance(data["model"].get("state_dict"), dict):
             data["model"] = data["model"]["state_dict"]
