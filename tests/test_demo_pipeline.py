@@ -81,7 +81,9 @@ def test_a_failing_stage_is_named(tmp_path, capsys):
 def test_data_made_with_other_settings_is_not_reused(tmp_path, capsys):
     tool = _load_tool()
     (tmp_path / "data").mkdir()
-    (tmp_path / "data" / tool.DATA_STAMP).write_text(json.dumps(tool.DEMO_DATA))
+    from resnet_det.pipeline import DATA_STAMP, DEMO_DATA
+
+    (tmp_path / "data" / DATA_STAMP).write_text(json.dumps(DEMO_DATA))
     assert tool.main(["--out", str(tmp_path), "--quick"]) == 1  # quick needs the small data
     err = capsys.readouterr().err
     assert "stage 'data'" in err and "holds toy data made with" in err

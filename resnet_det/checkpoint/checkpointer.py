@@ -1,18 +1,15 @@
-"""The one checkpointer of both training stages: fvcore's ``Checkpointer`` (model plus
-checkpointables: optimizer, scheduler, grad scaler, ...) that never unpickles, saves
-atomically, refuses non-finite weights, and keeps the newest ``max_to_keep`` periodic files
-across restarts."""
+"""The one checkpointer of both training stages (fvcore's, made safe and atomic), and the pruning
+of its periodic files."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
-import torch
 from fvcore.common.checkpoint import Checkpointer, _IncompatibleKeys
+from iopath.common.file_io import PathManager
 
 from detectron2.utils import comm
 
-from .io import PICKLE_SUFFIXES, atomic_write, load_state_dict_checked, load_state_dict_file, read_safetensors_metadata, _unwrap
+from .io import atomic_write, load_state_dict_checked, read_safetensors_metadata, read_weights_file, _unwrap
 
 __all__ = ["SafeCheckpointer", "prune_checkpoints", "LAST_CHECKPOINT"]
 
@@ -35,6 +32,14 @@ def prune_checkpoints(output_dir, keep: int) -> list:
     return doomed
 
 
+class _AtomicFiles(PathManager):
+    """iopath's local files, written through :func:`atomic_write`: fvcore's ``save`` and its
+    ``last_checkpoint`` tag replace a file in one rename, never leaving a partial one."""
+
+    def open(self, path, mode="r", *args, **kwargs):
+        return atomic_write(path, mode) if "w" in mode else super().open(path, mode, *args, **kwargs)
+
+
 class SafeCheckpointer(Checkpointer):
     """fvcore's checkpointer that reads only safe formats (``.safetensors``, ``torch.load`` with
     ``weights_only=True``; pickles are refused naming the conversion command), loads the model
@@ -45,6 +50,7 @@ class SafeCheckpointer(Checkpointer):
         # Like detectron2's: only the main process writes files.
         save_to_disk = comm.is_main_process() if save_to_disk is None else save_to_disk
         super().__init__(model, save_dir, save_to_disk=save_to_disk, **checkpointables)
+        self.path_manager = _AtomicFiles()  # local files only: load() refuses URLs
         self.max_to_keep = max_to_keep
 
     def load(self, path, *args, **kwargs):
@@ -59,22 +65,11 @@ class SafeCheckpointer(Checkpointer):
         return super().load(path, *args, **kwargs)
 
     def _load_file(self, filename):
-        path = Path(filename)
-        suffix = path.suffix.lower()
-        if suffix == ".safetensors" or suffix in PICKLE_SUFFIXES:
-            state = load_state_dict_file(path)  # refuses pickles, naming the conversion command
-            meta = read_safetensors_metadata(path) if suffix == ".safetensors" else None
-            return {"model": state, "__resnet_det_meta__": meta}
-        try:
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception:
-            # Re-read through the project's loader, which explains the failure (unsafe
-            # pickle: the conversion command; corrupt file: its path) and raises.
-            load_state_dict_file(path)
-            raise
+        obj = read_weights_file(filename)  # refuses pickles, naming the conversion command
         if isinstance(obj, dict) and isinstance(obj.get("model"), dict):
             return obj  # a training checkpoint: model plus checkpointables and iteration
-        return {"model": _unwrap(obj, path), "__resnet_det_meta__": None}
+        meta = read_safetensors_metadata(filename) if str(filename).lower().endswith(".safetensors") else None
+        return {"model": _unwrap(obj, filename), "__resnet_det_meta__": meta}
 
     def _load_model(self, checkpoint):
         checkpoint.pop("__resnet_det_meta__", None)
@@ -82,26 +77,15 @@ class SafeCheckpointer(Checkpointer):
         return _IncompatibleKeys(missing_keys=[], unexpected_keys=[], incorrect_shapes=[])
 
     def save(self, name: str, **kwargs) -> None:
-        """Like fvcore's ``save``, but atomic, refused when a weight is NaN/inf, and followed by
-        pruning; the last checkpoint is always complete and good."""
+        """fvcore's ``save`` (atomic), refused when a weight is NaN/inf and followed by pruning:
+        the last checkpoint is always complete and good."""
         if not self.save_dir or not self.save_to_disk:
             return
-        state = self.model.state_dict()
-        bad = [k for k, v in state.items() if v.is_floating_point() and not v.isfinite().all()]
+        bad = [k for k, v in self.model.state_dict().items() if v.is_floating_point() and not v.isfinite().all()]
         if bad:
             raise FloatingPointError(
                 f"not saving checkpoint {name}: {len(bad)} weight tensors hold NaN/inf "
                 f"(first: {', '.join(bad[:5])}); the previous checkpoint is kept"
             )
-        data = {"model": state, **{key: obj.state_dict() for key, obj in self.checkpointables.items()}, **kwargs}
-        save_file = os.path.join(self.save_dir, f"{name}.pth")
-        self.logger.info(f"Saving checkpoint to {save_file}")
-        with atomic_write(save_file) as f:
-            torch.save(data, f)
-        self.tag_last_checkpoint(f"{name}.pth")
+        super().save(name, **kwargs)
         prune_checkpoints(self.save_dir, self.max_to_keep)
-
-    def tag_last_checkpoint(self, last_filename_basename: str) -> None:
-        """Point ``last_checkpoint`` at a complete file, replacing the tag in one rename."""
-        with atomic_write(os.path.join(self.save_dir, LAST_CHECKPOINT), mode="w") as f:
-            f.write(last_filename_basename)

@@ -1,49 +1,30 @@
-"""Weights for detectron2 models: a checkpointer that reads only safe formats, maps backbone
-files onto the detector, checks them against the config, and saves atomically.
-
-``MODEL.WEIGHTS`` may be
-
-(a) a backbone file of :func:`~resnet_det.checkpoint.save_backbone` (pretraining's output):
-    ``stem``/``res2``..``res4`` go to ``backbone.``, ``res5`` to ``roi_heads.res5.`` (C4) or
-    everything to ``backbone.bottom_up.`` (FPN); VGG-16's convolutions to ``backbone.`` and
-    fc6/fc7 to ``roi_heads.box_head.``. Its recorded architecture and input normalisation must
-    match the config; a mismatch names the config key to change;
-(b) a torchvision ResNet/VGG-16 state dict (renamed by ``from_torchvision``, then as (a));
-(c) a detector checkpoint (detectron2's format, as this trainer writes it) for resume/eval.
-
-Nothing is unpickled beyond ``torch.load(weights_only=True)``; ``.pkl`` files are refused
-with the command that converts them once (:func:`convert_pickle_weights`).
+"""Weights for detectron2 models. ``MODEL.WEIGHTS`` may be (a) a backbone file of
+:func:`~resnet_det.checkpoint.save_backbone`, mapped onto the detector (C4: res5 to
+``roi_heads.res5``; FPN: ``backbone.bottom_up``; VGG-16: fc6/fc7 to ``roi_heads.box_head``) after
+its recorded architecture and input normalisation are checked against the config; (b) a
+torchvision ResNet/VGG-16 state dict (renamed, then as (a)); (c) a detector checkpoint.
+``.pkl`` files are refused with the command that converts them once (:func:`convert_pickle_weights`).
 """
 from __future__ import annotations
 
 import logging
 import re
-import warnings
 from pathlib import Path
 
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
-from detectron2.checkpoint.c2_model_loading import (
-    convert_basic_c2_names,
-    convert_c2_detectron_names,
-)
+from detectron2.checkpoint.c2_model_loading import convert_basic_c2_names, convert_c2_detectron_names
 from fvcore.common.checkpoint import _IncompatibleKeys
 
 from ..models import architecture
 from ..models.resnet import RESNET_SPECS, STAGE_NAMES, resnet_arch
-from .export import BACKBONE_FORMAT, CLASSIFIER_PREFIXES, PIXEL_MEAN_RGB, PIXEL_STD_RGB
+from .export import BACKBONE_FORMAT, CLASSIFIER_PREFIXES, backbone_metadata
 from .checkpointer import SafeCheckpointer
 from .io import load_state_dict_checked, save_safetensors
 from .torchvision import from_torchvision, is_torchvision_resnet, is_torchvision_vgg16
 
-__all__ = [
-    "WeightsMismatchError",
-    "ResNetDetCheckpointer",
-    "backbone_key_targets",
-    "check_backbone_metadata",
-    "convert_pickle_weights",
-    "infer_resnet_depth",
-]
+__all__ = ["WeightsMismatchError", "ResNetDetCheckpointer", "backbone_key_targets", "check_backbone_metadata",
+           "convert_pickle_weights", "infer_resnet_depth"]
 
 logger = logging.getLogger(__name__)
 
@@ -53,18 +34,8 @@ DETECTOR_PREFIXES = ("backbone.", "proposal_generator.", "roi_heads.")
 # roi_heads, FPN everything under backbone.bottom_up, VGG-16 fc6/fc7 under roi_heads.box_head.
 TARGET_PREFIXES = ("backbone.", "backbone.bottom_up.", "roi_heads.", "roi_heads.box_head.")
 # Parts of a detector that a backbone file does not provide (randomly initialised heads).
-HEAD_PREFIXES = (
-    "proposal_generator.",
-    "roi_heads.box_predictor.",
-    "roi_heads.box_head.",
-    "roi_heads.mask_head.",
-    "roi_heads.keypoint_head.",
-    "backbone.fpn_",
-    "backbone.top_block.",
-)
-# detectron2's MSRA/Caffe2 ImageNet models: BGR in 0..255, mean subtracted, no scaling.
-MSRA_PIXEL_MEAN_BGR = (103.530, 116.280, 123.675)
-MSRA_PIXEL_STD_BGR = (1.0, 1.0, 1.0)
+HEAD_PREFIXES = ("proposal_generator.", "roi_heads.box_predictor.", "roi_heads.box_head.", "roi_heads.mask_head.",
+                 "roi_heads.keypoint_head.", "backbone.fpn_", "backbone.top_block.")
 DETECTOR_FORMAT = "detectron2.model"
 _BN_EPS = 1e-5  # detectron2's (and torch's) BN/FrozenBN epsilon
 _BN_FAMILY = {"BN": "BN", "SyncBN": "BN", "FrozenBN": "BN", "GN": "GN"}
@@ -92,20 +63,17 @@ def infer_resnet_depth(state_dict) -> int | None:
     return None
 
 
-def _torchvision_metadata(state_dict) -> dict:
-    """What a torchvision checkpoint implies: its architecture, RGB with torchvision's mean/std."""
-    if "conv1_1.weight" in state_dict:
+def _origin_metadata(state_dict, torchvision: bool, norm="BN") -> dict:
+    """The record a foreign backbone's origin implies for it (in this package's names):
+    torchvision's are RGB with its mean/std and put the stride in the 3x3, MSRA/Caffe2's are BGR
+    and put it in the first 1x1."""
+    if torchvision and "conv1_1.weight" in state_dict:
         arch = {"name": "vgg16"}
+    elif "stem.conv1.weight" in state_dict:
+        arch = resnet_arch(infer_resnet_depth(state_dict), norm=norm, stride_in_1x1=not torchvision)
     else:
-        arch = resnet_arch(infer_resnet_depth(state_dict), stride_in_1x1=False)
-    return {
-        "format": BACKBONE_FORMAT,
-        "source": "torchvision",
-        "arch": arch,
-        "input_format": "RGB",
-        "pixel_mean": list(PIXEL_MEAN_RGB),
-        "pixel_std": list(PIXEL_STD_RGB),
-    }
+        return {"format": BACKBONE_FORMAT}  # unknown layout: the loader reports its keys
+    return backbone_metadata(arch, msra=not torchvision)
 
 
 def check_backbone_metadata(model, meta: dict, source: str) -> None:
@@ -115,25 +83,16 @@ def check_backbone_metadata(model, meta: dict, source: str) -> None:
     arch, file_arch = architecture(model), meta.get("arch") or {}
     if arch is not None and file_arch:
         if arch["name"] != file_arch.get("name"):
-            problems.append(
-                f"MODEL.BACKBONE.NAME builds a {arch['name']} backbone, the file holds "
-                f"{file_arch.get('name')}"
-            )
+            problems.append(f"MODEL.BACKBONE.NAME builds a {arch['name']} backbone, the file holds "
+                            f"{file_arch.get('name')}")
         elif arch["name"] == "resnet":
-            checks = [
-                ("MODEL.RESNETS.DEPTH", "depth"),
-                ("MODEL.RESNETS.SHORTCUT", "shortcut"),
-                ("MODEL.RESNETS.PLAIN", "plain"),
-            ]
+            fields = ["depth", "shortcut", "plain"]  # each is the config key MODEL.RESNETS.<FIELD>
             if RESNET_SPECS.get(arch["depth"], ("",))[0] == "bottleneck":
-                checks.append(("MODEL.RESNETS.STRIDE_IN_1X1", "stride_in_1x1"))
-            for key, field in checks:
-                if field in file_arch and file_arch[field] is not None:
-                    if file_arch[field] != arch[field]:
-                        problems.append(
-                            f"{key} is {arch[field]!r}, the file was trained with "
-                            f"{file_arch[field]!r}"
-                        )
+                fields.append("stride_in_1x1")  # basic blocks have no 1x1 to stride
+            for field in fields:
+                if file_arch.get(field) is not None and file_arch[field] != arch[field]:
+                    problems.append(f"MODEL.RESNETS.{field.upper()} is {arch[field]!r}, the file was "
+                                    f"trained with {file_arch[field]!r}")
             file_norm = _BN_FAMILY.get(file_arch.get("norm"))
             if file_norm and file_norm != _BN_FAMILY.get(arch["norm"]):
                 problems.append(
@@ -152,18 +111,14 @@ def check_backbone_metadata(model, meta: dict, source: str) -> None:
             if len(ours) != len(theirs) or any(abs(a - b) > 1e-3 for a, b in zip(ours, theirs)):
                 problems.append(f"{key} is {ours}, the file expects {theirs}")
     if problems:
-        fix = []
-        if any(p.startswith(("INPUT.FORMAT", "MODEL.PIXEL")) for p in problems):
-            fix.append(
-                f"INPUT.FORMAT {meta.get('input_format')} MODEL.PIXEL_MEAN "
-                f"\"{list(meta.get('pixel_mean', []))}\" MODEL.PIXEL_STD "
-                f"\"{list(meta.get('pixel_std', []))}\""
-            )
+        normalisation = any(p.startswith(("INPUT.FORMAT", "MODEL.PIXEL")) for p in problems)
         raise WeightsMismatchError(
             f"{source} does not fit the config:\n"
             + "\n".join(f"  {p}" for p in problems)
             + "\nChange these config keys to the file's values"
-            + (f" (normalisation: {fix[0]})" if fix else "")
+            + (f" (normalisation: INPUT.FORMAT {meta.get('input_format')} MODEL.PIXEL_MEAN "
+               f"\"{list(meta.get('pixel_mean', []))}\" MODEL.PIXEL_STD \"{list(meta.get('pixel_std', []))}\")"
+               if normalisation else "")
             + ", or use weights made for this architecture."
         )
 
@@ -189,28 +144,24 @@ class ResNetDetCheckpointer(SafeCheckpointer, DetectionCheckpointer):
     def _load_model(self, checkpoint):
         meta = checkpoint.pop("__resnet_det_meta__", None)
         state = checkpoint["model"]
-        if (meta or {}).get("format") == DETECTOR_FORMAT or any(
-            k.startswith(DETECTOR_PREFIXES) for k in state
-        ):
+        if (meta or {}).get("format") == DETECTOR_FORMAT or any(k.startswith(DETECTOR_PREFIXES) for k in state):
             incompatible = DetectionCheckpointer._load_model(self, checkpoint)
         else:
-            incompatible = self._load_backbone(checkpoint, state, meta)
+            incompatible = self._load_backbone(state, meta)
         # Missing/unexpected keys of the last load (also logged), for callers and tests.
         self.incompatible_keys = incompatible
         return incompatible
 
-    def _load_backbone(self, checkpoint, state, meta):
+    def _load_backbone(self, state, meta):
         source = getattr(self, "_source", "weights file")
         if is_torchvision_resnet(state) or is_torchvision_vgg16(state):
             state = from_torchvision(state)
-            meta = _torchvision_metadata(state)
+            meta = _origin_metadata(state, torchvision=True)
             logger.info(f"{source}: torchvision weights, renamed to this package's layout")
         state = {k: v for k, v in state.items() if not k.startswith(CLASSIFIER_PREFIXES)}
         if meta is None:
-            logger.warning(
-                f"{source} carries no resnet_det metadata: its architecture and input "
-                "normalisation cannot be checked against the config"
-            )
+            logger.warning(f"{source} carries no resnet_det metadata: its architecture and input "
+                           "normalisation cannot be checked against the config")
         else:
             if meta.get("format") != BACKBONE_FORMAT:
                 raise WeightsMismatchError(
@@ -222,12 +173,8 @@ class ResNetDetCheckpointer(SafeCheckpointer, DetectionCheckpointer):
         # A backbone file must fill the whole backbone; only detection heads may stay random.
         # Keys with no place in the model are passed on so that they are reported.
         try:
-            missing = load_state_dict_checked(
-                self.model,
-                {**mapped, **{k: state[k] for k in unmatched}},
-                allow_missing=HEAD_PREFIXES,
-                source=source,
-            )
+            missing = load_state_dict_checked(self.model, {**mapped, **{k: state[k] for k in unmatched}},
+                                              allow_missing=HEAD_PREFIXES, source=source)
         except ValueError as e:
             raise WeightsMismatchError(
                 f"{e}\nCheck MODEL.BACKBONE.NAME and MODEL.RESNETS.DEPTH/SHORTCUT/PLAIN against "
@@ -235,14 +182,10 @@ class ResNetDetCheckpointer(SafeCheckpointer, DetectionCheckpointer):
             ) from None
         logger.info(
             f"{source}: loaded {len(mapped)} backbone tensors; randomly initialised: "
-            + ", ".join(sorted({_module_group(k) for k in missing}) or ["none"])
+            # grouped by module: roi_heads.box_predictor.cls_score.weight -> roi_heads.box_predictor
+            + ", ".join(sorted({".".join(k.split(".")[:2]) for k in missing}) or ["none"])
         )
         return _IncompatibleKeys(missing_keys=missing, unexpected_keys=[], incorrect_shapes=[])
-
-
-def _module_group(key):
-    """``roi_heads.box_predictor.cls_score.weight`` -> ``roi_heads.box_predictor``."""
-    return ".".join(key.split(".")[:2])
 
 
 # -- conversion of pickled weights (runs the pickle: only on the user's explicit request) ----
@@ -263,9 +206,7 @@ def convert_pickle_weights(src, dst) -> dict:
         # detectron2's own reader: its model-zoo format, or Caffe2/Detectron "blobs".
         data = DetectionCheckpointer(torch.nn.Module())._load_file(str(src))
     else:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)
-            obj = torch.load(src, map_location="cpu", weights_only=False)
+        obj = torch.load(src, map_location="cpu", weights_only=False)
         data = obj if isinstance(obj, dict) and "model" in obj else {"model": obj}
         if isinstance(data["model"], dict) and isinstance(data["model"].get("state_dict"), dict):
             data["model"] = data["model"]["state_dict"]
@@ -282,9 +223,9 @@ def convert_pickle_weights(src, dst) -> dict:
         state = _as_backbone(state, src)
         if is_torchvision_resnet(state) or is_torchvision_vgg16(state):
             state = from_torchvision(state)
-            meta = _torchvision_metadata(state)
-        else:
-            meta = _backbone_metadata(state, author)
+            meta = _origin_metadata(state, torchvision=True)
+        else:  # detectron2's model zoo also holds torchvision ResNets in its own names, FrozenBN
+            meta = _origin_metadata(state, torchvision=author == "torchvision", norm="FrozenBN")
         meta.update(source=str(src), author=author)
     save_safetensors(state, dst, metadata=meta)
     return meta
@@ -304,17 +245,3 @@ def _as_backbone(state, src):
         raise ValueError(f"{src}: no weights found")
     return state
 
-
-def _backbone_metadata(state, author):
-    if "stem.conv1.weight" not in state:
-        return {"format": BACKBONE_FORMAT}  # unknown layout: the loader reports its keys
-    torchvision_origin = author == "torchvision"
-    return {
-        "format": BACKBONE_FORMAT,
-        # MSRA's Caffe models put the stride in the first 1x1; torchvision's in the 3x3.
-        "arch": resnet_arch(infer_resnet_depth(state), norm="FrozenBN",
-                            stride_in_1x1=not torchvision_origin),
-        "input_format": "RGB" if torchvision_origin else "BGR",
-        "pixel_mean": list(PIXEL_MEAN_RGB if torchvision_origin else MSRA_PIXEL_MEAN_BGR),
-        "pixel_std": list(PIXEL_STD_RGB if torchvision_origin else MSRA_PIXEL_STD_BGR),
-    }

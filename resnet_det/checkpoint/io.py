@@ -12,25 +12,12 @@ from pathlib import Path
 
 import torch
 
-__all__ = [
-    "read_safetensors_metadata",
-    "PICKLE_SUFFIXES",
-    "UnsafeWeightsError",
-    "WeightsFileError",
-    "atomic_write",
-    "load_state_dict_file",
-    "load_state_dict_checked",
-    "save_safetensors",
-]
+__all__ = ["read_safetensors_metadata", "PICKLE_SUFFIXES", "UnsafeWeightsError", "WeightsFileError",
+           "atomic_write", "read_weights_file", "load_state_dict_file", "load_state_dict_checked",
+           "save_safetensors"]
 
 PICKLE_SUFFIXES = (".pkl", ".pickle")
 CONVERT_HINT = "python tools/convert_weights.py --allow-pickle {path} OUT.safetensors"
-
-
-ACCEPTED_FORMATS = (
-    ".safetensors, a torch state dict saved with torch.save (.pth/.pt: a zip archive), or a "
-    "detectron2/Detectron .pkl converted once with tools/convert_weights.py"
-)
 
 
 class WeightsFileError(ValueError):
@@ -49,12 +36,6 @@ def _looks_like_torch_file(path) -> bool:
     return first == b"\x80" or zipfile.is_zipfile(path) or tarfile.is_tarfile(path)
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 @contextlib.contextmanager
 def atomic_write(path, mode="wb"):
     """Open a temporary file beside ``path``; on success it replaces ``path`` in one rename, so a
@@ -64,7 +45,9 @@ def atomic_write(path, mode="wb"):
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         # mkstemp creates 0600 files; give the result the permissions open() would have.
-        os.fchmod(fd, 0o666 & ~_umask())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(fd, 0o666 & ~umask)
         with os.fdopen(fd, mode) as f:
             yield f
             f.flush()
@@ -96,24 +79,9 @@ def read_safetensors_metadata(path) -> dict | None:
     return json.loads(meta["resnet_det"]) if "resnet_det" in meta else None
 
 
-def _unwrap(obj, path):
-    # Common containers: detectron2/fvcore ({"model": ...}), Lightning-like ({"state_dict": ...}).
-    for key in ("model", "state_dict"):
-        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
-            obj = obj[key]
-            break
-    if not isinstance(obj, dict) or not all(
-        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()
-    ):
-        raise WeightsFileError(
-            f"{path}: expected a state dict (str -> tensor), or a dict holding one under "
-            f"'model'/'state_dict'; got {type(obj).__name__}"
-        )
-    return obj
-
-
-def load_state_dict_file(path) -> dict[str, torch.Tensor]:
-    """A state dict from ``.safetensors`` or ``.pth/.pt`` (``torch.load(weights_only=True)``).
+def read_weights_file(path):
+    """What a weights file holds, read without running code from it: the state dict of a
+    ``.safetensors``, or what ``torch.load(weights_only=True)`` restores from ``.pth/.pt``.
 
     Pickle files (``.pkl``) and torch files that need full unpickling are refused with an
     :class:`UnsafeWeightsError` naming the explicit conversion command.
@@ -138,10 +106,12 @@ def load_state_dict_file(path) -> dict[str, torch.Tensor]:
         # A text file, image, yaml... : torch.load would call it a pickle it cannot restore.
         raise WeightsFileError(
             f"{path} is not a weights file (it is neither a zip archive nor a pickle, as "
-            f"torch.save writes). Accepted: {ACCEPTED_FORMATS}."
+            "torch.save writes). Accepted: .safetensors, a torch state dict saved with torch.save "
+            "(.pth/.pt: a zip archive), or a detectron2/Detectron .pkl converted once with "
+            "tools/convert_weights.py."
         )
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         raise UnsafeWeightsError(
             f"{path} contains objects that only full unpickling can restore (which could "
@@ -150,7 +120,26 @@ def load_state_dict_file(path) -> dict[str, torch.Tensor]:
         ) from e
     except (RuntimeError, EOFError, OSError) as e:
         raise WeightsFileError(f"{path}: not a readable torch weights file ({e})") from e
-    return _unwrap(obj, path)
+
+
+def _unwrap(obj, path):
+    """The state dict (str -> tensor) in ``obj``, itself or under 'model' (detectron2/fvcore) or
+    'state_dict' (Lightning-like); a :class:`WeightsFileError` naming ``path`` otherwise."""
+    for key in ("model", "state_dict"):
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            obj = obj[key]
+            break
+    if not isinstance(obj, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()):
+        raise WeightsFileError(
+            f"{path}: expected a state dict (str -> tensor), or a dict holding one under "
+            f"'model'/'state_dict'; got {type(obj).__name__}"
+        )
+    return obj
+
+
+def load_state_dict_file(path) -> dict[str, torch.Tensor]:
+    """A state dict from ``.safetensors`` or ``.pth/.pt``, read by :func:`read_weights_file`."""
+    return _unwrap(read_weights_file(path), path)
 
 
 def load_state_dict_checked(model, state_dict, *, allow_missing=(), source="state dict"):
@@ -160,20 +149,15 @@ def load_state_dict_checked(model, state_dict, *, allow_missing=(), source="stat
     own = model.state_dict()
     allow_missing = tuple(allow_missing)
     missing = [k for k in own if k not in state_dict]
-    bad_missing = [k for k in missing if not (allow_missing and k.startswith(allow_missing))]
-    unexpected = [k for k in state_dict if k not in own]
-    shapes = [
-        f"{k}: file {tuple(state_dict[k].shape)} vs model {tuple(own[k].shape)}"
-        for k in own
-        if k in state_dict and state_dict[k].shape != own[k].shape
-    ]
-    if bad_missing or unexpected or shapes:
+    problems = {
+        "missing keys": [k for k in missing if not (allow_missing and k.startswith(allow_missing))],
+        "unexpected keys": [k for k in state_dict if k not in own],
+        "shape mismatches": [f"{k}: file {tuple(state_dict[k].shape)} vs model {tuple(own[k].shape)}"
+                             for k in own if k in state_dict and state_dict[k].shape != own[k].shape],
+    }
+    if any(problems.values()):
         parts = [f"{source} does not fit {type(model).__name__}:"]
-        for title, keys in (
-            ("missing keys", bad_missing),
-            ("unexpected keys", unexpected),
-            ("shape mismatches", shapes),
-        ):
+        for title, keys in problems.items():
             if keys:
                 shown = ", ".join(keys[:8]) + (f", ... ({len(keys)} in all)" if len(keys) > 8 else "")
                 parts.append(f"  {title}: {shown}")

@@ -13,15 +13,8 @@ import weakref
 
 import torch
 from detectron2.data import MetadataCatalog, build_detection_test_loader
-from detectron2.engine import (
-    AMPTrainer,
-    DefaultTrainer,
-    SimpleTrainer,
-    TrainerBase,
-    create_ddp_model,
-    default_setup,
-    hooks,
-)
+from detectron2.engine import (AMPTrainer, DefaultTrainer, SimpleTrainer, TrainerBase, create_ddp_model, default_setup,
+                               hooks)
 from detectron2.utils import comm
 from detectron2.utils.logger import create_small_table, setup_logger
 
@@ -31,28 +24,13 @@ from ..checkpoint.io import atomic_write
 from ..config import RESNET_BACKBONES, ConfigError, learning_rate_warning, load_config
 from ..data.datasets import check_datasets, register_all_datasets
 from ..data.mapper import RobustDatasetMapper
-from ..engine import (
-    PlotCurves,
-    ResumableJSONWriter,
-    SeedEachIteration,
-    TrainingDivergedError,
-    build_writers,
-    divergence_message,
-    launch_main,
-)
+from ..engine import (PlotCurves, ResumableJSONWriter, SeedEachIteration, TrainingDivergedError, build_writers,
+                      divergence_message, launch_main)
 from .evaluation import build_evaluator
 from .loader import build_resumable_train_loader
 
-__all__ = [
-    "Trainer",
-    "TrainingDivergedError",
-    "setup",
-    "main",
-    "launch_from_args",
-    "train_detector",
-    "check_num_classes",
-    "RESULTS_FILE",
-]
+__all__ = ["Trainer", "TrainingDivergedError", "setup", "main", "launch_from_args", "train_detector",
+           "check_num_classes", "RESULTS_FILE"]
 
 logger = logging.getLogger("resnet_det")
 # Final metrics of a training run or of --eval-only, written to OUTPUT_DIR.
@@ -62,8 +40,8 @@ RESULTS_FILE = "eval_results.json"
 class Trainer(DefaultTrainer):
     """detectron2's ``DefaultTrainer`` with: :class:`ResNetDetCheckpointer` (safe loading of
     backbone/torchvision/detector weights, atomic saves), evaluators by ``evaluator_type``, the
-    robust dataset mapper, ``curves.png`` after each evaluation and at the end, and exact resume (data order and RNGs depend only on the seed and
-    the iteration; the seed is stored in checkpoints)."""
+    robust dataset mapper, ``curves.png`` after each evaluation and at the end, and exact resume
+    (data order and RNGs depend only on the seed and the iteration; the seed is in checkpoints)."""
 
     def __init__(self, cfg):
         # DefaultTrainer.__init__, with two changes: our checkpointer, and DDP without
@@ -77,14 +55,10 @@ class Trainer(DefaultTrainer):
         data_loader = self.build_train_loader(cfg)
         ddp_options = {"device_ids": None} if cfg.MODEL.DEVICE == "cpu" else {}
         model = create_ddp_model(model, broadcast_buffers=False, **ddp_options)
-        self._trainer = (AMPTrainer if cfg.SOLVER.AMP.ENABLED else SimpleTrainer)(
-            model, data_loader, optimizer
-        )
+        self._trainer = (AMPTrainer if cfg.SOLVER.AMP.ENABLED else SimpleTrainer)(model, data_loader, optimizer)
         self.scheduler = self.build_lr_scheduler(cfg, optimizer)
-        self.checkpointer = ResNetDetCheckpointer(
-            model, cfg.OUTPUT_DIR, max_to_keep=cfg.SOLVER.MAX_CHECKPOINTS_TO_KEEP,
-            trainer=weakref.proxy(self),
-        )
+        self.checkpointer = ResNetDetCheckpointer(model, cfg.OUTPUT_DIR, max_to_keep=cfg.SOLVER.MAX_CHECKPOINTS_TO_KEEP,
+                                                  trainer=weakref.proxy(self))
         self.start_iter = 0
         self.max_iter = cfg.SOLVER.MAX_ITER
         self.cfg = cfg
@@ -104,15 +78,11 @@ class Trainer(DefaultTrainer):
 
     def build_train_loader(self, cfg, start_iter: int = 0):
         """Batches of iterations ``start_iter, start_iter + 1, ...`` (see ``loader.py``)."""
-        return build_resumable_train_loader(
-            cfg, RobustDatasetMapper(cfg, True), seed=self.seed, start_iter=start_iter
-        )
+        return build_resumable_train_loader(cfg, RobustDatasetMapper(cfg, True), seed=self.seed, start_iter=start_iter)
 
     @classmethod
     def build_test_loader(cls, cfg, dataset_name):
-        return build_detection_test_loader(
-            cfg, dataset_name, mapper=RobustDatasetMapper(cfg, False)
-        )
+        return build_detection_test_loader(cfg, dataset_name, mapper=RobustDatasetMapper(cfg, False))
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name):
@@ -126,9 +96,7 @@ class Trainer(DefaultTrainer):
             if isinstance(writer, ResumableJSONWriter):
                 writer.trim(self.start_iter - 1)  # lines logged after the checkpoint come again
         if self.start_iter > 0:
-            self._trainer.reset_data_loader(
-                lambda: self.build_train_loader(self.cfg, start_iter=self.start_iter)
-            )
+            self._trainer.reset_data_loader(lambda: self.build_train_loader(self.cfg, start_iter=self.start_iter))
 
     def run_step(self):
         try:
@@ -248,9 +216,7 @@ def main(args, datasets_checked: bool = False):
         check_datasets(_used_datasets(cfg, args.eval_only))
     if args.eval_only:
         model = Trainer.build_model(cfg)
-        ResNetDetCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
-            cfg.MODEL.WEIGHTS, resume=args.resume
-        )
+        ResNetDetCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
         if getattr(args, "deploy", False):
             from .fast_inference import optimize_detector_for_inference
 
