@@ -1,10 +1,6 @@
-"""Detection dataset registration and validation for detectron2 (COCO json, PASCAL VOC xml).
-
-Every detection dataset goes through the same checks, whichever way it is registered:
-detectron2's builtin names (rooted at ``$DETECTRON2_DATASETS``, their loaders wrapped), the toy
-names ``toy_coco_{train,val}`` and ``toy_voc_{trainval,test}`` (rooted at
-``$RESNET_DET_TOY_DATA``, default ``datasets/toy``), and any COCO json or VOC-layout folder named
-in the config (docs/custom_data.md). docs/bad_inputs.md lists every check and its outcome.
+"""Detection dataset registration and validation for detectron2 (COCO json, PASCAL VOC xml): the
+builtin, toy and config-named datasets (README, docs/custom_data.md) all pass the same checks,
+listed with their outcomes in docs/bad_inputs.md.
 """
 import difflib
 import functools
