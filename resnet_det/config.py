@@ -236,7 +236,7 @@ def _unknown_key(cfg, key, where, renamed):
         return ConfigKeyError(f"{where}config key {key} is no longer used; {renamed[key]}")
     return ConfigKeyError(
         f"{where}Non-existent config key: {key}; closest known keys: "
-        f"{_close_keys(cfg, key) or 'none'}"
+        f"{difflib.get_close_matches(key, list(_all_keys(cfg)), n=3, cutoff=0.6) or 'none'}"
     )
 
 
@@ -254,10 +254,6 @@ def _all_keys(node, prefix=""):
             yield from _all_keys(v, f"{prefix}{k}.")
         else:
             yield f"{prefix}{k}"
-
-
-def _close_keys(cfg, key):
-    return difflib.get_close_matches(key, list(_all_keys(cfg)), n=3, cutoff=0.6)
 
 
 def learning_rate_warning(cfg) -> str | None:

@@ -1,11 +1,7 @@
-"""The degradation study of the paper's Figure 6: plain and residual nets of several depths trained
-with one recipe on one dataset, their training and test error plotted against iterations.
-
-Data are small enough to hold in memory (the toy shapes, a small ImageNet-layout folder resized
-to ``image_size``, or CIFAR-10): batches are cut from tensors, with no loader workers competing for
-the CPU, and augmented the paper's CIFAR way (4-pixel padding, random crop, horizontal flip).
-Optimizer, schedule and top-1 evaluator are pretraining's; the loop is the study's own, as it
-records the paper's curves rather than a trainer's checkpoints.
+"""The degradation study of the paper's Figure 6 (docs/experiments.md): plain and residual nets of
+several depths trained with one recipe on one in-memory dataset (no loader workers competing for
+the CPU), augmented the paper's CIFAR way. Optimizer, schedule and evaluator are pretraining's; the
+loop is the study's own, as it records the paper's curves rather than a trainer's checkpoints.
 """
 from __future__ import annotations
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import torch
 from PIL import Image
-from torch.utils.data import DataLoader, Dataset
-from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
+from torch.utils.data import DataLoader
+from torchvision.datasets.folder import IMG_EXTENSIONS, DatasetFolder, find_classes, make_dataset
 from torchvision.transforms.v2.functional import pil_to_tensor
 
 try:  # deprecated since torchvision 0.29 in favour of TorchCodec (not a dependency here)
@@ -117,8 +117,9 @@ def check_class_tree(root, *, reference_classes=None) -> list[str]:
     return classes
 
 
-class ImageFolderDataset(Dataset):
-    """``root/<class>/<image>`` samples decoded with :func:`decode_image` (uint8 ``3xHxW``
+class ImageFolderDataset(DatasetFolder):
+    """torchvision's ``DatasetFolder`` of ``root/<class>/<image>``, checked by
+    :func:`check_class_tree`, its samples decoded with :func:`decode_image` (uint8 ``3xHxW``
     tensors) and transformed.
 
     ``dataset[i]`` (evaluation) or ``dataset[(i, epoch)]`` (training, as yielded by
@@ -130,20 +131,14 @@ class ImageFolderDataset(Dataset):
 
     def __init__(self, root, transform=None, *, classes=None, strict=False, seed=0,
                  max_pixels=MAX_PIXELS, draft_short_side=None):
-        self.root = Path(root)
-        self.classes = check_class_tree(self.root, reference_classes=classes)
-        self.class_to_idx = {c: i for i, c in enumerate(self.classes)}
-        self.samples = make_dataset(str(self.root), self.class_to_idx, extensions=IMG_EXTENSIONS)
-        self.transform = transform
+        check_class_tree(root, reference_classes=classes)
+        super().__init__(Path(root), loader=None, extensions=IMG_EXTENSIONS, transform=transform)
         self.strict = strict
         self.seed = seed
         self.max_pixels = max_pixels
         self.draft_short_side = draft_short_side
         self._skipped = mp.Value("q", 0, lock=True)
         self._inflight = None
-
-    def __len__(self):
-        return len(self.samples)
 
     @property
     def num_skipped(self) -> int:

@@ -1,10 +1,6 @@
-"""Detection dataset registration and validation for detectron2 (COCO json, PASCAL VOC xml).
-
-Every detection dataset goes through the same checks, whichever way it is registered:
-detectron2's builtin names (rooted at ``$DETECTRON2_DATASETS``, their loaders wrapped), the toy
-names ``toy_coco_{train,val}`` and ``toy_voc_{trainval,test}`` (rooted at
-``$RESNET_DET_TOY_DATA``, default ``datasets/toy``), and any COCO json or VOC-layout folder named
-in the config (docs/custom_data.md). docs/bad_inputs.md lists every check and its outcome.
+"""Detection dataset registration and validation for detectron2 (COCO json, PASCAL VOC xml): the
+builtin, toy and config-named datasets (README, docs/custom_data.md) all pass the same checks,
+listed with their outcomes in docs/bad_inputs.md.
 """
 import difflib
 import functools
@@ -645,16 +641,10 @@ def _check_voc(name, dirname, split):
     hint = _root_hint(name)
     if not os.path.isdir(dirname):
         return [f"{name}: VOC folder {dirname} does not exist; {hint}"]
-    problems = []
-    for sub in ("Annotations", "JPEGImages", os.path.join("ImageSets", "Main")):
-        path = os.path.join(dirname, sub)
-        if not os.path.isdir(path):
-            problems.append(f"{name}: folder {path} does not exist; {hint}")
+    # A missing Annotations/ or JPEGImages/ shows as all of its files missing, below.
     split_file = os.path.join(dirname, "ImageSets", "Main", split + ".txt")
     if not os.path.isfile(split_file):
-        problems.append(f"{name}: split file {split_file} does not exist; {hint}")
-    if problems:
-        return problems
+        return [f"{name}: split file {split_file} does not exist; {hint}"]
     ids = read_split_ids(split_file)
     if not ids:
         return [f"{name}: split file {split_file} lists no images"]
@@ -695,9 +685,5 @@ def _missing_files(name, paths, what, hint):
         missing.extend(os.path.join(folder, b) for b in basenames if b not in present)
     if not missing:
         return []
-    listed = ", ".join(missing[:_MAX_LISTED])
-    more = f" ... and {len(missing) - _MAX_LISTED} more" if len(missing) > _MAX_LISTED else ""
-    return [
-        f"{name}: {len(missing)} of {len(paths)} {what} files are missing: {listed}{more}; "
-        f"{hint}"
-    ]
+    listed = ", ".join(_listed(missing, ""))
+    return [f"{name}: {len(missing)} of {len(paths)} {what} files are missing: {listed}; {hint}"]

@@ -95,11 +95,9 @@ def make_classification_tree(root, seed=0, num_train_per_class=60, num_val_per_c
 def make_voc(root, seed=0, num_trainval=120, num_test=40, size=(192, 256), labelimg=False):
     """Write a PASCAL VOC2007-style tree (JPEGImages, Annotations, ImageSets/Main) at `root`.
 
-    ``labelimg=True`` writes a user's own VOC-layout dataset as LabelImg saves it instead:
-    LabelImg's xml tags (with <path>), ids ``img_0001``..., every third image a .png (as the
-    xml's <filename> says), circles and squares as the dataset's classes
-    (:data:`LABELIMG_CLASSES`; the other shapes keep names outside that list), and only the
-    trainval and test split files.
+    ``labelimg=True`` writes a user's own VOC-layout dataset as LabelImg saves it instead (<path>
+    tags, every third image a .png, :data:`LABELIMG_CLASSES`, no train/val split files), the
+    dataset docs/custom_data.md walks through.
     """
     height, width = _check_det_size(size)
     _require_empty(root)
@@ -124,18 +122,11 @@ def make_voc(root, seed=0, num_trainval=120, num_test=40, size=(192, 256), label
     for split, split_ids in splits.items():
         with open(os.path.join(root, "ImageSets", "Main", split + ".txt"), "w") as f:
             f.writelines(image_id + "\n" for image_id in split_ids)
-    written = {
-        "root": root,
-        "classes": list(LABELIMG_CLASSES if labelimg else TOY_CLASSES),
-        **{f"num_{split}": len(split_ids) for split, split_ids in splits.items()},
-    }
+    counts = {f"num_{split}": len(split_ids) for split, split_ids in splits.items()}
     if not labelimg:
-        return dict(written, num_objects=sum(names.values()))
-    return dict(
-        written,
-        num_png=sum(1 for index in range(len(ids)) if index % 3 == 1),
-        objects_per_name=dict(sorted(names.items())),
-    )
+        return dict(root=root, classes=list(TOY_CLASSES), **counts, num_objects=sum(names.values()))
+    return dict(root=root, classes=list(LABELIMG_CLASSES), **counts, num_png=len(ids[1::3]),
+                objects_per_name=dict(sorted(names.items())))
 
 
 def make_coco(root, seed=0, num_train=120, num_val=40, size=(192, 256)):

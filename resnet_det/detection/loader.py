@@ -1,9 +1,6 @@
-"""A training loader whose batches are a pure function of (seed, iteration), so that a resumed
-run sees exactly the data an uninterrupted run would have seen (detectron2's loader restarts its
-sampler on resume and augments with per-worker RNGs). As in detectron2, the order is an endless
-run of seeded permutations grouped by orientation; batches are formed from indices alone (no
-image decoded to skip ``start_iter`` of them) and each image is augmented under an RNG seeded by
-its stream position, so the data does not depend on ``DATALOADER.NUM_WORKERS`` either.
+"""A training loader whose batches are a pure function of (seed, iteration): a resumed run sees the
+data an uninterrupted one would (detectron2's restarts its sampler and augments with per-worker
+RNGs), for any DATALOADER.NUM_WORKERS; docs/design.md describes exact resume.
 """
 from __future__ import annotations
 
