@@ -16,7 +16,7 @@ test:
 test-slow:
 	$(PYTEST) -q -m slow
 
-# The whole project on toy data (about 11 min of CPU time at one thread, 7.8 min measured on an
+# The whole project on toy data (about 17 min of CPU time at one thread, 13.6 min measured on an
 # idle 2-core CPU; see README): toy data -> pretraining -> detection from the exported backbone ->
 # COCO evaluation -> ground truth vs detections drawn. Extra flags: make demo DEMO_FLAGS="--baseline"
 # (also the random-init detector, both mAPs, both drawn), DEMO_FLAGS="--seed 1 --threads 1".
