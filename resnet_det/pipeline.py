@@ -55,8 +55,7 @@ PRETRAIN_SCHEDULE = ["DATA.CROP_SIZE", "24", "DATA.RESIZE_RANGE", "[27, 36]", "D
 DETECT_SCHEDULE = ["SOLVER.MAX_ITER", "500", "SOLVER.STEPS", "(400, 470)", "SOLVER.CHECKPOINT_PERIOD", "500"]
 # What a run should land in ("stage.key" of summary.json): the spread of the runs in docs/demo.md
 # (threads 1 and 2, seeds 0-2), widened where narrower than the goal around its middle (3 points of
-# error, 2 AP, 3 AP50) and rounded outwards. The
-# README states the same ranges (a test compares them).
+# error, 2 AP, 3 AP50) and rounded outwards. The README states the same ranges (a test compares them).
 EXPECTED = {
     "pretrain.val_top1_err": (27.0, 34.0),
     "detect.AP": (43.0, 48.0),

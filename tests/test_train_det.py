@@ -229,6 +229,7 @@ def test_killed_runs_resume_to_the_uninterrupted_weights(toy_env, tmp_path):
     assert final.keys() == reference.keys()
     different = [k for k in reference if not torch.equal(final[k], reference[k])]
     assert not different, different[:5]
+    assert not any(n.endswith(".tmp") for n in os.listdir(killed))  # the interrupted save's temp file went
     # The lines logged between a checkpoint and a kill were logged again: they are there once.
     lines = (killed / "metrics.json").read_text().splitlines()
     iterations = [json.loads(x)["iteration"] for x in lines if "total_loss" in x]

@@ -53,6 +53,13 @@ class SafeCheckpointer(Checkpointer):
         self.path_manager = _AtomicFiles()  # local files only: load() refuses URLs
         self.max_to_keep = max_to_keep
 
+    def remove_interrupted_saves(self) -> None:
+        """Delete the temporary files of saves that a kill interrupted (``.<name>.*.tmp`` beside
+        the checkpoints); the main process does it when a trainer starts or resumes."""
+        if self.save_dir and self.save_to_disk:
+            for stale in Path(self.save_dir).glob(".*.tmp"):
+                stale.unlink(missing_ok=True)
+
     def load(self, path, *args, **kwargs):
         """Load ``path`` (a local file; URLs are refused: nothing is downloaded at run time)."""
         if path and "://" in str(path):

@@ -198,8 +198,7 @@ class ClassificationTrainer(SimpleTrainer):
             logger.info("--resume: no checkpoint in %s, starting from scratch", out)
         if comm.is_main_process():
             out.mkdir(parents=True, exist_ok=True)
-            for stale in out.glob(".*.tmp"):  # temp files of saves that a kill interrupted
-                stale.unlink(missing_ok=True)
+            self.checkpointer.remove_interrupted_saves()
             with atomic_write(out / "config.yaml", mode="w") as f:
                 f.write(self.cfg.dump())
         comm.synchronize()

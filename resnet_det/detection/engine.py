@@ -92,6 +92,7 @@ class Trainer(DefaultTrainer):
         """Load MODEL.WEIGHTS, or with ``resume`` the last checkpoint of OUTPUT_DIR (weights,
         optimizer, scheduler, iteration, seed); the data stream then continues where it was."""
         super().resume_or_load(resume=resume)
+        self.checkpointer.remove_interrupted_saves()
         for writer in getattr(self, "_writers", ()):
             if isinstance(writer, ResumableJSONWriter):
                 writer.trim(self.start_iter - 1)  # lines logged after the checkpoint come again
