@@ -53,9 +53,9 @@ DATA_STAMP = "demo_data.json"  # the settings the data was made with, so a rerun
 PRETRAIN_SCHEDULE = ["DATA.CROP_SIZE", "24", "DATA.RESIZE_RANGE", "[27, 36]", "DATA.TEST_RESIZE", "30",
                      "SOLVER.EPOCHS", "64", "TEST.EVAL_PERIOD", "248"]
 DETECT_SCHEDULE = ["SOLVER.MAX_ITER", "500", "SOLVER.STEPS", "(400, 470)", "SOLVER.CHECKPOINT_PERIOD", "500"]
-# The detector's model on top of its config file, for training, evaluation and drawing alike: 2x2
-# samples per RoIAlign bin (torchvision's Faster R-CNN setting) instead of detectron2's adaptive
-# count, whose backward pass was an eighth of an iteration's CPU time.
+# The detector's model on top of its config file: 2x2 samples per RoIAlign bin (torchvision's
+# Faster R-CNN setting) instead of detectron2's adaptive count, whose backward pass was an eighth
+# of an iteration's CPU time. Training writes it into OUTPUT_DIR/config.yaml, which the drawing reads.
 DETECT_MODEL = ["MODEL.ROI_BOX_HEAD.POOLER_SAMPLING_RATIO", "2"]
 # What a run should land in ("stage.key" of summary.json): the spread of the runs in docs/demo.md
 # (threads 1 and 2, seeds 0-2), widened where narrower than the goal around its middle (3 points of
@@ -177,10 +177,11 @@ def detect(weights: str, out_dir: Path, quick: bool, seed: int) -> dict:
 
 def visualise(detectors: dict, out_dir: Path) -> dict:
     """One grid of ground truth vs detections per ``{file name: (weights, title)}``
-    (``resnet_det.detection.demo.draw_detection_grid``); returns ``{file name: png path}``."""
-    cfg = load_config(str(DETECT_CONFIG), DETECT_MODEL)
+    (``resnet_det.detection.demo.draw_detection_grid``), each detector built from the
+    ``config.yaml`` its training wrote beside the weights; returns ``{file name: png path}``."""
     drawn = {}
     for name, (weights, title) in detectors.items():
+        cfg = load_config(str(Path(weights).parent / "config.yaml"))
         result = draw_detection_grid(cfg, str(weights), VAL_DATASET, out_dir / name, title=title)
         found = sum(len(r["detections"]) for r in result["images"])
         truth = sum(len(r["ground_truth"]) for r in result["images"])
