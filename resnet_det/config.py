@@ -9,7 +9,7 @@ import math
 from detectron2.config import CfgNode as CN
 from detectron2.config import get_cfg as _d2_get_cfg
 
-from .models.resnet import NORMS, RESNET_SPECS, SHORTCUTS
+from .models.resnet import NORMS, RESNET_SPECS, SHORTCUTS, STEM_CHANNELS, WIDTH_MULTIPLE, valid_width
 
 __all__ = ["ConfigError", "ConfigKeyError", "add_resnet_det_config", "check_rules", "get_cfg", "get_key",
            "learning_rate_warning", "load_config", "merge_config", "number", "one_of", "resnet_options",
@@ -72,7 +72,8 @@ def resnet_options(cfg) -> dict:
     detectron2's ``MODEL.RESNETS.*`` (detection) or ``MODEL.*`` (pretraining), same key names."""
     r = cfg.MODEL.RESNETS if "RESNETS" in cfg.MODEL else cfg.MODEL
     return dict(depth=r.DEPTH, shortcut=r.SHORTCUT, plain=r.PLAIN, norm=r.NORM,
-                stride_in_1x1=r.STRIDE_IN_1X1, zero_init_residual=r.ZERO_INIT_RESIDUAL)
+                stride_in_1x1=r.STRIDE_IN_1X1, zero_init_residual=r.ZERO_INIT_RESIDUAL,
+                width=r.STEM_OUT_CHANNELS)
 
 
 def get_cfg():
@@ -115,6 +116,9 @@ def _device(v):
     return v == "cpu" or v == "cuda" or (v.startswith("cuda:") and v[5:].isdigit())
 
 
+# A ResNet's width (MODEL.RESNETS.STEM_OUT_CHANNELS here, MODEL.STEM_OUT_CHANNELS in pretraining).
+WIDTH_RULE = (valid_width, f"a multiple of {WIDTH_MULTIPLE} (the paper's: {STEM_CHANNELS})")
+
 # key -> (check, allowed values in words). Checked by validate_config; also appended to
 # yacs' "Type mismatch" messages so they say what to write instead.
 RULES = {
@@ -124,8 +128,8 @@ RULES = {
     "MODEL.RESNETS.OUT_FEATURES": (lambda v: len(v) > 0 and set(v) <= set(RESNET_FEATURES),
                                    "a non-empty subset of " + ", ".join(RESNET_FEATURES)),
     "MODEL.RESNETS.NUM_GROUPS": (lambda v: v == 1, "1 (ResNeXt is not part of this plugin)"),
-    "MODEL.RESNETS.WIDTH_PER_GROUP": (lambda v: v == 64, "64"),
-    "MODEL.RESNETS.STEM_OUT_CHANNELS": (lambda v: v == 64, "64"),
+    # The network's width (models/resnet.py): the stem's and res2's channels, doubled per stage.
+    "MODEL.RESNETS.STEM_OUT_CHANNELS": WIDTH_RULE,
     "MODEL.RESNETS.RES5_DILATION": (lambda v: v == 1, "1"),
     "MODEL.RESNETS.DEFORM_ON_PER_STAGE": (lambda v: not any(v), "all False"),
     "MODEL.BACKBONE.FREEZE_AT": (lambda v: 0 <= v <= 5, "0..5 (0: nothing frozen)"),
@@ -193,7 +197,13 @@ def check_rules(cfg, rules, source="config") -> None:
 def validate_config(cfg, source="config") -> None:
     """Raise :class:`ConfigError` listing every key whose value is out of range."""
     uses_resnet = cfg.MODEL.BACKBONE.NAME in RESNET_BACKBONES
-    check_rules(cfg, {k: r for k, r in RULES.items() if uses_resnet or k not in _RESNET_ONLY}, source)
+    rules = {k: r for k, r in RULES.items() if uses_resnet or k not in _RESNET_ONLY}
+    if uses_resnet and RESNET_SPECS.get(cfg.MODEL.RESNETS.DEPTH, ("",))[0] == "bottleneck":
+        # detectron2's bottleneck width; ours is the stem's (basic blocks ignore it, as there).
+        width = cfg.MODEL.RESNETS.STEM_OUT_CHANNELS
+        rules["MODEL.RESNETS.WIDTH_PER_GROUP"] = (lambda v: v == width,
+                                                  f"{width} (= MODEL.RESNETS.STEM_OUT_CHANNELS)")
+    check_rules(cfg, rules, source)
 
 
 def merge_config(cfg, config_file=None, opts=(), *, rules=None, renamed=None):

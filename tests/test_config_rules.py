@@ -48,6 +48,21 @@ def test_old_pretraining_keys_say_what_to_write(old, value, advice, tmp_path):
         load_pretrain_cfg(str(old_file))
 
 
+def test_width_is_checked_in_both_stages():
+    with pytest.raises(ConfigError, match=r"MODEL.STEM_OUT_CHANNELS = 48; allowed: a multiple of 32"):
+        load_pretrain_cfg(TOY_PRETRAIN, ["MODEL.STEM_OUT_CHANNELS", "48"])
+    with pytest.raises(ConfigError, match=r"MODEL.RESNETS.STEM_OUT_CHANNELS = 48; allowed: a multiple of 32"):
+        load_config(TOY_DETECT, ["MODEL.RESNETS.STEM_OUT_CHANNELS", "48"])
+    # detectron2's bottleneck width must agree with ours; basic blocks ignore it, as there.
+    r50 = ["MODEL.RESNETS.DEPTH", "50", "MODEL.RESNETS.STEM_OUT_CHANNELS", "32"]
+    with pytest.raises(ConfigError, match=r"MODEL.RESNETS.WIDTH_PER_GROUP = 64; "
+                                          r"allowed: 32 \(= MODEL.RESNETS.STEM_OUT_CHANNELS\)"):
+        load_config(TOY_DETECT, r50)
+    fixed = load_config(TOY_DETECT, r50 + ["MODEL.RESNETS.WIDTH_PER_GROUP", "32"])
+    assert fixed.MODEL.RESNETS.STEM_OUT_CHANNELS == 32
+    assert load_config(TOY_DETECT, ["MODEL.RESNETS.STEM_OUT_CHANNELS", "32"]).MODEL.RESNETS.WIDTH_PER_GROUP == 64
+
+
 def test_keys_mean_what_detectron2_means():
     pre = load_pretrain_cfg(TOY_PRETRAIN, ["SOLVER.AMP.ENABLED", "True"])
     det = load_config(TOY_DETECT)

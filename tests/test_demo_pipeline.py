@@ -103,6 +103,11 @@ def test_quick_pipeline_writes_every_stage(tmp_path):
     assert 0 <= summary["pretrain"]["val_top1_err"] <= 100
     state, meta = load_backbone(out / "pretrain" / "backbone.safetensors")
     assert meta["arch"]["depth"] == 18 and meta["arch"]["norm"] == "GN"
+    # the demo's half-width network, and its detector built at the same width
+    from resnet_det.pipeline import DEMO_WIDTH
+
+    assert meta["arch"]["width"] == DEMO_WIDTH == state["stem.conv1.weight"].shape[0]
+    assert load_config(str(out / "detect" / "config.yaml")).MODEL.RESNETS.STEM_OUT_CHANNELS == DEMO_WIDTH
     assert "stem.conv1.weight" in state and not any(k.startswith("linear") for k in state)
     # detection: COCO metrics from COCOEvaluator, in the summary and in eval_results.json
     results = json.loads((out / "detect" / "eval_results.json").read_text())
@@ -131,6 +136,28 @@ def test_quick_pipeline_writes_every_stage(tmp_path):
     assert tool.main(["--out", str(out), "--quick", "--threads", "1"]) == 0
     assert "detect_scratch" not in json.loads((out / "summary.json").read_text())
     assert sorted(p.name for p in (out / "data/imagenet/train/circle").iterdir()) == first
+
+
+def test_pretraining_leaves_a_core_to_each_loader_worker(tmp_path, monkeypatch):
+    import resnet_det.pipeline as pipeline
+
+    seen = []
+
+    def fake_train(cfg):
+        seen.append((torch.get_num_threads(), cfg.DATA.NUM_WORKERS))
+        return {"val_top1_err": 50.0}
+
+    monkeypatch.setattr(pipeline, "train", fake_train)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(3)
+        metrics = pipeline.pretrain(tmp_path, tmp_path / "pretrain", False, 0)  # the config's 1 worker
+        assert seen == [(2, 1)] and metrics["threads"] == 2
+        assert torch.get_num_threads() == 3  # the detector gets every thread back
+        torch.set_num_threads(1)
+        assert pipeline.pretrain(tmp_path, tmp_path / "pretrain", False, 0)["threads"] == 1
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_a_run_is_checked_against_the_expected_ranges():

@@ -133,6 +133,10 @@ def test_torchvision_resnet_matches_torchvision_features(tmp_path):
             R18 + ["MODEL.RESNETS.SHORTCUT", "C"],
             ["MODEL.RESNETS.SHORTCUT is 'C', the file was trained with 'B'"],
         ),
+        (
+            R18 + ["MODEL.RESNETS.STEM_OUT_CHANNELS", "32"],
+            ["MODEL.RESNETS.STEM_OUT_CHANNELS is 32, the file was trained with 64"],
+        ),
     ],
 )
 def test_file_of_another_architecture_names_the_key(r18_file, opts, words):
@@ -145,6 +149,27 @@ def test_file_of_another_architecture_names_the_key(r18_file, opts, words):
         assert word in str(info.value)
     assert str(path) in str(info.value)
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # untouched
+
+
+def test_half_width_backbone_file_fills_a_half_width_detector(tmp_path):
+    torch.manual_seed(0)
+    net = build_resnet(18, width=32)
+    path = save_backbone(net, tmp_path / "r18_w32.safetensors")
+    model = _model(FPN, *R18, "MODEL.RESNETS.STEM_OUT_CHANNELS", "32")
+    ResNetDetCheckpointer(model).load(str(path))
+    state = model.state_dict()
+    for key, value in net.state_dict().items():
+        if not key.startswith("linear") and not key.endswith("num_batches_tracked"):  # FrozenBN has none
+            assert torch.equal(state["backbone.bottom_up." + key], value), key
+    # The record names the key for a paper-width detector; a file without it, the shapes and the key.
+    with pytest.raises(WeightsMismatchError,
+                       match="MODEL.RESNETS.STEM_OUT_CHANNELS is 64, the file was trained with 32"):
+        ResNetDetCheckpointer(_model(FPN, *R18)).load(str(path))
+    bare = tmp_path / "r18_w32.pth"
+    torch.save({k: v for k, v in net.state_dict().items() if not k.startswith("linear")}, bare)
+    with pytest.raises(WeightsMismatchError, match=r"(?s)stem.conv1.weight: file \(32, 3, 7, 7\) vs model "
+                                                   r"\(64, 3, 7, 7\).*STEM_OUT_CHANNELS"):
+        ResNetDetCheckpointer(_model(FPN, *R18)).load(str(bare))
 
 
 def test_vgg_file_into_resnet_config_names_backbone(tmp_path):

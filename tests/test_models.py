@@ -4,7 +4,7 @@ import torch
 import torchvision
 from fvcore.nn import FlopCountAnalysis
 
-from resnet_det.models import FEATURE_STRIDES, build_resnet, build_vgg16
+from resnet_det.models import FEATURE_STRIDES, build_model, build_resnet, build_vgg16
 from resnet_det.models.resnet import ZeroPadShortcut
 
 DEPTHS = (18, 34, 50, 101, 152)
@@ -164,6 +164,7 @@ def test_frozen_stage_is_constant_in_training():
         (dict(depth=50, shortcut="D"), ["shortcut", "'D'", "'A'", "'C'"]),
         (dict(depth=50, norm="LN"), ["norm", "'LN'", "'FrozenBN'", "'GN'"]),
         (dict(depth=18, freeze_at=6), ["freeze_at", "6"]),
+        (dict(depth=18, width=48), ["width", "multiple of 32", "48"]),
     ],
 )
 def test_bad_options_name_the_value(kwargs, words):
@@ -171,6 +172,24 @@ def test_bad_options_name_the_value(kwargs, words):
         build_resnet(**kwargs)
     for w in words:
         assert w in str(err.value)
+
+
+@pytest.mark.parametrize("depth, expansion", [(18, 1), (50, 4)])
+def test_width_scales_every_stage(depth, expansion):
+    half, full = build_resnet(depth, num_classes=0, width=32), build_resnet(depth, num_classes=0)
+    x = torch.randn(1, 3, 64, 64)
+    for name, f_half in half.forward_features(x).items():
+        f_full = full.forward_features(x)[name]
+        assert f_half.shape[1] * 2 == f_full.shape[1]  # every stage at half the channels
+        assert f_half.shape[2:] == f_full.shape[2:]
+    assert half.forward_features(x)["res5"].shape[1] == 32 * 8 * expansion
+    # Convolutions hold C_in * C_out weights: a quarter of the parameters (+ the RGB stem's).
+    ratio = sum(p.numel() for p in half.parameters()) / sum(p.numel() for p in full.parameters())
+    assert 0.24 < ratio < 0.26
+    # The width is part of the record a backbone file is rebuilt from.
+    assert half.arch["width"] == 32 and full.arch["width"] == 64
+    rebuilt = build_model(half.arch)
+    assert {k: v.shape for k, v in rebuilt.state_dict().items()} == {k: v.shape for k, v in half.state_dict().items()}
 
 
 def test_vgg16_shapes():

@@ -17,7 +17,7 @@ from detectron2.checkpoint.c2_model_loading import convert_basic_c2_names, conve
 from fvcore.common.checkpoint import _IncompatibleKeys
 
 from ..models import architecture
-from ..models.resnet import RESNET_SPECS, STAGE_NAMES, resnet_arch
+from ..models.resnet import RESNET_SPECS, STAGE_NAMES, STEM_CHANNELS, resnet_arch
 from .export import BACKBONE_FORMAT, CLASSIFIER_PREFIXES, backbone_metadata
 from .checkpointer import SafeCheckpointer
 from .io import load_state_dict_checked, save_safetensors
@@ -70,7 +70,8 @@ def _origin_metadata(state_dict, torchvision: bool, norm="BN") -> dict:
     if torchvision and "conv1_1.weight" in state_dict:
         arch = {"name": "vgg16"}
     elif "stem.conv1.weight" in state_dict:
-        arch = resnet_arch(infer_resnet_depth(state_dict), norm=norm, stride_in_1x1=not torchvision)
+        arch = resnet_arch(infer_resnet_depth(state_dict), norm=norm, stride_in_1x1=not torchvision,
+                           width=int(state_dict["stem.conv1.weight"].shape[0]))
     else:
         return {"format": BACKBONE_FORMAT}  # unknown layout: the loader reports its keys
     return backbone_metadata(arch, msra=not torchvision)
@@ -93,6 +94,11 @@ def check_backbone_metadata(model, meta: dict, source: str) -> None:
                 if file_arch.get(field) is not None and file_arch[field] != arch[field]:
                     problems.append(f"MODEL.RESNETS.{field.upper()} is {arch[field]!r}, the file was "
                                     f"trained with {file_arch[field]!r}")
+            # Files written before the width was recorded hold the paper's.
+            file_width = file_arch.get("width", STEM_CHANNELS)
+            if file_width != arch.get("width", STEM_CHANNELS):
+                problems.append(f"MODEL.RESNETS.STEM_OUT_CHANNELS is {arch.get('width', STEM_CHANNELS)}, "
+                                f"the file was trained with {file_width}")
             file_norm = _BN_FAMILY.get(file_arch.get("norm"))
             if file_norm and file_norm != _BN_FAMILY.get(arch["norm"]):
                 problems.append(
@@ -177,7 +183,7 @@ class ResNetDetCheckpointer(SafeCheckpointer, DetectionCheckpointer):
                                               allow_missing=HEAD_PREFIXES, source=source)
         except ValueError as e:
             raise WeightsMismatchError(
-                f"{e}\nCheck MODEL.BACKBONE.NAME and MODEL.RESNETS.DEPTH/SHORTCUT/PLAIN against "
+                f"{e}\nCheck MODEL.BACKBONE.NAME and MODEL.RESNETS.DEPTH/SHORTCUT/PLAIN/STEM_OUT_CHANNELS against "
                 "the network the file was trained as."
             ) from None
         logger.info(

@@ -7,7 +7,7 @@ from __future__ import annotations
 from fvcore.common.config import CfgNode
 
 from ..common.image import MAX_PIXELS
-from ..config import check_rules, get_key, merge_config, number, one_of
+from ..config import WIDTH_RULE, check_rules, get_key, merge_config, number, one_of
 from ..models import NORMS, RESNET_SPECS, SHORTCUTS
 from .solver import OPTIMIZERS
 
@@ -67,6 +67,8 @@ def get_pretrain_cfg() -> CfgNode:
     _C.MODEL.NORM = "BN"  # BN | SyncBN | GN | FrozenBN
     _C.MODEL.STRIDE_IN_1X1 = True  # MSRA placement; False = torchvision v1.5
     _C.MODEL.ZERO_INIT_RESIDUAL = False
+    # The stem's and res2's channels, doubled per stage (the paper's 64; a multiple of 32).
+    _C.MODEL.STEM_OUT_CHANNELS = 64
     # 0: the number of class folders under DATA.ROOT/DATA.TRAIN_DIR.
     _C.MODEL.NUM_CLASSES = 0
     # --eval-only: a pretraining checkpoint (.pth) or full classifier weights; empty: the last
@@ -159,7 +161,7 @@ def pretrain_rules(cfg) -> dict:
     rules = {"MODEL.ARCH": one_of("resnet", "vgg16")}
     if cfg.MODEL.ARCH == "resnet":
         rules.update({"MODEL.DEPTH": one_of(*RESNET_SPECS), "MODEL.SHORTCUT": one_of(*SHORTCUTS),
-                      "MODEL.NORM": one_of(*NORMS)})
+                      "MODEL.NORM": one_of(*NORMS), "MODEL.STEM_OUT_CHANNELS": WIDTH_RULE})
     rules.update({
         "MODEL.NUM_CLASSES": number(0, integer=True, note="0: one per class folder"),
         "DATA.RECIPE": one_of("paper", "modern"),

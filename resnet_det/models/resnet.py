@@ -43,7 +43,22 @@ SHORTCUTS = ("A", "B", "C")
 NORMS = ("BN", "FrozenBN", "SyncBN", "GN")
 STAGE_NAMES = ("res2", "res3", "res4", "res5")
 FEATURE_STRIDES = {"stem": 4, "res2": 4, "res3": 8, "res4": 16, "res5": 32}
+# The paper's width: the stem's output channels, and res2's (res3..res5 double it stage by
+# stage; bottlenecks expand it 4x). ``width`` scales the whole network (half: a quarter of the
+# parameters); a multiple of 32, so that GroupNorm's 32 groups divide every layer.
 STEM_CHANNELS = 64
+WIDTH_MULTIPLE = 32
+
+
+def valid_width(width) -> bool:
+    """Whether ``width`` can be a ResNet's (its config keys' rule too)."""
+    return type(width) is int and width >= WIDTH_MULTIPLE and width % WIDTH_MULTIPLE == 0
+
+
+def _check_width(width):
+    if not valid_width(width):
+        raise ValueError(f"width must be a positive multiple of {WIDTH_MULTIPLE} (the paper's: "
+                         f"{STEM_CHANNELS}), got {width!r}")
 
 
 def _check_choice(name, value, valid):
@@ -167,22 +182,25 @@ def make_resnet_stage(
     plain: bool = False,
     stride_in_1x1: bool = True,
     dilation: int = 1,
+    width: int = STEM_CHANNELS,
 ) -> list[CNNBlockBase]:
-    """The blocks of one stage (``'res2'``..``'res5'``) of a ResNet of the given depth.
+    """The blocks of one stage (``'res2'``..``'res5'``) of a ResNet of the given depth and
+    ``width`` (res2's; each later stage doubles it).
 
     ``in_channels``/``first_stride`` default to the values the stage has inside the full network;
     the C4 detector's RoI head passes them explicitly when it runs ``res5`` on pooled features.
     """
     _check_choice("depth", depth, tuple(RESNET_SPECS))
+    _check_width(width)
     _check_choice("stage", stage, STAGE_NAMES)
     _check_choice("norm", norm, NORMS)
     kind, counts = RESNET_SPECS[depth]
     idx = STAGE_NAMES.index(stage)
     expansion = 1 if kind == "basic" else 4
-    width = STEM_CHANNELS * 2**idx
+    stem_width, width = width, width * 2**idx
     out_channels = width * expansion
     if in_channels is None:
-        in_channels = STEM_CHANNELS if idx == 0 else width // 2 * expansion
+        in_channels = stem_width if idx == 0 else width // 2 * expansion
     if first_stride is None:
         first_stride = 1 if idx == 0 or dilation > 1 else 2
     options = dict(norm=norm, shortcut=shortcut, plain=plain)
@@ -213,17 +231,19 @@ def build_resnet_stem_and_stages(
     plain: bool = False,
     stride_in_1x1: bool = True,
     zero_init_residual: bool = False,
+    width: int = STEM_CHANNELS,
 ):
     """The stem and the list of stages (lists of blocks) named in ``stages``, all built alike."""
     _check_choice("depth", depth, tuple(RESNET_SPECS))
     _check_choice("norm", norm, NORMS)
     _check_choice("shortcut", shortcut, SHORTCUTS)
+    _check_width(width)
     if list(stages) != list(STAGE_NAMES[: len(stages)]):
         raise ValueError(f"stages must be a prefix of {STAGE_NAMES}, got {tuple(stages)}")
-    stem = BasicStem(in_channels, STEM_CHANNELS, norm=norm)
+    stem = BasicStem(in_channels, width, norm=norm)
     built = [
         make_resnet_stage(
-            depth, s, norm=norm, shortcut=shortcut, plain=plain, stride_in_1x1=stride_in_1x1
+            depth, s, norm=norm, shortcut=shortcut, plain=plain, stride_in_1x1=stride_in_1x1, width=width
         )
         for s in stages
     ]
@@ -323,6 +343,7 @@ def build_resnet(
     freeze_at: int = 0,
     in_channels: int = 3,
     channels_last: bool | None = None,
+    width: int = STEM_CHANNELS,
 ) -> ResNet:
     """ResNet-``depth`` (18/34/50/101/152) of the paper's Table 1.
 
@@ -331,13 +352,15 @@ def build_resnet(
     'SyncBN' or 'GN'. ``stride_in_1x1=True`` is the paper's (MSRA) placement, False
     torchvision's. ``freeze_at`` (0..5) freezes the stem and stages up to res{freeze_at}, as
     detectron2's ``MODEL.BACKBONE.FREEZE_AT``. ``num_classes=0`` builds no classifier head.
+    ``width``: the stem's and res2's channels (the paper's 64; a multiple of 32), each later
+    stage twice the one before.
     ``channels_last`` (None: where measured faster; True; False) runs the activations NHWC (see
     :class:`ResNet`); a run-time choice, not part of the architecture, so not in ``arch``.
     """
     if not 0 <= freeze_at <= 5:
         raise ValueError(f"freeze_at must be in 0..5, got {freeze_at}")
     arch = resnet_arch(depth, shortcut=shortcut, plain=plain, norm=norm, stride_in_1x1=stride_in_1x1,
-                       zero_init_residual=zero_init_residual, in_channels=in_channels)
+                       zero_init_residual=zero_init_residual, in_channels=in_channels, width=width)
     del arch["name"], arch["num_classes"]  # ResNet records them itself
     stem, stages = build_resnet_stem_and_stages(**arch)
     return ResNet(stem, stages, num_classes=num_classes, freeze_at=freeze_at,
@@ -345,9 +368,10 @@ def build_resnet(
 
 
 def resnet_arch(depth: int, *, shortcut="B", plain=False, norm="BN", stride_in_1x1=True,
-                zero_init_residual=False, in_channels=3, num_classes=0) -> dict:
+                zero_init_residual=False, in_channels=3, num_classes=0, width=STEM_CHANNELS) -> dict:
     """The architecture record of a ResNet (``model.arch``, and ``arch`` in a weights file's
-    metadata): every option :func:`build_resnet` needs to rebuild it (``build_model``)."""
+    metadata): every option :func:`build_resnet` needs to rebuild it (``build_model``). Files
+    written before ``width`` existed lack it: they hold the paper's width, 64."""
     return dict(name="resnet", depth=depth, shortcut=shortcut, plain=plain, norm=norm,
                 stride_in_1x1=stride_in_1x1, zero_init_residual=zero_init_residual,
-                in_channels=in_channels, num_classes=num_classes)
+                in_channels=in_channels, num_classes=num_classes, width=width)
