@@ -96,8 +96,8 @@ def check_backbone_metadata(model, meta: dict, source: str) -> None:
                                     f"trained with {file_arch[field]!r}")
             # Files written before the width was recorded hold the paper's.
             file_width = file_arch.get("width", STEM_CHANNELS)
-            if file_width != arch.get("width", STEM_CHANNELS):
-                problems.append(f"MODEL.RESNETS.STEM_OUT_CHANNELS is {arch.get('width', STEM_CHANNELS)}, "
+            if file_width != arch["width"]:
+                problems.append(f"MODEL.RESNETS.STEM_OUT_CHANNELS is {arch['width']}, "
                                 f"the file was trained with {file_width}")
             file_norm = _BN_FAMILY.get(file_arch.get("norm"))
             if file_norm and file_norm != _BN_FAMILY.get(arch["norm"]):

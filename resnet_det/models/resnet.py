@@ -197,10 +197,10 @@ def make_resnet_stage(
     kind, counts = RESNET_SPECS[depth]
     idx = STAGE_NAMES.index(stage)
     expansion = 1 if kind == "basic" else 4
-    stem_width, width = width, width * 2**idx
-    out_channels = width * expansion
+    stage_width = width * 2**idx
+    out_channels = stage_width * expansion
     if in_channels is None:
-        in_channels = stem_width if idx == 0 else width // 2 * expansion
+        in_channels = width if idx == 0 else stage_width // 2 * expansion
     if first_stride is None:
         first_stride = 1 if idx == 0 or dilation > 1 else 2
     options = dict(norm=norm, shortcut=shortcut, plain=plain)
@@ -210,7 +210,7 @@ def make_resnet_stage(
         block_class = BasicBlock
     else:
         block_class = BottleneckBlock
-        options.update(bottleneck_channels=width, stride_in_1x1=stride_in_1x1, dilation=dilation)
+        options.update(bottleneck_channels=stage_width, stride_in_1x1=stride_in_1x1, dilation=dilation)
     return _D2ResNet.make_stage(
         block_class,
         counts[idx],
