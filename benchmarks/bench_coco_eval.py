@@ -122,11 +122,11 @@ def bench_eval_only(config, weights, repeats):
     from detectron2.evaluation import coco_evaluation
 
     import resnet_det  # noqa: F401  (installs faster-coco-eval into COCOEvaluator)
-    from resnet_det.checkpoint.detectron2 import ResNetDetCheckpointer
+    from resnet_det.checkpoint.detection import ResNetDetCheckpointer
     from resnet_det.config import load_config
     from resnet_det.data.datasets import register_all_datasets
-    from resnet_det.detection.engine import Trainer
-    from resnet_det.detection.evaluation import build_evaluator
+    from resnet_det.engine.detection import Trainer
+    from resnet_det.evaluation.evaluators import build_evaluator
 
     logging.disable(logging.WARNING)  # detectron2 logs every evaluation table
     engines = {"faster-coco-eval": coco_evaluation.COCOeval_opt,

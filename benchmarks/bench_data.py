@@ -42,8 +42,8 @@ from torchvision.transforms import v2
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import print_table, time_alternating, write_result  # noqa: E402
 
-from resnet_det.classification.data import ImageFolderDataset  # noqa: E402
-from resnet_det.classification.transforms import (  # noqa: E402
+from resnet_det.data.imagenet import ImageFolderDataset  # noqa: E402
+from resnet_det.data.transforms import (  # noqa: E402
     MEAN,
     STD,
     MixCollate,

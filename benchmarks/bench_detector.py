@@ -8,7 +8,7 @@ For each design (R101-C4: configs/faster_rcnn_r101_coco.yaml vs detectron2's
 COCO-Detection/faster_rcnn_R_101_C4_3x.yaml; R50-FPN: ours with depth 50 vs
 faster_rcnn_R_50_FPN_3x.yaml) the built-in model's random weights are loaded into ours
 unchanged. Inference s/image is timed for detectron2's model and for ours after
-``resnet_det.detection.fast_inference.optimize_detector_for_inference`` (BN folding,
+``resnet_det.modeling.inference.optimize_detector_for_inference`` (BN folding,
 channels_last, faster exact post-processing, RoI pooling on all threads and, for C4, of the bins
 res5 reads; ``--ablation`` adds each step in turn, ``--jit`` and
 ``--compile`` the optional trunk compilers), alternated in one process. The detections of each
@@ -162,7 +162,7 @@ def compare(a, b) -> dict:
 def variants_to_time(ours, ablation: bool, jit: bool, compile: bool, exact: bool = False,
                      ort_trunks: bool = False) -> dict:
     """Our model under the deploy steps to time; the last one is the full recipe."""
-    from resnet_det.detection.fast_inference import optimize_detector_for_inference as opt
+    from resnet_det.modeling.inference import optimize_detector_for_inference as opt
 
     steps = {}
     full = "ours +fold_bn +channels_last +postprocess +roi"
@@ -293,9 +293,9 @@ def compute_floor(model, inputs, threads: int, detectron2_seconds: float) -> dic
 
 
 def export_for_bench(ours, args, design) -> dict:
-    """Our model (before its deploy step) exported with resnet_det.deploy.export into
+    """Our model (before its deploy step) exported with resnet_det.export.exporter into
     benchmarks/results/onnx_<design>/; returns export seconds and file size with the paths."""
-    from resnet_det.deploy.export import export_model
+    from resnet_det.export.exporter import export_model
 
     _, _, cfg = build_pair.cache[design]
     cfg = cfg.clone()
@@ -426,7 +426,7 @@ def profile(args, design):
     from torch.profiler import ProfilerActivity
     from torch.profiler import profile as torch_profile
 
-    from resnet_det.detection.fast_inference import optimize_detector_for_inference
+    from resnet_det.modeling.inference import optimize_detector_for_inference
 
     theirs, ours, _ = build_pair(design, args.logit_std, args.weights)
     g = torch.Generator().manual_seed(2)

@@ -8,7 +8,7 @@ Needs a CUDA device. Three measurements, each with its contenders alternated in 
 after warm-up (median of ``--repeats`` calls of ``--steps`` steps each):
 
 1. Pretraining step of ``build_resnet(depth)`` (batch ``--batch``, 224 px, SGD as
-   ``resnet_det.classification.solver.build_optimizer``). Each row adds one switch to the row
+   ``resnet_det.engine.solver.build_optimizer``). Each row adds one switch to the row
    above, starting from a naive loop: fp32 NCHW, float32 batch copied from pageable host memory
    (what a per-sample float pipeline hands over), the loss read on the host every step, foreach
    SGD. Then: uint8 batch from pinned memory with ``non_blocking`` and normalisation on the GPU
@@ -37,8 +37,8 @@ import torchvision
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import print_table, time_alternating, write_result  # noqa: E402
 
-from resnet_det.classification.solver import build_optimizer  # noqa: E402
-from resnet_det.classification.transforms import NormalizeBatch  # noqa: E402
+from resnet_det.engine.solver import build_optimizer  # noqa: E402
+from resnet_det.data.transforms import NormalizeBatch  # noqa: E402
 from resnet_det.models import build_resnet, optimize_for_inference  # noqa: E402
 
 CUDA = torch.device("cuda")

@@ -25,5 +25,8 @@ except ImportError as e:
     HAS_DETECTRON2 = False
 else:
     HAS_DETECTRON2 = True
-    from . import models  # noqa: E402,F401
-    from . import detection  # noqa: E402,F401  (registers backbones and RoI heads)
+    from resnet_det import modeling  # noqa: F401  (registers the backbones and RoI heads)
+    from resnet_det.evaluation.coco import use_in_detectron2
+
+    # detectron2's COCOEvaluator on faster-coco-eval where its own compiled evaluator is not built.
+    use_in_detectron2()

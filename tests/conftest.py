@@ -16,7 +16,7 @@ def _seed():
 def toy_cls_root(tmp_path_factory):
     """A tiny toy ImageNet-layout tree (5 classes, 8 train / 2 val images of 32 px per class),
     made once per test module; the pretraining tests train on it."""
-    from resnet_det.data.toy import make_toy_data
+    from projects.toy_data import make_toy_data
 
     out = tmp_path_factory.mktemp("toycls")
     make_toy_data(out, kinds=("classification",), num_train_per_class=8, num_val_per_class=2, cls_size=32)

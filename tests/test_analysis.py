@@ -16,8 +16,8 @@ from pycocotools.cocoeval import COCOeval
 from resnet_det.config import load_config
 from resnet_det.data import datasets as ds
 from resnet_det.data.datasets import DatasetError
-from resnet_det.data.toy import TOY_CLASSES, make_toy_data
-from resnet_det.detection.evaluation import RESULTS_JSON, build_evaluator
+from projects.toy_data import TOY_CLASSES, dataset_opts, make_toy_data
+from resnet_det.evaluation.evaluators import RESULTS_JSON, build_evaluator
 from resnet_det.evaluation.analysis import (
     ERROR_TYPES,
     analyze,
@@ -180,7 +180,7 @@ def test_worst_images_are_those_with_the_most_errors(toy, tmp_path):
     off_diagonal = m[:K, :K].sum() - np.trace(m[:K, :K])
     assert sum(c["fp"] for c in analysis.per_image.values()) == m[K].sum() + off_diagonal
     assert sum(c["missed"] for c in analysis.per_image.values()) == m[:K, K].sum() + off_diagonal
-    assert plot_worst_images(analysis, coco_gt, coco_dt, str(tmp_path), "fp", tmp_path / "x.png") == []
+    assert plot_worst_images(analysis, coco_gt, coco_dt, str(tmp_path), "fp", tmp_path / "x.png") is None  # not found
 
 
 def _tool():
@@ -213,8 +213,7 @@ def test_bad_results_fail_with_the_file_named(toy, tmp_path, capsys):
 def test_voc_run_is_analysed_through_its_ground_truth_in_memory(tmp_path, monkeypatch, capsys):
     # A train_det OUTPUT_DIR of a toy VOC run: config.yaml, and what the VOC evaluator writes.
     make_toy_data(tmp_path, kinds=("voc",), num_det_train=1, num_det_val=12, det_size=(96, 128))
-    monkeypatch.setenv("RESNET_DET_TOY_DATA", str(tmp_path))
-    cfg = load_config(os.path.join(REPO, "configs", "toy", "faster_rcnn_r18_fpn_voc.yaml"))
+    cfg = load_config(os.path.join(REPO, "configs", "toy", "faster_rcnn_r18_fpn_voc.yaml"), dataset_opts(tmp_path))
     run = tmp_path / "run"
     run.mkdir()
     (run / "config.yaml").write_text(cfg.dump())
@@ -239,6 +238,6 @@ def test_voc_run_is_analysed_through_its_ground_truth_in_memory(tmp_path, monkey
     assert _tool().main(["--run", str(run), "--output", str(tmp_path / "out")]) == 0
     report = (tmp_path / "out" / "report.md").read_text()
     assert "| 100.0 | 100.0 | 100.0 |" in report  # AP, AP50, AP75 of the ground truth itself
-    assert "(none, or the image files were not found" in report  # nothing wrong to draw
+    assert "(none: no image has a false positive" in report  # nothing wrong to draw
     assert _tool().main(["--run", str(tmp_path), "--output", str(tmp_path / "o2")]) == 2
     assert "is not a train_det OUTPUT_DIR" in capsys.readouterr().err

@@ -4,16 +4,13 @@ import pickle
 import stat
 
 import pytest
+
+from resnet_det.checkpoint import load_state_dict_file, read_safetensors_metadata
 import torch
 
-from resnet_det.checkpoint import (
-    UnsafeWeightsError,
-    atomic_write,
-    load_backbone,
-    load_state_dict_checked,
-    load_state_dict_file,
-    save_backbone,
-)
+from resnet_det.checkpoint import load_state_dict_checked, load_state_dict_file, save_backbone, UnsafeWeightsError
+
+from resnet_det.utils.files import atomic_write
 from resnet_det.models import build_resnet, build_vgg16
 
 
@@ -74,7 +71,7 @@ def test_state_dict_containers_and_errors(tmp_path):
 def test_backbone_export_round_trip(tmp_path, build):
     model = build()
     path = save_backbone(model, tmp_path / "bb")
-    state, meta = load_backbone(path)
+    state, meta = load_state_dict_file(path), read_safetensors_metadata(path)
     assert meta["arch"] == dict(model.arch, num_classes=0)
     assert (tmp_path / "bb.json").exists()
     missing = load_state_dict_checked(build(), state, allow_missing=("linear.", "fc8."))
@@ -87,7 +84,7 @@ def test_backbone_export_round_trip(tmp_path, build):
     ("model.pt", b""),
 ])
 def test_a_text_file_is_not_a_weights_file_rather_than_an_unsafe_pickle(tmp_path, name, content):
-    from resnet_det.checkpoint.detectron2 import ResNetDetCheckpointer
+    from resnet_det.checkpoint.detection import ResNetDetCheckpointer
 
     path = tmp_path / name
     path.write_bytes(content)

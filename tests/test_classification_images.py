@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from resnet_det.classification import ImageFolderDataset, UnreadableImageError, check_class_tree, load_image
+from resnet_det.data.imagenet import check_class_tree, ImageFolderDataset, load_image
+
+from resnet_det.utils.image import ImageError
 
 
 def _jpeg_bytes(size=(40, 30), color=(200, 30, 30)):
@@ -26,14 +28,14 @@ def test_truncated_jpeg_is_unreadable_and_named(tmp_path):
     good = _jpeg_bytes((64, 64))
     p = tmp_path / "trunc.JPEG"
     p.write_bytes(good[: len(good) // 2])
-    with pytest.raises(UnreadableImageError, match="trunc.JPEG"):
+    with pytest.raises(ImageError, match="trunc.JPEG"):
         load_image(p)
 
 
 def test_zero_byte_file(tmp_path):
     p = tmp_path / "empty.JPEG"
     p.write_bytes(b"")
-    with pytest.raises(UnreadableImageError, match=r"empty.JPEG: cannot decode image \(empty file"):
+    with pytest.raises(ImageError, match=r"empty.JPEG: cannot decode image \(empty file"):
         load_image(p)
 
 
@@ -85,7 +87,7 @@ def test_rgba_transparent_pixels_composed_on_white(tmp_path):
 def test_huge_image_header_refused_before_decoding(tmp_path):
     p = tmp_path / "bomb.JPEG"
     p.write_bytes(_patch_jpeg_size(_jpeg_bytes(), 20000, 20000))  # 4e8 pixels claimed, ~1 KB file
-    with pytest.raises(UnreadableImageError, match=r"bomb.JPEG: .*DATA.MAX_IMAGE_PIXELS"):
+    with pytest.raises(ImageError, match=r"bomb.JPEG: .*DATA.MAX_IMAGE_PIXELS"):
         load_image(p)
 
 
@@ -156,5 +158,5 @@ def test_unreadable_image_skipped_with_counted_warning_or_strict_error(tmp_path,
     assert (label, i) == (1, index) and ds.num_skipped == 1
     assert "a1.JPEG" in caplog.text
     strict = ImageFolderDataset(root, strict=True)
-    with pytest.raises(UnreadableImageError, match=r"a1.JPEG.*DATA.STRICT"):
+    with pytest.raises(ImageError, match=r"a1.JPEG.*DATA.STRICT"):
         strict[index]

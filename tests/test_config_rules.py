@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from resnet_det.classification import load_pretrain_cfg
+from resnet_det.config import load_pretrain_cfg
 from resnet_det.config import ConfigError, ConfigKeyError, load_config
 
 CONFIGS = os.path.join(os.path.dirname(__file__), "..", "configs")

@@ -12,7 +12,7 @@ from detectron2.modeling import build_model
 
 import resnet_det  # noqa: F401
 from resnet_det.checkpoint import read_safetensors_metadata
-from resnet_det.checkpoint.detectron2 import ResNetDetCheckpointer, WeightsMismatchError
+from resnet_det.checkpoint.detection import ResNetDetCheckpointer, WeightsMismatchError
 from resnet_det.config import load_config
 from resnet_det.models import build_resnet
 

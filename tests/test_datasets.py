@@ -5,7 +5,6 @@ import os
 
 import numpy as np
 import pytest
-from detectron2.config import get_cfg
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets.coco import load_coco_json
 from detectron2.data.datasets.pascal_voc import load_voc_instances
@@ -13,16 +12,16 @@ from detectron2.structures import BoxMode
 from PIL import Image
 
 import resnet_det  # noqa: F401
+from resnet_det.config import get_cfg
 from resnet_det.data import datasets as ds
 from resnet_det.data.datasets import (
     DatasetError,
-    add_dataset_config,
     check_datasets,
     load_coco_json_checked,
     load_voc_instances_checked,
     register_all_datasets,
 )
-from resnet_det.data.toy import TOY_CLASSES, make_toy_data
+from projects.toy_data import TOY_CLASSES, make_toy_data, register_toy_datasets
 
 LOGGER = "resnet_det.data.datasets"
 
@@ -35,9 +34,8 @@ def toy_root(tmp_path_factory):
 
 
 @pytest.fixture
-def toy_registered(toy_root, monkeypatch):
-    monkeypatch.setenv("RESNET_DET_TOY_DATA", toy_root)
-    register_all_datasets()
+def toy_registered(toy_root):
+    register_toy_datasets(toy_root)
     yield toy_root
     ds.set_strict(False)
 
@@ -129,7 +127,7 @@ def test_checked_loaders_equal_detectron2_loaders_on_clean_toy_data(toy_root):
 
 def test_register_all_datasets_is_idempotent_and_follows_the_toy_root(toy_registered, tmp_path,
                                                                       monkeypatch):
-    register_all_datasets()  # a second call must not raise "already registered"
+    register_toy_datasets(toy_registered)  # a second call must not raise "already registered"
     for name in ("toy_coco_train", "toy_coco_val", "toy_voc_trainval", "toy_voc_test"):
         assert name in DatasetCatalog.list()
     meta = MetadataCatalog.get("toy_voc_test")
@@ -139,16 +137,14 @@ def test_register_all_datasets_is_idempotent_and_follows_the_toy_root(toy_regist
     assert len(DatasetCatalog.get("toy_voc_test")) == 6
     check_datasets(["toy_coco_train", "toy_coco_val", "toy_voc_trainval", "toy_voc_test"])
 
-    monkeypatch.setenv("RESNET_DET_TOY_DATA", str(tmp_path / "elsewhere"))
-    register_all_datasets()
+    register_toy_datasets(tmp_path / "elsewhere")  # the same names at another root replace them
     assert MetadataCatalog.get("toy_voc_test").dirname == str(tmp_path / "elsewhere" / "VOC2007")
-    with pytest.raises(DatasetError, match="make_toy_data.py"):
+    with pytest.raises(DatasetError, match="DATASETS.VOC_REGISTER"):
         check_datasets(["toy_voc_test"])
 
 
 def test_config_registers_coco_json_and_sets_strict(tmp_path):
     cfg = get_cfg()
-    add_dataset_config(cfg)
     assert cfg.DATASETS.STRICT is False
     json_file, image_dir = write_coco(tmp_path, coco_dict())
     entries = f"[['my_ds', '{json_file}', '{image_dir}']]"
@@ -376,10 +372,10 @@ def test_check_datasets_lists_every_missing_path_with_the_fix(tmp_path):
     ds.register_coco_json("chk_coco_no_json", str(tmp_path / "no.json"), image_dir)
     voc = write_voc(tmp_path / "voc", {"x1": voc_xml(voc_obj()), "x2": None})
     os.remove(os.path.join(voc, "JPEGImages", "x1.jpg"))
-    ds.register_voc("chk_voc_missing", voc, "trainval")
-    ds.register_voc("chk_voc_no_split", voc, "test")
+    ds.register_voc("chk_voc_missing", voc, "trainval", TOY_CLASSES)
+    ds.register_voc("chk_voc_no_split", voc, "test", TOY_CLASSES)
     open(os.path.join(voc, "ImageSets", "Main", "val.txt"), "w").write("\n")
-    ds.register_voc("chk_voc_empty_split", voc, "val")
+    ds.register_voc("chk_voc_empty_split", voc, "val", TOY_CLASSES)
     with pytest.raises(DatasetError) as info:
         check_datasets(["chk_coco_missing_image", "chk_coco_no_json", "chk_voc_missing",
                         "chk_voc_no_split", "chk_voc_empty_split", "chk_voc_misng"])
@@ -454,7 +450,7 @@ def test_sanitize_keeps_box_mode_and_values_of_clean_boxes():
 
 from detectron2.data import build_detection_train_loader  # noqa: E402
 
-from resnet_det.common.image import ImageError, read_image_checked  # noqa: E402
+from resnet_det.utils.image import ImageError, read_image_checked  # noqa: E402
 from resnet_det.data.mapper import RobustDatasetMapper  # noqa: E402
 
 
@@ -575,7 +571,7 @@ def test_train_loader_skips_a_bad_image_instead_of_crashing(tmp_path):
 
 
 def test_mapper_reads_strict_and_pixel_limit_from_the_config(tmp_path):
-    cfg = add_dataset_config(get_cfg())
+    cfg = get_cfg()
     cfg.merge_from_list(["DATASETS.STRICT", "True", "DATASETS.MAX_IMAGE_PIXELS", "1000",
                          "INPUT.MIN_SIZE_TRAIN", "(32,)", "INPUT.FORMAT", "RGB"])
     train = RobustDatasetMapper(cfg, True)

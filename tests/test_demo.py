@@ -1,4 +1,5 @@
-"""tools/demo.py draws a detector's boxes on images and writes their json."""
+"""The demos' drawing: a detector's boxes on a folder of images with their json
+(resnet_det.deploy.detect with the PyTorch predictor), and the ground-truth-vs-detections grid."""
 import json
 from pathlib import Path
 
@@ -9,30 +10,32 @@ from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.modeling import build_model
 from PIL import Image
 
+from projects.toy_data import TOY_CLASSES, dataset_opts, make_toy_data
 from resnet_det.config import load_config
-from resnet_det.data.toy import TOY_CLASSES, make_toy_data
-from resnet_det.detection.demo import (DET_COLOR, GT_COLOR, LEGEND_HEIGHT, draw_detection_grid,
-                                       draw_gt_and_detections, run_demo, tile)
+from resnet_det.deploy.detect import detect_folder
+from resnet_det.engine.predictor import Predictor
+from resnet_det.vis.grid import DET_COLOR, GT_COLOR, LEGEND_HEIGHT, draw_detection_grid, draw_gt_and_detections, tile
 
 CONFIG = "configs/toy/faster_rcnn_r18_c4_coco.yaml"
 
 
 @pytest.fixture
-def toy(tmp_path, monkeypatch):
+def toy(tmp_path):
     root = tmp_path / "toy"
     make_toy_data(root, kinds=["coco"], num_det_train=4, num_det_val=2)
-    monkeypatch.setenv("RESNET_DET_TOY_DATA", str(root))
     return root
 
 
 def test_demo_draws_boxes_where_detections_are(tmp_path, toy):
-    cfg = load_config(CONFIG, ["MODEL.DEVICE", "cpu"])
+    cfg = load_config(CONFIG, ["MODEL.DEVICE", "cpu", *dataset_opts(toy)])
     torch.manual_seed(0)
     model = build_model(cfg)
     DetectionCheckpointer(model, save_dir=str(tmp_path)).save("model_final")
     out = tmp_path / "demo"
     # An untrained detector scores low: threshold 0 keeps its detections so they can be drawn.
-    records = run_demo(cfg, str(tmp_path / "model_final.pth"), toy / "coco/val2017", out, 0.0)
+    predictor = Predictor(cfg, str(tmp_path / "model_final.pth"), 0.0)
+    records, failures = detect_folder(predictor, toy / "coco/val2017", out, score_threshold=0.0)
+    assert failures == []
     assert len(records) == 2
     saved = json.loads((out / "detections.json").read_text())
     assert saved == records
@@ -42,14 +45,17 @@ def test_demo_draws_boxes_where_detections_are(tmp_path, toy):
         original = np.asarray(Image.open(rec["file"]).convert("RGB")).astype(int)
         assert drawn.shape == original.shape
         changed = np.abs(drawn - original).sum(-1) > 60
+        edges = []
         for det in rec["detections"]:
             assert det["class_name"] in TOY_CLASSES
             x0, y0, x1, y1 = (int(round(v)) for v in det["bbox_xyxy"])
             x1, y1 = min(x1, drawn.shape[1] - 1), min(y1, drawn.shape[0] - 1)
             edge = np.concatenate([changed[y0, x0:x1], changed[y1, x0:x1],
                                    changed[y0:y1, x0], changed[y0:y1, x1]])
-            if edge.size:  # the box outline is painted over the image
-                assert edge.mean() > 0.5
+            if edge.size:  # the box outline is painted over the image (other boxes' labels on top)
+                assert edge.any()
+                edges.append(edge)
+        assert np.concatenate(edges).mean() > 0.8
         # Far from all boxes the image is untouched (JPEG vs PNG: compare coarsely).
         mask = np.ones(changed.shape, bool)
         for det in rec["detections"]:
@@ -58,20 +64,19 @@ def test_demo_draws_boxes_where_detections_are(tmp_path, toy):
         assert not changed[mask].any()
 
 
-def test_demo_input_errors(tmp_path, toy):
-    cfg = load_config(CONFIG, ["MODEL.DEVICE", "cpu"])
+def test_demo_input_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="nowhere"):
-        run_demo(cfg, "unused.pth", tmp_path / "nowhere", tmp_path / "o")
+        detect_folder(None, tmp_path / "nowhere", tmp_path / "o")
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="no images"):
-        run_demo(cfg, "unused.pth", tmp_path / "empty", tmp_path / "o")
+        detect_folder(None, tmp_path / "empty", tmp_path / "o")
 
 
 # ---------------------------------------------------------------- ground truth vs detections
 
 def _is(pixels, color, tol=60):
-    """Which of ``pixels`` (...x3 uint8) are within ``tol`` of ``color`` (0..1 floats) per channel."""
-    return (np.abs(pixels.astype(int) - np.array(color) * 255) <= tol).all(-1)
+    """Which of ``pixels`` (...x3 uint8) are within ``tol`` of ``color`` (RGB 0..255) per channel."""
+    return (np.abs(pixels.astype(int) - np.array(color)) <= tol).all(-1)
 
 
 def test_ground_truth_and_detections_are_drawn_on_their_box_edges():
@@ -104,8 +109,11 @@ def test_a_detection_on_its_object_leaves_the_ground_truth_visible_beside_it():
     box = [20, 20, 100, 80]
     drawn = draw_gt_and_detections(image, [box], [1], [box], [1], [0.99], list(TOY_CLASSES), scale=2)
     x0, row = 40, drawn[100]  # the left edge at x0 = 20 * 2, halfway down
-    assert _is(row[x0 - 1:x0 + 2], DET_COLOR).all()  # the detection's thin line in the middle
-    assert _is(row[x0 - 4], GT_COLOR) and _is(row[x0 + 4], GT_COLOR)  # the ground truth's rim
+    # At scale 2: the detection's 2-pixel line centred on the edge, inside the ground truth's
+    # 6-pixel one, which stays visible on both sides of it.
+    assert _is(row[x0 - 1:x0 + 1], DET_COLOR).all()
+    assert _is(row[x0 - 3:x0 - 1], GT_COLOR).all() and _is(row[x0 + 1:x0 + 3], GT_COLOR).all()
+    assert not _is(row[x0 - 5:x0 - 3], GT_COLOR).any() and not _is(row[x0 + 3:x0 + 5], GT_COLOR).any()
 
 
 def test_tile_places_each_image_in_its_cell():
@@ -122,7 +130,7 @@ def test_tile_places_each_image_in_its_cell():
 
 
 def test_detection_grid_draws_each_val_image_with_its_ground_truth(tmp_path, toy):
-    cfg = load_config(CONFIG, ["MODEL.DEVICE", "cpu"])
+    cfg = load_config(CONFIG, ["MODEL.DEVICE", "cpu", *dataset_opts(toy)])
     torch.manual_seed(0)
     DetectionCheckpointer(build_model(cfg), save_dir=str(tmp_path)).save("model_final")
     out = tmp_path / "vis" / "grid.png"

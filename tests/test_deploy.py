@@ -14,12 +14,12 @@ from detectron2.data import transforms as T
 from detectron2.modeling import build_model
 from PIL import Image
 
-from resnet_det.common.image import ImageError, read_image_checked
+from resnet_det.utils.image import ImageError, read_image_checked
 from resnet_det.config import load_config
 from resnet_det.deploy import DeployError, OnnxDetector, read_image, resize_shortest_edge
 from resnet_det.deploy.compare import match_detections
-from resnet_det.deploy.evaluation import compare_with_pytorch, pytorch_detections
-from resnet_det.deploy.export import export_model
+from deploy_helpers import compare_with_pytorch, pytorch_detections
+from resnet_det.export.exporter import export_model
 
 ROOT = Path(__file__).resolve().parents[1]
 TOY = ROOT / "configs" / "toy"

@@ -13,11 +13,12 @@ import torch
 from detectron2.modeling import build_model
 from PIL import Image
 
-from resnet_det.checkpoint.detectron2 import ResNetDetCheckpointer
+from deploy_helpers import compare_with_pytorch
+from projects.toy_data import dataset_opts, make_toy_data
+from resnet_det.checkpoint.detection import ResNetDetCheckpointer
 from resnet_det.config import load_config
-from resnet_det.data.toy import make_toy_data
 from resnet_det.deploy import OnnxDetector, read_image
-from resnet_det.deploy.evaluation import compare_with_pytorch, evaluate_onnx
+from resnet_det.export.onnx_evaluation import evaluate_onnx
 
 ROOT = Path(__file__).resolve().parents[1]
 # The toy configs at the small test data's size (96x128), short schedules. Score threshold
@@ -33,8 +34,7 @@ ITERS = {"r18_c4": 60, "r18_fpn": 40, "vgg16": 10}  # VGG-16: 5-20 s per iterati
 def toy_env(tmp_path_factory):
     root = tmp_path_factory.mktemp("toy")
     make_toy_data(root, seed=0, kinds=["coco"], num_det_train=16, num_det_val=8, det_size=(96, 128))
-    return dict(os.environ, RESNET_DET_TOY_DATA=str(root), OMP_NUM_THREADS="2",
-                PYTHONWARNINGS="ignore", PYTHONPATH=str(ROOT)), root
+    return dict(os.environ, OMP_NUM_THREADS="2", PYTHONWARNINGS="ignore", PYTHONPATH=str(ROOT)), root
 
 
 def _tool(env, name, *args):
@@ -46,11 +46,10 @@ def _tool(env, name, *args):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("arch", list(ITERS))
-def test_trained_detector_exports_with_the_same_detections_and_ap(arch, toy_env, tmp_path, monkeypatch):
+def test_trained_detector_exports_with_the_same_detections_and_ap(arch, toy_env, tmp_path):
     env, root = toy_env
-    monkeypatch.setenv("RESNET_DET_TOY_DATA", str(root))
     config = ROOT / "configs" / "toy" / f"faster_rcnn_{arch}_coco.yaml"
-    opts = SMALL + ["SOLVER.MAX_ITER", str(ITERS[arch])]
+    opts = SMALL + ["SOLVER.MAX_ITER", str(ITERS[arch]), *dataset_opts(root)]
     _tool(env, "train_det.py", "--config", config, *opts, "OUTPUT_DIR", tmp_path / "train")
     weights = tmp_path / "train" / "model_final.pth"
     _tool(env, "export_model.py", "--config", config, "--weights", weights, "--output", tmp_path / "onnx", *opts)

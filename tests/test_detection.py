@@ -61,7 +61,7 @@ def test_registration_is_idempotent():
     # Re-running the modules (as a second import under another name would) must not raise.
     for module in ("backbone", "roi_heads", ""):
         importlib.reload(
-            importlib.import_module("resnet_det.detection" + (f".{module}" if module else ""))
+            importlib.import_module("resnet_det.modeling" + (f".{module}" if module else ""))
         )
     importlib.reload(resnet_det)
 

@@ -7,8 +7,8 @@ from detectron2.structures import Boxes, BoxMode, Instances
 
 from resnet_det.config import get_cfg
 from resnet_det.data.datasets import register_voc
-from resnet_det.data.toy import TOY_CLASSES, make_toy_data
-from resnet_det.detection.evaluation import VOCDetectionEvaluator, build_evaluator
+from projects.toy_data import make_toy_data, TOY_CLASSES
+from resnet_det.evaluation.evaluators import VOCDetectionEvaluator, build_evaluator
 
 
 @pytest.fixture(scope="module")
@@ -16,7 +16,7 @@ def voc_name(tmp_path_factory):
     root = tmp_path_factory.mktemp("toy")
     make_toy_data(root, kinds=["voc"], num_det_train=2, num_det_val=12, det_size=(96, 128))
     name = "test_eval_voc07_test"
-    register_voc(name, root / "VOC2007", "test", 2007, TOY_CLASSES)
+    register_voc(name, root / "VOC2007", "test", TOY_CLASSES, 2007)
     return name
 
 
@@ -123,7 +123,7 @@ def test_voc07_11_point_ap_against_a_hand_computed_curve(tmp_path):
     results = {}
     for year in (2007, 2012):
         name = f"test_eval_hand_voc_{year}"
-        register_voc(name, tmp_path, "test", year, ["shape"])
+        register_voc(name, tmp_path, "test", ["shape"], year)
         evaluator = VOCDetectionEvaluator(name)
         evaluator.reset()
         for image_id, dets in detections.items():
@@ -205,6 +205,6 @@ def test_voc_evaluation_reads_xml_without_pose_or_flags_and_with_decimal_boxes(t
             f"<ymin>{y0}</ymin><xmax>{x1}</xmax><ymax>{y1}</ymax></bndbox></object></annotation>")
     (root / "ImageSets" / "Main" / "test.txt").write_text("a\nb\n")
     name = "test_eval_cvat_style"
-    register_voc(name, root, "test", 2012, TOY_CLASSES)
+    register_voc(name, root, "test", TOY_CLASSES, 2012)
     bbox = _evaluate(name)
     assert bbox["AP50-circle"] == pytest.approx(100) and bbox["AP50"] == pytest.approx(100 / 5)

@@ -18,7 +18,7 @@ from pycocotools.cocoeval import COCOeval
 
 from resnet_det.data import datasets as ds
 from resnet_det.data.datasets import DatasetError
-from resnet_det.data.toy import make_toy_data
+from projects.toy_data import make_toy_data
 from resnet_det.evaluation import (
     COCO_STAT_NAMES,
     coco_engine,

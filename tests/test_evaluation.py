@@ -8,7 +8,7 @@ from detectron2.structures import Boxes, BoxMode, Instances
 
 import resnet_det  # noqa: F401
 from resnet_det.data import datasets as ds
-from resnet_det.data.toy import TOY_CLASSES, make_toy_data
+from projects.toy_data import make_toy_data, TOY_CLASSES
 
 
 @pytest.fixture(scope="module")

@@ -45,7 +45,7 @@ def test_training_bn_is_refused_and_gn_is_kept():
 def test_batched_nms_matches_torchvision():
     from torchvision.ops import batched_nms as tv_batched_nms
 
-    from resnet_det.detection.fast_inference import batched_nms
+    from resnet_det.modeling.postprocess import batched_nms
 
     g = torch.Generator().manual_seed(0)
     xy = torch.rand(3000, 2, generator=g) * 200
@@ -97,7 +97,7 @@ def _calibrate_frozen_bn(model):
     ids=["eager", "jit", "onnxruntime", "compile"],
 )
 def test_detector_deploy_step_keeps_detections(name, options):
-    from resnet_det.detection.fast_inference import optimize_detector_for_inference
+    from resnet_det.modeling.inference import optimize_detector_for_inference
 
     model = _toy_detector(name)
     image = torch.randint(0, 256, (3, 160, 224), dtype=torch.uint8, generator=torch.Generator().manual_seed(2))
@@ -120,7 +120,7 @@ def test_detector_deploy_step_keeps_detections(name, options):
 def test_chunked_roi_align_is_bit_identical(every, channels_last):
     from torchvision.ops import roi_align
 
-    from resnet_det.detection.fast_inference import roi_align_chunked
+    from resnet_det.modeling.inference import roi_align_chunked
 
     g = torch.Generator().manual_seed(0)
     features = torch.randn(2, 8, 20, 24, generator=g)
@@ -146,7 +146,7 @@ def test_chunked_roi_align_is_bit_identical(every, channels_last):
 
 
 def test_c4_head_pools_only_the_bins_res5_reads():
-    from resnet_det.detection.fast_inference import optimize_detector_for_inference
+    from resnet_det.modeling.inference import optimize_detector_for_inference
 
     model = _toy_detector("c4-r50")
     block = model.roi_heads.res5[0]

@@ -4,8 +4,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from resnet_det.classification.data import UnreadableImageError, decode_image, load_image
-from resnet_det.common.image import ImageError, read_image_checked
+from resnet_det.utils.image import ImageError
+
+from resnet_det.data.imagenet import decode_image, load_image
+from resnet_det.utils.image import ImageError, read_image_checked
 from resnet_det.data.mapper import RobustDatasetMapper
 from resnet_det.deploy.runtime import read_image
 
@@ -97,17 +99,17 @@ def test_float_and_out_of_range_images_are_refused_by_both_stages(tmp_path):
     float_path = _save(tmp_path, "float.tif", Image.fromarray(np.ones((4, 4), np.float32)))
     wide_path = _save(tmp_path, "wide.tif", Image.fromarray(np.full((4, 4), 70000, np.int32)))
     for path, reason in ((float_path, "mode F"), (wide_path, "outside 16-bit range")):
-        with pytest.raises(UnreadableImageError, match=f"{path.name}: .*{reason}"):
+        with pytest.raises(ImageError, match=f"{path.name}: .*{reason}"):
             decode_image(path)
         with pytest.raises(ImageError, match=f"{path.name}: .*{reason}"):
             _mapper()({"file_name": str(path), "image_id": 0, "height": 4, "width": 4})
-    assert UnreadableImageError is ImageError  # one error type for both stages
+    assert ImageError is ImageError  # one error type for both stages
 
 
 def test_pixel_limit_is_per_call_and_leaves_pillow_global_alone(tmp_path):
     before = Image.MAX_IMAGE_PIXELS
     path = _save(tmp_path, "wide.png", Image.new("RGB", (300, 10), (1, 2, 3)))
-    with pytest.raises(UnreadableImageError, match=r"wide.png: 300x10 = 3000 pixels .*DATA.MAX_IMAGE_PIXELS=2999"):
+    with pytest.raises(ImageError, match=r"wide.png: 300x10 = 3000 pixels .*DATA.MAX_IMAGE_PIXELS=2999"):
         decode_image(path, max_pixels=2999)
     with pytest.raises(ImageError, match=r"wide.png: 300x10 = 3000 pixels .*DATASETS.MAX_IMAGE_PIXELS=2999"):
         _mapper(max_image_pixels=2999)({"file_name": str(path), "image_id": 0, "height": 10, "width": 300})
@@ -117,7 +119,7 @@ def test_pixel_limit_is_per_call_and_leaves_pillow_global_alone(tmp_path):
     try:
         Image.MAX_IMAGE_PIXELS = 1000  # Pillow alone would refuse above 2000 pixels
         assert load_image(path, max_pixels=5000).size == (300, 10)
-        with pytest.raises(UnreadableImageError, match="wide.png"):
+        with pytest.raises(ImageError, match="wide.png"):
             load_image(path, max_pixels=None)  # no limit of ours: Pillow's guard decides
         assert Image.MAX_IMAGE_PIXELS == 1000
     finally:

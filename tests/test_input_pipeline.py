@@ -8,10 +8,11 @@ import torch
 from PIL import Image
 from torchvision.transforms import v2
 
-from resnet_det.checkpoint.export import PIXEL_MEAN_RGB, PIXEL_STD_RGB
-from resnet_det.classification import ImageFolderDataset, UnreadableImageError, build_train_loader, load_image
-from resnet_det.classification.data import decode_image
-from resnet_det.classification.transforms import (
+from resnet_det.checkpoint.backbone_file import PIXEL_MEAN_RGB, PIXEL_STD_RGB
+from resnet_det.data.imagenet import build_train_loader, ImageFolderDataset, load_image
+from resnet_det.utils.image import ImageError
+from resnet_det.data.imagenet import decode_image
+from resnet_det.data.transforms import (
     MEAN,
     STD,
     MixCollate,
@@ -79,7 +80,7 @@ def test_decode_image_truncated_or_corrupt_jpeg_names_the_file(tmp_path):
     garbled = tmp_path / "garbled.JPEG"
     garbled.write_bytes(data[:400] + bytes(len(data) - 400))  # valid header, zeroed scan data
     for path in (truncated, garbled):
-        with pytest.raises(UnreadableImageError, match=path.name) as info:
+        with pytest.raises(ImageError, match=path.name) as info:
             decode_image(path)
         assert ".cpp" not in str(info.value)  # PIL's reason, not torchvision's source location
 
@@ -89,11 +90,11 @@ def test_decode_image_refuses_huge_header_and_empty_file(tmp_path):
     _photo(64, 64).save(buf, "JPEG")
     big = tmp_path / "bomb.JPEG"
     big.write_bytes(buf.getvalue())
-    with pytest.raises(UnreadableImageError, match=r"bomb.JPEG.*MAX_IMAGE_PIXELS"):
+    with pytest.raises(ImageError, match=r"bomb.JPEG.*MAX_IMAGE_PIXELS"):
         decode_image(big, max_pixels=64 * 63)
     empty = tmp_path / "empty.JPEG"
     empty.write_bytes(b"")
-    with pytest.raises(UnreadableImageError, match=r"empty.JPEG.*empty file"):
+    with pytest.raises(ImageError, match=r"empty.JPEG.*empty file"):
         decode_image(empty)
 
 
@@ -164,7 +165,7 @@ def test_loader_batches_are_uint8_and_identical_for_any_worker_count(tree):
 
 
 def test_decode_image_falls_back_to_pil_when_torchvision_refuses(tmp_path, monkeypatch):
-    from resnet_det.classification import data
+    from resnet_det.data import imagenet as data
 
     path = _jpeg(tmp_path / "odd.JPEG", _photo())
     calls = []

@@ -4,12 +4,14 @@ import torch
 import torchvision
 from fvcore.nn import FlopCountAnalysis
 
-from resnet_det.models import FEATURE_STRIDES, build_model, build_resnet, build_vgg16
+from resnet_det.models import build_model, build_resnet, build_vgg16
 from resnet_det.models.resnet import ZeroPadShortcut
 
 DEPTHS = (18, 34, 50, 101, 152)
 # Table 1 of the paper, multiply-adds at 224x224 (MSRA placement: stride in the first 1x1).
 TABLE1_GFLOPS = {18: 1.8, 34: 3.6, 50: 3.8, 101: 7.6, 152: 11.3}
+
+FEATURE_STRIDES = {"stem": 4, "res2": 4, "res3": 8, "res4": 16, "res5": 32}
 
 
 def n_params(model):

@@ -6,25 +6,21 @@ import shutil
 import signal
 
 import pytest
+
+from resnet_det.checkpoint import load_state_dict_file, read_safetensors_metadata
 import torch
 
-from resnet_det.checkpoint import SafeCheckpointer, load_backbone, load_state_dict_checked, prune_checkpoints
-from resnet_det.classification import (
-    DataLoaderWorkerError,
-    DivergenceError,
-    TrainSampler,
-    build_datasets,
-    build_lr_scheduler,
-    build_train_loader,
-    engine,
-    evaluate,
-    evaluate_only,
-    iterate_loader,
-    load_pretrain_cfg,
-    train,
-)
-from resnet_det.classification import data as cls_data
-from resnet_det.data.toy import TOY_CLASSES
+from resnet_det.checkpoint import load_state_dict_checked, prune_checkpoints, SafeCheckpointer
+from resnet_det.data.imagenet import build_train_loader, DataLoaderWorkerError, iterate_loader
+from resnet_det.engine.hooks import TrainingDivergedError
+from resnet_det.data.samplers import TrainSampler
+from resnet_det.engine import classification as engine
+from resnet_det.engine.classification import build_datasets, evaluate_only, train
+from resnet_det.engine.solver import build_lr_scheduler
+from resnet_det.evaluation.accuracy import evaluate
+from resnet_det.config import load_pretrain_cfg
+from resnet_det.data import imagenet as cls_data
+from projects.toy_data import TOY_CLASSES
 from resnet_det.models import build_model, build_resnet
 
 CONFIGS = os.path.join(os.path.dirname(__file__), "..", "configs", "pretrain")
@@ -95,7 +91,7 @@ def test_typo_and_wrong_type_fail_naming_key(tmp_path):
 
 
 def test_optimizer_choice_builds_sgd_or_adamw():
-    from resnet_det.classification.solver import build_optimizer
+    from resnet_det.engine.solver import build_optimizer
 
     model = build_resnet(18, 5, norm="GN")
     sgd = build_optimizer(model, 0.1, momentum=0.8)
@@ -203,7 +199,7 @@ def test_train_outputs_backbone_and_eval_only(toy_cls_root, tmp_path):
     assert 0 <= final["val_top1_err"] <= 100 and "val_10crop_top1_err" in final
     assert final["val_images"] == 2 * len(TOY_CLASSES)
 
-    state, meta = load_backbone(tmp_path / "backbone.safetensors")
+    state, meta = load_state_dict_file(tmp_path / "backbone.safetensors"), read_safetensors_metadata(tmp_path / "backbone.safetensors")
     assert meta["arch"]["depth"] == 18 and meta["input_format"] == "RGB"
     assert meta["pixel_mean"] == [123.675, 116.28, 103.53]
     model = build_resnet(18, num_classes=5, norm=cfg.MODEL.NORM)  # the toy config sets the norm
@@ -263,7 +259,7 @@ def test_nan_loss_stops_with_iteration_and_keeps_checkpoint(toy_cls_root, tmp_pa
 
     monkeypatch.setattr(engine, "classification_loss", poisoned)
     cfg = tiny_cfg(toy_cls_root, tmp_path, "SOLVER.LOG_PERIOD", "20", "TEST.TEN_CROP", "False")
-    with pytest.raises(DivergenceError, match=r"loss is nan at iteration 3 .*model_0000002.pth"):
+    with pytest.raises(TrainingDivergedError, match=r"loss is nan at iteration 3 .*model_0000002.pth"):
         train(cfg)
     model = build_resnet(18, 5, norm=cfg.MODEL.NORM)
     checkpointer = SafeCheckpointer(model, str(tmp_path))

@@ -28,7 +28,9 @@ def _ddp_worker(root, out):
     """One rank: train, then write the sample indices this rank was fed, per iteration."""
     from detectron2.utils import comm
 
-    from resnet_det.classification import ClassificationTrainer, load_pretrain_cfg
+    from resnet_det.engine.classification import ClassificationTrainer
+
+    from resnet_det.config import load_pretrain_cfg
 
     torch.set_num_threads(1)
     cfg = load_pretrain_cfg(TOY_CFG, _opts(root, out, "SOLVER.MAX_ITER", "4", "DATA.NUM_WORKERS", "0"))

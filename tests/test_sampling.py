@@ -1,10 +1,10 @@
-"""The shared seeding and resumable sampler (resnet_det.common.sampling)."""
+"""The shared seeding and resumable sampler (resnet_det.data.samplers)."""
 import random
 
 import numpy as np
 import torch
 
-from resnet_det.common.sampling import TrainSampler, derived_seed, seeded_rngs
+from resnet_det.data.samplers import TrainSampler, derived_seed, seeded_rngs
 
 
 def test_seeded_rngs_repeat_inside_and_restore_outside():

@@ -14,8 +14,8 @@ import pytest
 import torch
 
 from resnet_det.config import ConfigError, load_config
-from resnet_det.data.toy import make_toy_data
-from resnet_det.detection.engine import check_can_train
+from projects.toy_data import dataset_opts, make_toy_data
+from resnet_det.engine.detection import check_can_train
 
 ROOT = Path(__file__).resolve().parents[1]
 TOOL = ROOT / "tools" / "train_det.py"
@@ -50,10 +50,8 @@ def toy_env(tmp_path_factory):
     make_toy_data(
         root, seed=0, kinds=["voc", "coco"], num_det_train=16, num_det_val=8, det_size=(96, 128)
     )
-    env = dict(
-        os.environ, RESNET_DET_TOY_DATA=str(root), OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore"
-    )
-    return env
+    # TOY_ROOT is this file's own: _run registers the toy datasets there by config overrides.
+    return dict(os.environ, TOY_ROOT=str(root), OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
 
 
 def _run(env, config, out, *opts, args=(), timeout=900, check=True):
@@ -66,6 +64,7 @@ def _run(env, config, out, *opts, args=(), timeout=900, check=True):
         *SMALL,
         "OUTPUT_DIR",
         str(out),
+        *dataset_opts(env["TOY_ROOT"]),
         *opts,
     ]
     proc = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
@@ -90,10 +89,10 @@ def test_bad_config_fails_before_any_work(toy_env, tmp_path):
 
 
 def test_missing_dataset_is_reported_before_training(toy_env, tmp_path):
-    env = dict(toy_env, RESNET_DET_TOY_DATA=str(tmp_path / "nowhere"))
+    env = dict(toy_env, TOY_ROOT=str(tmp_path / "nowhere"))
     proc = _run(env, TOY_VOC, tmp_path / "out", check=False)
     assert proc.returncode != 0
-    assert "nowhere" in proc.stderr and "make_toy_data.py" in proc.stderr
+    assert "nowhere" in proc.stderr and "DATASETS.VOC_REGISTER" in proc.stderr
     assert "Starting training" not in proc.stderr
 
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from torch.utils.data import DataLoader
 
-from resnet_det.detection.loader import TrainBatches
+from resnet_det.data.build import TrainBatches
 
 
 def _dicts(n=11):

@@ -12,7 +12,7 @@ datasets, found as train_det finds them). Writes PNGs and report.md to --output.
 import argparse
 import sys
 
-from resnet_det.cli import add_debug_argument, run_cli, silence_known_warnings
+from resnet_det.utils.cli import add_debug_argument, run_cli, silence_known_warnings
 
 silence_known_warnings()  # before detectron2's imports, which warn
 

@@ -23,14 +23,15 @@ KEY VALUE overrides work as in tools/train_det.py, e.g. your own VOC-layout fold
 import argparse
 import sys
 
-from resnet_det.cli import add_debug_argument, run_cli, silence_known_warnings
+from resnet_det.utils.cli import add_debug_argument, run_cli, silence_known_warnings
 
 silence_known_warnings()  # before detectron2's imports, which warn
 
 from detectron2.utils.logger import setup_logger  # noqa: E402
 
 from resnet_det.config import load_config  # noqa: E402
-from resnet_det.detection.browse import browse_dataset, export_crops  # noqa: E402
+from resnet_det.vis.browse import browse_dataset  # noqa: E402
+from resnet_det.data.crops import export_crops  # noqa: E402
 
 
 def main(argv=None):

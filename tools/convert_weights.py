@@ -17,11 +17,11 @@ import argparse
 import json
 import sys
 
-from resnet_det.cli import add_debug_argument, run_cli, silence_known_warnings
+from resnet_det.utils.cli import add_debug_argument, run_cli, silence_known_warnings
 
 silence_known_warnings()  # before detectron2's imports, which warn
 
-from resnet_det.checkpoint.detectron2 import convert_pickle_weights  # noqa: E402
+from resnet_det.checkpoint.detection import convert_pickle_weights  # noqa: E402
 
 
 def main(argv=None):

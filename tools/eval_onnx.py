@@ -9,14 +9,14 @@ import argparse
 import json
 import sys
 
-from resnet_det.cli import add_debug_argument, run_cli, silence_known_warnings
+from resnet_det.utils.cli import add_debug_argument, run_cli, silence_known_warnings
 
 silence_known_warnings()  # before detectron2's imports, which warn
 
 from detectron2.utils.logger import create_small_table, setup_logger  # noqa: E402
 
 from resnet_det.config import load_config  # noqa: E402
-from resnet_det.deploy.evaluation import evaluate_onnx  # noqa: E402
+from resnet_det.export.onnx_evaluation import evaluate_onnx  # noqa: E402
 
 
 def main(argv=None):

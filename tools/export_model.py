@@ -12,12 +12,12 @@ or tools/demo.py --onnx; measure it with tools/eval_onnx.py.
 import argparse
 import sys
 
-from resnet_det.cli import add_debug_argument, run_cli, silence_known_warnings
+from resnet_det.utils.cli import add_debug_argument, run_cli, silence_known_warnings
 
 silence_known_warnings()  # before detectron2's imports, which warn
 
 from resnet_det.config import load_config  # noqa: E402
-from resnet_det.deploy.export import export_from_config  # noqa: E402
+from resnet_det.export.exporter import export_from_config  # noqa: E402
 
 
 def main(argv=None):

@@ -5,13 +5,17 @@
 
 Writes a PNG (std vs block index, and sorted by magnitude) and a json of the stds beside it.
 """
+import sys  # noqa: E402,I001
+from pathlib import Path  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root: projects/
 import argparse
 import json
 from pathlib import Path
 
 import torch
 
-from resnet_det.analysis.layer_responses import (
+from projects.paper.layer_responses import (
     init_layer_responses,
     plot_layer_responses,
     study_layer_responses,
@@ -38,7 +42,7 @@ def main():
             out = Path(args.out or Path(args.study) / "layer_responses.png")
         else:
             if args.data or args.cifar10:
-                from resnet_det.analysis.degradation import load_study_data
+                from projects.paper.degradation import load_study_data
 
                 data = load_study_data(args.data, args.cifar10)
                 images = data.normalize(data.test_images[: args.num_images])

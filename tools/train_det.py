@@ -19,7 +19,7 @@ Other uses:
     --resume                 continue from OUTPUT_DIR/last_checkpoint (same data order and
                              random numbers as an uninterrupted run)
     --eval-only              evaluate MODEL.WEIGHTS (or, with --resume, the last checkpoint)
-    --eval-only --deploy     ... after the inference deploy step (resnet_det.detection.
+    --eval-only --deploy     ... after the inference deploy step (resnet_det.modeling.
                              fast_inference: BN folded, channels_last, faster post-processing
                              and RoI pooling; detections equal up to float rounding)
     --num-gpus N             N processes on this machine (GPUs; with MODEL.DEVICE cpu, CPU
@@ -49,11 +49,11 @@ dataset, weights) print their message alone and exit with status 2.
 """
 import sys
 
-from resnet_det.cli import run_cli, silence_known_warnings, training_argument_parser
+from resnet_det.utils.cli import run_cli, silence_known_warnings, training_argument_parser
 
 silence_known_warnings()  # before detectron2's imports, which warn
 
-from resnet_det.detection.engine import launch_from_args  # noqa: E402
+from resnet_det.engine.detection import launch_from_args  # noqa: E402
 
 
 def main():

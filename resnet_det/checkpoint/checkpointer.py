@@ -9,7 +9,8 @@ from iopath.common.file_io import PathManager
 
 from detectron2.utils import comm
 
-from .io import atomic_write, load_state_dict_checked, read_safetensors_metadata, read_weights_file, _unwrap
+from resnet_det.checkpoint.io import _unwrap, load_state_dict_checked, read_safetensors_metadata, read_weights_file
+from resnet_det.utils.files import atomic_write
 
 __all__ = ["SafeCheckpointer", "prune_checkpoints", "LAST_CHECKPOINT"]
 

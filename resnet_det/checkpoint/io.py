@@ -1,19 +1,18 @@
 """Reading and writing weight files without running code from them, and atomically."""
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import pickle
 import tarfile
-import tempfile
 import zipfile
 from pathlib import Path
 
 import torch
 
+from resnet_det.utils.files import atomic_write
+
 __all__ = ["read_safetensors_metadata", "PICKLE_SUFFIXES", "UnsafeWeightsError", "WeightsFileError",
-           "atomic_write", "read_weights_file", "load_state_dict_file", "load_state_dict_checked",
+           "read_weights_file", "load_state_dict_file", "load_state_dict_checked",
            "save_safetensors"]
 
 PICKLE_SUFFIXES = (".pkl", ".pickle")
@@ -34,29 +33,6 @@ def _looks_like_torch_file(path) -> bool:
     with open(path, "rb") as f:
         first = f.read(1)
     return first == b"\x80" or zipfile.is_zipfile(path) or tarfile.is_tarfile(path)
-
-
-@contextlib.contextmanager
-def atomic_write(path, mode="wb"):
-    """Open a temporary file beside ``path``; on success it replaces ``path`` in one rename, so a
-    reader (or a resume after a kill) never sees a partial file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        # mkstemp creates 0600 files; give the result the permissions open() would have.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.fchmod(fd, 0o666 & ~umask)
-        with os.fdopen(fd, mode) as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
 
 
 def save_safetensors(state_dict, path, metadata: dict | None = None) -> Path:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 
-from ..models.vgg import CONV_NAMES
+from resnet_det.models.vgg import CONV_NAMES
 
 __all__ = ["from_torchvision", "to_torchvision", "is_torchvision_resnet", "is_torchvision_vgg16"]
 

@@ -1,3 +1,7 @@
-"""Datasets: detection dataset registration and validation, robust image mapper, toy data."""
-from ..common.image import ImageError  # noqa: F401  (the two error types docs/bad_inputs.md names)
-from .datasets import DatasetError  # noqa: F401
+"""Data of both stages: detection datasets (registration, checks, the VOC reader, the robust mapper
+and the exactly resumable training loader) and ImageNet-layout pretraining data (folders,
+transforms, samplers)."""
+from resnet_det.data.datasets import DatasetError
+from resnet_det.utils.image import ImageError
+
+__all__ = ["DatasetError", "ImageError"]

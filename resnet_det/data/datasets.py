@@ -1,6 +1,6 @@
-"""Detection dataset registration and validation for detectron2 (COCO json, PASCAL VOC xml): the
-builtin, toy and config-named datasets (README, docs/custom_data.md) all pass the same checks,
-listed with their outcomes in docs/bad_inputs.md.
+"""Detection dataset registration and validation for detectron2 (COCO json, PASCAL VOC xml):
+detectron2's builtin names and the datasets a config registers (DATASETS.COCO_JSON_REGISTER,
+DATASETS.VOC_REGISTER) all pass the same checks, tabled with their outcomes in docs/bad_inputs.md.
 """
 import difflib
 import functools
@@ -18,12 +18,11 @@ from detectron2.data.datasets import builtin as d2_builtin
 from detectron2.data.datasets.coco import load_coco_json
 from detectron2.structures import BoxMode
 
-from ..common.image import MAX_PIXELS
-from .toy import TOY_CLASSES
+from resnet_det.data.voc import read_voc_xml, voc_filename, voc_image_suffix, voc_number
 
-__all__ = ["DatasetError", "add_dataset_config", "register_all_datasets", "register_coco_json",
-           "register_voc", "check_datasets", "load_coco_json_checked", "load_voc_instances_checked",
-           "sanitize_boxes", "set_strict", "is_strict"]
+__all__ = ["DatasetError", "register_all_datasets", "register_coco_json", "register_voc", "check_datasets",
+           "dataset_class_names", "load_coco_json_checked", "load_voc_instances_checked", "sanitize_boxes",
+           "set_strict", "is_strict"]
 
 logger = logging.getLogger(__name__)
 
@@ -32,8 +31,6 @@ logger = logging.getLogger(__name__)
 CLIP_TOLERANCE_PX = 1.0
 # How many offending files/fields one message lists before summarising the rest.
 _MAX_LISTED = 10
-_TOY_ENV = "RESNET_DET_TOY_DATA"
-_TOY_DEFAULT = os.path.join("datasets", "toy")
 _D2_ENV = "DETECTRON2_DATASETS"
 
 _STATE = {"strict": False}
@@ -47,17 +44,6 @@ class DatasetError(ValueError):
     """A dataset is missing, malformed or inconsistent; the message names each path and fix."""
 
 
-def add_dataset_config(cfg):
-    """Add to `cfg` (in place) DATASETS.COCO_JSON_REGISTER ``[[name, json_file, image_root]]``,
-    VOC_REGISTER ``[[name, dirname, split, [class names]]]``, STRICT (raise on bad annotations
-    and images instead of repairing or skipping them) and MAX_IMAGE_PIXELS (the pixel limit)."""
-    cfg.DATASETS.COCO_JSON_REGISTER = []
-    cfg.DATASETS.VOC_REGISTER = []
-    cfg.DATASETS.STRICT = False
-    cfg.DATASETS.MAX_IMAGE_PIXELS = MAX_PIXELS
-    return cfg
-
-
 def set_strict(strict):
     """Set whether loaders raise (True) or repair/skip with a counted warning (False)."""
     _STATE["strict"] = bool(strict)
@@ -69,17 +55,13 @@ def is_strict():
 
 
 def register_all_datasets(cfg=None):
-    """Register toy, config and (wrapped) detectron2 builtin datasets; safe to call repeatedly.
-
-    The toy root is re-read from $RESNET_DET_TOY_DATA on every call; when it changed, the toy
-    names are re-registered at the new root. `cfg` (optional) supplies DATASETS.STRICT and
-    DATASETS.COCO_JSON_REGISTER.
-    """
+    """Register the datasets of `cfg` (DATASETS.COCO_JSON_REGISTER, DATASETS.VOC_REGISTER; a
+    name registered again with other paths is replaced) and route detectron2's builtin COCO and
+    VOC names through the checked loaders; `cfg` also sets DATASETS.STRICT. Safe to repeat."""
     with _LOCK:
         if cfg is not None:
             set_strict(cfg.DATASETS.get("STRICT", False))
             _register_config_entries(cfg.DATASETS)
-        _register_toy(os.path.expanduser(os.environ.get(_TOY_ENV, _TOY_DEFAULT)))
         _wrap_builtins()
 
 
@@ -98,8 +80,9 @@ def register_coco_json(name, json_file, image_root):
 def _register_config_entries(datasets_cfg):
     """Register the entries of DATASETS.COCO_JSON_REGISTER and DATASETS.VOC_REGISTER.
 
-    The VOC splits are evaluated with the VOC 2012 (all-point) AP definition; the evaluator also
-    reports the 11-point AP50_VOC07. Malformed entries raise DatasetError showing the form.
+    VOC splits are evaluated with the all-point AP (VOC 2010+) unless the entry's optional fifth
+    item is 2007 (VOC07's 11-point AP); the evaluator reports both AP50s. Malformed entries raise
+    DatasetError showing the form.
     """
     for entry in datasets_cfg.get("COCO_JSON_REGISTER", []) or []:
         if not isinstance(entry, (list, tuple)) or len(entry) != 3:
@@ -113,25 +96,28 @@ def _register_config_entries(datasets_cfg):
     for entry in datasets_cfg.get("VOC_REGISTER", []) or []:
         if (
             not isinstance(entry, (list, tuple))
-            or len(entry) != 4
+            or len(entry) not in (4, 5)
+            or (len(entry) == 5 and entry[4] not in (2007, 2012))
             or not isinstance(entry[3], (list, tuple))
             or not entry[3]
             or not all(isinstance(c, str) and c.strip() for c in entry[3])
         ):
             raise DatasetError(
                 f"DATASETS.VOC_REGISTER entry {entry!r} is not [name, dirname, split, "
-                f"[class names]] with at least one class name; e.g. {example}"
+                f"[class names]] (optionally a fifth item: 2007 for VOC07's 11-point AP) with at "
+                f"least one class name; e.g. {example}"
             )
-        name, dirname, split, classes = entry
+        name, dirname, split, classes = entry[:4]
         duplicates = sorted(c for c, n in Counter(classes).items() if n > 1)
         if duplicates:
             raise DatasetError(
                 f"DATASETS.VOC_REGISTER entry {name!r} lists class names twice: {duplicates}"
             )
-        register_voc(str(name), str(dirname), str(split), 2012, [str(c) for c in classes])
+        register_voc(str(name), str(dirname), str(split), [str(c) for c in classes],
+                     year=entry[4] if len(entry) == 5 else 2012)
 
 
-def register_voc(name, dirname, split, year=2007, class_names=TOY_CLASSES):
+def register_voc(name, dirname, split, class_names, year=2012):
     """Register a VOC-layout split (pascal_voc evaluator) loaded by load_voc_instances_checked.
 
     ``year`` 2007 evaluates with VOC07's 11-point AP, 2012 with the all-point AP.
@@ -155,15 +141,6 @@ def _claim(name, key):
         MetadataCatalog.remove(name)
     _REGISTERED[name] = key
     return True
-
-
-def _register_toy(root):
-    coco = os.path.join(root, "coco")
-    for split in ("train", "val"):
-        json_file = os.path.join(coco, "annotations", f"instances_{split}2017.json")
-        register_coco_json(f"toy_coco_{split}", json_file, os.path.join(coco, f"{split}2017"))
-    for split in ("trainval", "test"):
-        register_voc(f"toy_voc_{split}", os.path.join(root, "VOC2007"), split, 2007, TOY_CLASSES)
 
 
 def _builtin_coco_names():
@@ -436,7 +413,7 @@ def load_coco_json_checked(json_file, image_root, dataset_name=None, strict=None
 # ---------------------------------------------------------------------------- VOC
 
 
-def read_split_ids(path):
+def read_split_ids(path) -> list[str]:
     """Image ids listed one per line in a VOC ImageSets file (blank lines ignored)."""
     if not os.path.isfile(path):
         raise DatasetError(f"VOC split file {path} does not exist")
@@ -477,18 +454,11 @@ def load_voc_instances_checked(dirname, split, class_names, strict=None):
     return dicts
 
 
-def _voc_image_suffix(filename):
-    """The image file's extension from a VOC xml's <filename> text: as written when it is
-    .jpg/.jpeg/.png (any case), else .jpg (detectron2's assumption for VOC)."""
-    suffix = os.path.splitext((filename or "").strip())[1]
-    return suffix if suffix.lower() in (".jpg", ".jpeg", ".png") else ".jpg"
-
-
 def _parse_voc_xml(dirname, file_id, class_names, problems):
     """The detectron2 dataset record of image `file_id` from its VOC xml, or None."""
     xml_path = os.path.join(dirname, "Annotations", file_id + ".xml")
     try:
-        tree = ET.parse(xml_path)
+        xml = read_voc_xml(xml_path)
     except FileNotFoundError:
         problems.add("missing annotation file (image skipped)", xml_path, "file not found")
         return None
@@ -497,64 +467,36 @@ def _parse_voc_xml(dirname, file_id, class_names, problems):
         return None
     size = {}
     for field in ("width", "height"):
-        text = tree.findtext(f"./size/{field}")
-        value = _to_float(text)
+        value = voc_number(xml[field])
         if value is None or value <= 0 or value != int(value):
             problems.add("missing or non-numeric image size (image skipped)", xml_path,
-                         f"<size><{field}> is {text!r}")
+                         f"<size><{field}> is {xml[field]!r}")
             return None
         size[field] = int(value)
     instances = []
-    # Tags other than <name> and <bndbox> (pose, truncated, difficult, part, actions, ...)
-    # are ignored like detectron2 does: real VOC 2012 files carry many optional ones.
-    for index, obj in enumerate(tree.findall("object")):
-        where = f"{xml_path} <object> #{index}"
-        name = obj.findtext("name")
-        if name is None or not name.strip():
+    for index, obj in enumerate(xml["objects"]):
+        where, name = f"{xml_path} <object> #{index}", obj["name"]
+        if not name:
             problems.add("object without <name> (dropped)", where, "no <name> tag")
-            continue
-        name = name.strip()
-        if name not in class_names:
+        elif name not in class_names:
             # One kind per name: the warning then counts the objects of each unknown name.
             problems.add(f"object of unknown class '{name}' (dropped)", where, f"class '{name}'")
-            continue
-        bndbox = obj.find("bndbox")
-        if bndbox is None:
+        elif obj["box"] is None:
             problems.add("object without <bndbox> (dropped)", where, f"class '{name}'")
-            continue
-        box = []
-        for field in ("xmin", "ymin", "xmax", "ymax"):
-            text = bndbox.findtext(field)
-            value = _to_float(text)
-            if value is None:
-                problems.add("missing or non-numeric box coordinate (object dropped)", where,
-                             f"<bndbox><{field}> is {text!r}")
-                break
-            box.append(value)
         else:
+            box = [voc_number(text) for text in obj["box"].values()]
+            bad = [tag for tag, v in zip(obj["box"], box) if v is None]
+            if bad:
+                problems.add("missing or non-numeric box coordinate (object dropped)", where,
+                             f"<bndbox><{bad[0]}> is {obj['box'][bad[0]]!r}")
+                continue
             # VOC coordinates are 1-based inclusive pixel indices; as in detectron2,
             # (xmin=1, xmax=W) becomes the continuous box (0, W).
             box[0] -= 1.0
             box[1] -= 1.0
-            instances.append(
-                {"category_id": class_names.index(name), "bbox": box, "bbox_mode": BoxMode.XYXY_ABS}
-            )
-    image_name = file_id + _voc_image_suffix(tree.findtext("filename"))
-    return {
-        "height": size["height"],
-        "width": size["width"],
-        "annotations": instances,
-        "file_name": os.path.join(dirname, "JPEGImages", image_name),
-        "image_id": file_id,
-    }
-
-
-def _to_float(text):
-    try:
-        value = float(text)
-    except (TypeError, ValueError):
-        return None
-    return value if math.isfinite(value) else None
+            instances.append({"category_id": class_names.index(name), "bbox": box, "bbox_mode": BoxMode.XYXY_ABS})
+    return {"height": size["height"], "width": size["width"], "annotations": instances, "image_id": file_id,
+            "file_name": os.path.join(dirname, "JPEGImages", file_id + voc_image_suffix(xml["filename"]))}
 
 
 # ---------------------------------------------------------------------------- check
@@ -595,12 +537,6 @@ def check_datasets(names):
 
 def _root_hint(name):
     """How to fix a missing path for `name`: which environment variable roots it."""
-    if name.startswith("toy_"):
-        root = os.environ.get(_TOY_ENV, _TOY_DEFAULT)
-        return (
-            f"generate the toy data with `python tools/make_toy_data.py --out {root}`, "
-            f"or set {_TOY_ENV} to the folder holding VOC2007/ and coco/"
-        )
     if name in _builtin_coco_names() or name.startswith("voc_"):  # detectron2's builtin names
         root = os.environ.get(_D2_ENV, "datasets")
         layout = (
@@ -651,23 +587,10 @@ def _check_voc(name, dirname, split):
     xmls = [os.path.join(dirname, "Annotations", i + ".xml") for i in ids]
     missing_xml = _missing_files(name, xmls, "annotation", hint)
     images = [
-        os.path.join(dirname, "JPEGImages", i + _voc_image_suffix(_voc_filename(xml)))
+        os.path.join(dirname, "JPEGImages", i + voc_image_suffix(voc_filename(xml)))
         for i, xml in zip(ids, xmls)
     ]
     return missing_xml + _missing_files(name, images, "image", hint)
-
-
-def _voc_filename(xml_path):
-    """The <filename> text of a VOC xml, or None when the file is missing or broken (the
-    loader reports those)."""
-    try:
-        # iterparse stops at <filename>, near the top, instead of building the whole tree.
-        for _, element in ET.iterparse(xml_path):
-            if element.tag == "filename":
-                return element.text
-    except (OSError, ET.ParseError):
-        pass
-    return None
 
 
 def _missing_files(name, paths, what, hint):
@@ -687,3 +610,20 @@ def _missing_files(name, paths, what, hint):
         return []
     listed = ", ".join(_listed(missing, ""))
     return [f"{name}: {len(missing)} of {len(paths)} {what} files are missing: {listed}; {hint}"]
+
+
+def dataset_class_names(cfg) -> list[str] | None:
+    """The class names of ``cfg``'s test (else train) dataset, in contiguous-id order (registers
+    the config's datasets first); None when no dataset names them."""
+    register_all_datasets(cfg)
+    for name in list(cfg.DATASETS.TEST) + list(cfg.DATASETS.TRAIN):
+        meta = MetadataCatalog.get(name)
+        if meta.get("thing_classes", None):
+            return list(meta.thing_classes)
+        json_file = meta.get("json_file", None)
+        if json_file and os.path.isfile(json_file):
+            # COCO metadata is filled only when the dataset is loaded; detectron2 maps category
+            # ids to contiguous ids in sorted-id order, so read the names likewise.
+            categories = read_json(json_file).get("categories", [])
+            return [c["name"] for c in sorted(categories, key=lambda c: c["id"])]
+    return None

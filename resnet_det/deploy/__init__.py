@@ -1,9 +1,9 @@
-"""Deploy: the ONNX Runtime detector (numpy, Pillow, onnxruntime only; no torch, no detectron2).
+"""Deploy: the exported detector run without torch or detectron2 (numpy, Pillow, onnxruntime).
 
-``OnnxDetector("out/model.onnx")(image)`` runs a detector exported by ``tools/export_model.py``
-(``resnet_det.deploy.export``, which needs torch and detectron2, is imported only by the exporter).
+``OnnxDetector("out/model.onnx")(image)`` runs a detector that ``tools/export_model.py`` wrote;
+:mod:`resnet_det.deploy.detect` runs it over a folder (``resnet-det-detect``).
 """
-from ..common.image import ImageError  # noqa: F401
-from .runtime import DeployError, OnnxDetector, read_image, resize_shortest_edge  # noqa: F401
+from resnet_det.deploy.runtime import DeployError, OnnxDetector, read_image, resize_shortest_edge
+from resnet_det.utils.image import ImageError
 
 __all__ = ["DeployError", "ImageError", "OnnxDetector", "read_image", "resize_shortest_edge"]

@@ -1,7 +1,7 @@
 """Run an exported detector with ONNX Runtime: numpy, Pillow and onnxruntime only.
 
 :class:`OnnxDetector` reproduces detectron2's test-time path around the graph written by
-``resnet_det.deploy.export``: ``ResizeShortestEdge`` (the shortest side to
+``resnet_det.export.exporter``: ``ResizeShortestEdge`` (the shortest side to
 ``INPUT.MIN_SIZE_TEST``, the longest at most ``INPUT.MAX_SIZE_TEST``; Pillow bilinear on the
 uint8 image, as detectron2's ``ResizeTransform``), the graph (normalisation, padding, backbone,
 RPN, RoI heads, NMS), then ``detector_postprocess`` (boxes scaled back to the input image,
@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ..common.image import ImageError, read_image_checked
+from resnet_det.utils.image import MAX_PIXELS, read_image_checked
 
 __all__ = ["DeployError", "OnnxDetector", "resize_shortest_edge", "read_image", "FORMAT_VERSION"]
 
@@ -31,11 +31,11 @@ class DeployError(ValueError):
     not belong to the graph, unsupported input); the message names the file and the fix."""
 
 
-def read_image(path) -> np.ndarray:
+def read_image(path, max_pixels=MAX_PIXELS) -> np.ndarray:
     """An image file as HxWx3 uint8 RGB, read as the PyTorch demo and evaluation read it
-    (EXIF rotation applied, 16-bit scaled to 8 bits, grayscale/RGBA converted); raises
-    :class:`~resnet_det.common.image.ImageError` naming the file."""
-    return read_image_checked(str(path), format="RGB")
+    (EXIF rotation applied, 16-bit scaled to 8 bits, grayscale/RGBA converted), refused above
+    ``max_pixels``; raises :class:`~resnet_det.utils.image.ImageError` naming the file."""
+    return read_image_checked(str(path), format="RGB", max_pixels=max_pixels, limit_key="max_pixels")
 
 
 def resize_shortest_edge(image: np.ndarray, short_edge: int, max_size: int) -> np.ndarray:
@@ -55,21 +55,29 @@ def resize_shortest_edge(image: np.ndarray, short_edge: int, max_size: int) -> n
     return np.asarray(Image.fromarray(image).resize((neww, newh), Image.BILINEAR))
 
 
-def _as_rgb_uint8(image) -> np.ndarray:
+def _as_rgb_uint8(image, max_pixels=MAX_PIXELS) -> np.ndarray:
     """``image`` as a contiguous HxWx3 uint8 RGB array: HxWx3 as given; HxW, HxWx1 and HxWx4
-    (RGBA) converted as Pillow converts them to RGB (the readers' policy)."""
+    (RGBA) converted as Pillow converts them to RGB (the readers' policy); the readers' pixel
+    limit applies to arrays too."""
     if isinstance(image, (str, os.PathLike)):
-        return read_image(image)
+        return read_image(image, max_pixels)
     array = np.asarray(image)
     if array.dtype != np.uint8:
         raise DeployError(f"image must be uint8 (0..255), got {array.dtype}; read files with "
                           "resnet_det.deploy.read_image, which scales 16-bit images")
+    if not (array.ndim == 2 or (array.ndim == 3 and array.shape[2] in (1, 3, 4))):
+        raise DeployError(f"image must be HxWx3 RGB (or HxW, HxWx1, HxWx4), got shape {array.shape}")
+    height, width = array.shape[:2]
+    if height == 0 or width == 0:
+        raise DeployError(f"image has no pixels (shape {array.shape})")
+    if max_pixels and height * width > max_pixels:
+        raise DeployError(f"image of {width}x{height} = {width * height} pixels is above max_pixels="
+                          f"{max_pixels}; downscale it or raise max_pixels (--max-pixels) if it is trusted")
     if array.ndim == 3 and array.shape[2] == 3:
         return np.ascontiguousarray(array)
-    if array.ndim == 2 or (array.ndim == 3 and array.shape[2] in (1, 4)):
-        return np.asarray(Image.fromarray(array[:, :, 0] if array.ndim == 3 and array.shape[2] == 1
-                                          else array).convert("RGB"))
-    raise DeployError(f"image must be HxWx3 RGB (or HxW, HxWx1, HxWx4), got shape {array.shape}")
+    if array.ndim == 3 and array.shape[2] == 1:
+        array = array[:, :, 0]
+    return np.asarray(Image.fromarray(array).convert("RGB"))
 
 
 def _load_json(path: Path) -> dict:
@@ -95,10 +103,11 @@ class OnnxDetector:
 
     ``path`` is ``model.onnx`` (``model.json`` beside it) or the folder holding both;
     ``threads``: ONNX Runtime's intra-op threads (default: its own choice); ``providers``:
-    execution providers (default: CUDA when this onnxruntime has it, else CPU).
+    execution providers (default: CUDA when this onnxruntime has it, else CPU); images (files
+    and arrays) with more than ``max_pixels`` pixels are refused, as the training readers do.
     """
 
-    def __init__(self, path, *, threads: int | None = None, providers=None):
+    def __init__(self, path, *, threads: int | None = None, providers=None, max_pixels: int = MAX_PIXELS):
         import onnxruntime as ort
 
         path = Path(path)
@@ -124,6 +133,11 @@ class OnnxDetector:
         self._check_graph()
         self.class_names = list(self.meta["class_names"])
         self.min_size, self.max_size = int(self.meta["min_size_test"]), int(self.meta["max_size_test"])
+        self.max_pixels = max_pixels
+
+    def read(self, path) -> np.ndarray:
+        """An image file read under this detector's pixel limit (:func:`read_image`)."""
+        return read_image(path, self.max_pixels)
 
     def _check_graph(self):
         inputs = [i.name for i in self.session.get_inputs()]
@@ -150,7 +164,7 @@ class OnnxDetector:
 
     def __call__(self, image) -> dict:
         """Detections on one image; see the class docstring."""
-        image = _as_rgb_uint8(image)
+        image = _as_rgb_uint8(image, self.max_pixels)
         height, width = image.shape[:2]
         resized = self.resize(image)
         boxes, scores, classes = self.session.run(list(OUTPUT_NAMES), {INPUT_NAME: resized})

@@ -36,11 +36,13 @@ from pathlib import Path
 
 import numpy as np
 
-from ..analysis.plotting import new_figure, save_figure
-from ..data.datasets import DatasetError, read_json
-from .coco import COCO_STAT_NAMES, coco_engine, load_coco_gt, load_coco_results, run_cocoeval
+from resnet_det.utils.draw import draw_boxes
+from resnet_det.utils.plotting import new_figure, save_figure
+from resnet_det.data.datasets import DatasetError, read_json
+from resnet_det.evaluation.coco import COCO_STAT_NAMES, coco_engine, load_coco_gt, load_coco_results, run_cocoeval
 
 __all__ = [
+    "AP_DEFINITION",
     "ERROR_TYPES",
     "Analysis",
     "analyze",
@@ -59,6 +61,10 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
+# What "AP" means in the analysis, beside what the training run's evaluator reports.
+AP_DEFINITION = ("COCO's: precision interpolated at 101 recall points, averaged over IoU .50:.95 (AP50 at "
+                 "IoU .5). A VOC test set's eval_results.json holds VOC's AP50 instead (all points, and the "
+                 "11-point AP50_VOC07), which differs from the COCO AP50 here by the interpolation")
 # Detectron's / MMDetection's error types, from the strictest PR curve to the most lenient.
 ERROR_TYPES = ("C75", "C50", "Loc", "Sim", "Oth", "BG", "FN")
 _ERROR_COLORS = ((1, 1, 1), (0.31, 0.51, 0.74), (0.75, 0.31, 0.30), (0.36, 0.90, 0.38),
@@ -92,7 +98,7 @@ class Analysis:
 def find_run_results(output_dir):
     """``[(dataset name, results json), ...]`` of a train_det OUTPUT_DIR (its
     ``inference/<dataset>/coco_instances_results.json``, COCO and VOC test sets alike)."""
-    from ..detection.evaluation import RESULTS_JSON
+    from resnet_det.evaluation.evaluators import RESULTS_JSON
 
     found = sorted(glob.glob(os.path.join(str(output_dir), "inference", "*", RESULTS_JSON)))
     if not found:
@@ -459,7 +465,7 @@ def plot_confusion_matrix(analysis: Analysis, path):
     m = analysis.confusion
     labels = list(analysis.class_names)
     n = len(labels) + 1
-    fig = new_figure((1.0 + 0.55 * n, 0.8 + 0.5 * n))
+    fig = new_figure((max(4.0, 1.0 + 0.55 * n), max(3.2, 0.8 + 0.5 * n)))  # the title fits one class too
     ax = fig.add_subplot()
     ax.imshow(m, cmap="Blues", aspect="auto", vmin=0, vmax=max(1, m.max()))
     for i in range(n):
@@ -478,10 +484,9 @@ def plot_confusion_matrix(analysis: Analysis, path):
 
 def plot_worst_images(analysis: Analysis, coco_gt, coco_dt, image_root, key, path, num=4):
     """The ``num`` images with the most ``key`` ("fp" or "missed"): ground truth (left; missed
-    objects red) and detections above the score threshold (right; false positives red), with
-    detectron2's Visualizer. Returns the image ids drawn (none when the images are not found)."""
-    from detectron2.utils.visualizer import Visualizer
-    from PIL import Image
+    objects red) and detections above the score threshold (right; false positives red). Returns
+    the image ids drawn ([] when no image has one), or None when an image file is not found."""
+    from resnet_det.utils.image import read_image_checked
 
     ranked = sorted(analysis.per_image.items(), key=lambda kv: (-kv[1][key], str(kv[0])))
     ranked = [image_id for image_id, counts in ranked if counts[key] > 0][:num]
@@ -491,32 +496,23 @@ def plot_worst_images(analysis: Analysis, coco_gt, coco_dt, image_root, key, pat
         info = coco_gt.imgs[image_id]
         file = info["file_name"] if image_root is None else os.path.join(image_root, info["file_name"])
         if not os.path.isfile(file):
-            logger.warning(f"{file} not found: images are not drawn (pass --image-root)")
-            return []
-        with Image.open(file) as im:
-            rgb = np.asarray(im.convert("RGB"))
+            logger.warning(f"{file} not found: the images are not drawn (pass --image-root)")
+            return None
+        rgb = read_image_checked(file, "RGB")
         tp, found = analysis.matches.get(image_id, (set(), set()))
         gts = [a for a in coco_gt.imgToAnns[image_id] if not a.get("iscrowd", 0)]
         dts = [d for d in coco_dt.imgToAnns[image_id] if d["score"] >= analysis.score_thresh]
         panels = []
         for anns, ok, label in ((gts, found, lambda a: names[a["category_id"]]),
                                 (dts, tp, lambda d: f"{names[d['category_id']]} {d['score']:.2f}")):
-            vis = Visualizer(rgb)
-            if anns:
-                boxes = np.array([a["bbox"] for a in anns], dtype=float)
-                boxes[:, 2:] += boxes[:, :2]
-                vis = vis.overlay_instances(
-                    boxes=boxes, labels=[label(a) for a in anns],
-                    assigned_colors=[(0.1, 0.75, 0.2) if a["id"] in ok else (0.95, 0.1, 0.1)
-                                     for a in anns])
-            else:
-                vis = vis.output
-            panels.append(vis.get_image())
-        gap = np.full((rgb.shape[0], 6, 3), 255, np.uint8)
+            boxes = np.array([a["bbox"] for a in anns], dtype=float).reshape(-1, 4)
+            boxes[:, 2:] += boxes[:, :2]
+            colors = [(25, 190, 50) if a["id"] in ok else (240, 25, 25) for a in anns]
+            panels.append(draw_boxes(rgb, boxes, [label(a) for a in anns], colors, max_side=800))
+        gap = np.full((panels[0].shape[0], 6, 3), 255, np.uint8)
         rows.append((image_id, np.concatenate([panels[0], gap, panels[1]], axis=1)))
-    if not rows:
-        return []
-    _save_rows(rows, analysis, coco_gt, path)
+    if rows:
+        _save_rows(rows, analysis, coco_gt, path)
     return [image_id for image_id, _ in rows]
 
 
@@ -568,8 +564,8 @@ def analyze_run(output_dir, out_dir, **options):
     the datasets; the ground truth comes from the registry: COCO json, or VOC converted in
     memory). One folder per dataset under ``out_dir`` when there are several. Returns
     ``{dataset: Analysis}``."""
-    from ..config import load_config
-    from ..data.datasets import register_all_datasets
+    from resnet_det.config import load_config
+    from resnet_det.data.datasets import register_all_datasets
 
     config = os.path.join(str(output_dir), "config.yaml")
     if not os.path.isfile(config):
@@ -592,7 +588,8 @@ def _pct(v):
 def _report(a: Analysis, worst, title, gt, dt):
     source = lambda x: f"`{x}`" if isinstance(x, (str, os.PathLike)) else "(in memory)"  # noqa: E731
     lines = [f"# {title}", "",
-             f"Ground truth {source(gt)}, detections {source(dt)}; evaluated with {a.engine}.", ""]
+             f"Ground truth {source(gt)}, detections {source(dt)}; evaluated with {a.engine}.", "",
+             f"AP here is {AP_DEFINITION}.", ""]
     lines += [f"> warning: {w}" for w in a.warnings] + ([""] if a.warnings else [])
     lines += ["| " + " | ".join(COCO_STAT_NAMES) + " |", "|" + "---:|" * 12,
               "| " + " | ".join(_pct(a.stats[n]) for n in COCO_STAT_NAMES) + " |", "",
@@ -634,6 +631,10 @@ def _report(a: Analysis, worst, title, gt, dt):
             lines += [f"Score >= {a.score_thresh}, IoU >= {a.iou_thresh}; green: matched, red: "
                       "a false positive (right) or a missed object (left).", "",
                       f"![{what}](most_{name}.png)", ""]
+        elif worst[key] is None:
+            lines += ["(not drawn: the image files were not found; pass the image root, "
+                      "`--image-root`)", ""]
         else:
-            lines += ["(none, or the image files were not found: pass the image root)", ""]
+            lines += [f"(none: no image has {'a false positive' if key == 'fp' else 'a missed object'} "
+                      f"at score >= {a.score_thresh}, IoU >= {a.iou_thresh})", ""]
     return "\n".join(lines)

@@ -14,7 +14,7 @@ import copy
 import io
 import logging
 
-from ..data.datasets import DatasetError, read_json
+from resnet_det.data.datasets import DatasetError, read_json
 
 __all__ = [
     "EngineUnavailableError",

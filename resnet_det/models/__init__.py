@@ -1,8 +1,6 @@
-"""Networks of the paper: the ResNet family (Table 1), plain nets, CIFAR ResNets and VGG-16."""
-from .cifar import CIFAR_DEPTHS, CifarResNet, build_cifar_resnet
-from .fuse import fuse_conv_bn, optimize_for_inference
-from .resnet import (
-    FEATURE_STRIDES,
+"""Networks of the paper: the ResNet family (Table 1, shortcut options A/B/C, plain nets) and VGG-16."""
+from resnet_det.models.fuse import fuse_conv_bn, optimize_for_inference
+from resnet_det.models.resnet import (
     NORMS,
     RESNET_SPECS,
     SHORTCUTS,
@@ -13,10 +11,10 @@ from .resnet import (
     make_resnet_stage,
     resnet_arch,
 )
-from .vgg import VGG16, build_vgg16
+from resnet_det.models.vgg import VGG16, build_vgg16
 
 # Builders by the ``name`` recorded in ``model.arch``.
-_BUILDERS = {"resnet": build_resnet, "cifar_resnet": build_cifar_resnet, "vgg16": build_vgg16}
+_BUILDERS = {"resnet": build_resnet, "vgg16": build_vgg16}
 
 
 def build_model(arch: dict):
@@ -39,9 +37,6 @@ def architecture(model):
 
 
 __all__ = [
-    "CIFAR_DEPTHS",
-    "CifarResNet",
-    "FEATURE_STRIDES",
     "NORMS",
     "RESNET_SPECS",
     "SHORTCUTS",
@@ -49,7 +44,6 @@ __all__ = [
     "ResNet",
     "VGG16",
     "architecture",
-    "build_cifar_resnet",
     "build_model",
     "build_resnet",
     "build_resnet_stem_and_stages",

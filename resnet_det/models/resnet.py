@@ -21,7 +21,6 @@ __all__ = [
     "SHORTCUTS",
     "NORMS",
     "STAGE_NAMES",
-    "FEATURE_STRIDES",
     "ZeroPadShortcut",
     "BasicBlock",
     "BottleneckBlock",
@@ -42,7 +41,6 @@ RESNET_SPECS = {
 SHORTCUTS = ("A", "B", "C")
 NORMS = ("BN", "FrozenBN", "SyncBN", "GN")
 STAGE_NAMES = ("res2", "res3", "res4", "res5")
-FEATURE_STRIDES = {"stem": 4, "res2": 4, "res3": 8, "res4": 16, "res5": 32}
 # The paper's width: the stem's output channels, and res2's (res3..res5 double it stage by
 # stage; bottlenecks expand it 4x). ``width`` scales the whole network (half: a quarter of the
 # parameters); a multiple of 32, so that GroupNorm's 32 groups divide every layer.
@@ -109,26 +107,24 @@ def _make_shortcut(in_channels, out_channels, stride, shortcut, plain, norm):
 
 
 class _ResidualMixin:
-    """Shared forward of both block types: conv-BN-ReLU chain, then the shortcut (unless plain)."""
+    """What both block types share: the shortcut options, and adding the shortcut (unless plain)
+    before the last ReLU. The forwards are written out per block so that TorchScript compiles them."""
 
     def _set_shortcut(self, in_channels, out_channels, stride, shortcut, plain, norm):
         _check_choice("shortcut", shortcut, SHORTCUTS)
         self.plain = plain
         self.shortcut = _make_shortcut(in_channels, out_channels, stride, shortcut, plain, norm)
 
-    @property
-    def convs(self):
-        """The residual branch's convolutions (each with its norm) in order."""
-        return [m for name, m in self.named_children() if name.startswith("conv")]
+    def last_conv(self):
+        """The residual branch's last convolution (with its norm)."""
+        return getattr(self, "conv3", None) or self.conv2
 
-    def forward(self, x):
-        convs = self.convs
-        out = x
-        for conv in convs[:-1]:
-            out = F.relu_(conv(out))
-        out = convs[-1](out)
+    def _merge(self, out, x):
         if not self.plain:
-            out += x if self.shortcut is None else self.shortcut(x)
+            if self.shortcut is not None:
+                out += self.shortcut(x)
+            else:
+                out += x
         return F.relu_(out)
 
 
@@ -139,6 +135,9 @@ class BasicBlock(_ResidualMixin, _D2BasicBlock):
     def __init__(self, in_channels, out_channels, *, stride=1, norm="BN", shortcut="B", plain=False):
         _D2BasicBlock.__init__(self, in_channels, out_channels, stride=stride, norm=norm)
         self._set_shortcut(in_channels, out_channels, stride, shortcut, plain, norm)
+
+    def forward(self, x):
+        return self._merge(self.conv2(F.relu_(self.conv1(x))), x)
 
 
 class BottleneckBlock(_ResidualMixin, _D2BottleneckBlock):
@@ -169,6 +168,9 @@ class BottleneckBlock(_ResidualMixin, _D2BottleneckBlock):
             dilation=dilation,
         )
         self._set_shortcut(in_channels, out_channels, stride, shortcut, plain, norm)
+
+    def forward(self, x):
+        return self._merge(self.conv3(F.relu_(self.conv2(F.relu_(self.conv1(x))))), x)
 
 
 def make_resnet_stage(
@@ -256,7 +258,7 @@ def build_resnet_stem_and_stages(
 
 def zero_init_last_norm(block) -> None:
     """Start a residual branch at zero: its last norm's scale is 0 (Goyal et al., 2017)."""
-    norm = block.convs[-1].norm
+    norm = block.last_conv().norm
     if not hasattr(norm, "weight") or norm.weight is None:
         raise ValueError(f"zero_init_residual needs a norm with a scale, got {type(norm).__name__}")
     with torch.no_grad():
