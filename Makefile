@@ -3,10 +3,15 @@
 PYTHON ?= $(firstword $(wildcard .venv/bin/python $(VIRTUAL_ENV)/bin/python) python3)
 PYTEST = $(PYTHON) -m pytest
 
-.PHONY: setup test test-slow demo
+.PHONY: setup lint test test-slow demo
 
 setup:
 	bash tools/setup_env.sh
+
+# ruff (pyflakes, import order, bugbear) and the import layers of .importlinter.
+lint:
+	$(PYTHON) -m ruff check .
+	$(PYTHON) -c "from importlinter.cli import lint_imports_command; lint_imports_command()" --no-cache
 
 # Fast tests (the default run). pytest's exit code 5 (nothing collected) is a failure here.
 test:

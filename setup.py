@@ -29,5 +29,14 @@ setup(
     # detectron2 is deliberately not listed: it has no official PyPI release, and a user's
     # own source build must not be replaced. tools/setup_env.sh installs it when missing.
     install_requires=SERVE,
-    extras_require={"train": TRAIN, "dev": ["pytest>=7", "pytest-timeout"]},
+    extras_require={"train": TRAIN,
+                    "dev": ["pytest>=7", "pytest-timeout", "ruff>=0.6", "import-linter>=2.1"]},
+    entry_points={"console_scripts": [
+        # The serving install's command (numpy, Pillow, onnxruntime only).
+        "resnet-det-detect = resnet_det.deploy.detect:main",
+        # The training stack's (the [train] extra and detectron2).
+        "resnet-det-pretrain = resnet_det.engine.classification:command_line",
+        "resnet-det-train = resnet_det.engine.detection:command_line",
+        "resnet-det-export = resnet_det.export.exporter:command_line",
+    ]},
 )

@@ -153,7 +153,8 @@ def main():
     print(f"{args.workers} workers, batch {args.batch}, {args.batches} batches per call, "
           f"median of {args.repeats} alternated calls; main process {args.threads} thread(s)")
     print_table(rows, ["recipe", "pipeline", "img/s", "vs classic"])
-    path = write_result(f"data_pipeline_{args.size[0]}x{args.size[1]}", {"args": vars(args), "command": " ".join(sys.argv), "results": payload})
+    path = write_result(f"data_pipeline_{args.size[0]}x{args.size[1]}",
+                        {"args": vars(args), "command": " ".join(sys.argv), "results": payload})
     print(f"wrote {path}")
 
 
@@ -183,8 +184,10 @@ def run(root: Path, args) -> dict:
         theirs = datasets.ImageFolder(str(root), classic_transform(kind, crop, rr, args.test_resize, jitter))
         # Ours exactly as engine.build_datasets builds it (the JPEG draft limit included).
         if kind == "eval":
-            ours = ImageFolderDataset(root, build_eval_transform(crop, args.test_resize), draft_short_side=args.test_resize)
-            old = v2.Compose([v2.ToImage(), v2.Resize(args.test_resize, antialias=True), *per_sample_float, v2.CenterCrop(crop)])
+            ours = ImageFolderDataset(root, build_eval_transform(crop, args.test_resize),
+                                      draft_short_side=args.test_resize)
+            old = v2.Compose([v2.ToImage(), v2.Resize(args.test_resize, antialias=True), *per_sample_float,
+                              v2.CenterCrop(crop)])
         else:
             tf = build_train_transform(kind, crop, rr, jitter)
             ours = ImageFolderDataset(root, tf, draft_short_side=rr[1] if kind == "paper" else None)

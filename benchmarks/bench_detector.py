@@ -21,7 +21,8 @@ pickle with ``tools/convert_weights.py --allow-pickle``) in both instead of rand
 ``--no-onnx`` skips it) is our model before its deploy step exported by ``resnet_det.deploy``
 (whole detector, one file) and run by ``OnnxDetector`` with ``--threads`` intra-op threads,
 timed in the same alternation; its export time, file size, and the peak RSS of a process
-serving it (numpy, Pillow, onnxruntime only) beside that of one running detectron2's model. ``--floor`` adds each design's fp32 compute floor (its multiply-adds over the machine's measured
+serving it (numpy, Pillow, onnxruntime only) beside that of one running detectron2's model.
+``--floor`` adds each design's fp32 compute floor (its multiply-adds over the machine's measured
 matmul rate). ``--profile`` prints where the time goes instead. ``--train`` also times one
 training iteration (batch 1) of each, in separate processes so each reports its own peak RSS.
 """
@@ -56,11 +57,11 @@ def build_pair(design: str, logit_std: float = 2.0, weights: str | None = None):
     (calibrated, see :func:`calibrate_frozen_bn`), or ``weights``, a file of detectron2's
     built-in model (e.g. a model-zoo ``model_final_*.pkl`` converted once with
     ``tools/convert_weights.py --allow-pickle``)."""
-    import resnet_det  # noqa: F401  (registers our backbones)
     from detectron2 import model_zoo
     from detectron2.config import get_cfg as d2_get_cfg
     from detectron2.modeling import build_model
 
+    import resnet_det  # noqa: F401  (registers our backbones)
     from resnet_det.config import get_cfg
 
     ours_file, d2_file, overrides = DESIGNS[design]

@@ -37,8 +37,8 @@ import torchvision
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import print_table, time_alternating, write_result  # noqa: E402
 
-from resnet_det.engine.solver import build_optimizer  # noqa: E402
 from resnet_det.data.transforms import NormalizeBatch  # noqa: E402
+from resnet_det.engine.solver import build_optimizer  # noqa: E402
 from resnet_det.models import build_resnet, optimize_for_inference  # noqa: E402
 
 CUDA = torch.device("cuda")

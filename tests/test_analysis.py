@@ -13,11 +13,10 @@ from detectron2.structures import Boxes, BoxMode, Instances
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
+from projects.toy_data import TOY_CLASSES, dataset_opts, make_toy_data
 from resnet_det.config import load_config
 from resnet_det.data import datasets as ds
 from resnet_det.data.datasets import DatasetError
-from projects.toy_data import TOY_CLASSES, dataset_opts, make_toy_data
-from resnet_det.evaluation.evaluators import RESULTS_JSON, build_evaluator
 from resnet_det.evaluation.analysis import (
     ERROR_TYPES,
     analyze,
@@ -27,6 +26,7 @@ from resnet_det.evaluation.analysis import (
     plot_error_breakdown,
     plot_pr_curves,
 )
+from resnet_det.evaluation.evaluators import RESULTS_JSON, build_evaluator
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCORE = 0.4
@@ -135,6 +135,19 @@ def test_confusion_matrix_diagonal_counts_the_true_positives(toy, reference, tmp
     assert drawn[K, :K].sum() > 0 and (drawn[:K, :K].sum() - np.trace(drawn[:K, :K])) > 0
 
 
+def test_confusion_matrix_of_one_class_keeps_its_title_and_labels_inside(toy, tmp_path):
+    import dataclasses
+
+    one = dataclasses.replace(toy["analysis"], class_names=["kangaroo"], confusion=np.array([[20, 3], [5, 0]]))
+    fig = plot_confusion_matrix(one, tmp_path / "one.png")
+    renderer = fig.canvas.get_renderer()
+    page = fig.bbox
+    ax = fig.axes[0]
+    for text in [ax.title, ax.xaxis.label, ax.yaxis.label, *ax.get_xticklabels(), *ax.get_yticklabels()]:
+        box = text.get_window_extent(renderer)
+        assert page.x0 <= box.x0 and box.x1 <= page.x1 and page.y0 <= box.y0 and box.y1 <= page.y1, text.get_text()
+
+
 def test_error_breakdown_starts_at_the_coco_numbers_and_only_adds(toy, reference, tmp_path):
     _, ev = reference
     errors = toy["analysis"].errors  # [7, R, K]
@@ -161,6 +174,8 @@ def test_tool_writes_every_picture_and_the_report(toy, tmp_path, capsys):
     for name in pictures:
         assert (out / name).stat().st_size > 1000 and f"]({name})" in report
     assert "warning" not in report  # every toy class has objects
+    # Which AP it is, beside what a VOC evaluator reports: in the report and on the console.
+    assert "interpolated at 101 recall points" in report and "11-point AP50_VOC07" in capsys.readouterr().out
 
 
 def test_worst_images_are_those_with_the_most_errors(toy, tmp_path):

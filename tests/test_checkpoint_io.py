@@ -4,14 +4,17 @@ import pickle
 import stat
 
 import pytest
-
-from resnet_det.checkpoint import load_state_dict_file, read_safetensors_metadata
 import torch
 
-from resnet_det.checkpoint import load_state_dict_checked, load_state_dict_file, save_backbone, UnsafeWeightsError
-
-from resnet_det.utils.files import atomic_write
+from resnet_det.checkpoint import (
+    UnsafeWeightsError,
+    load_state_dict_checked,
+    load_state_dict_file,
+    read_safetensors_metadata,
+    save_backbone,
+)
 from resnet_det.models import build_resnet, build_vgg16
+from resnet_det.utils.files import atomic_write
 
 
 def test_atomic_write_leaves_old_file_on_failure(tmp_path):

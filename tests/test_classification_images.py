@@ -7,8 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from resnet_det.data.imagenet import check_class_tree, ImageFolderDataset, load_image
-
+from resnet_det.data.imagenet import ImageFolderDataset, check_class_tree, load_image
 from resnet_det.utils.image import ImageError
 
 

@@ -4,8 +4,7 @@ import os
 
 import pytest
 
-from resnet_det.config import load_pretrain_cfg
-from resnet_det.config import ConfigError, ConfigKeyError, load_config
+from resnet_det.config import ConfigError, ConfigKeyError, load_config, load_pretrain_cfg
 
 CONFIGS = os.path.join(os.path.dirname(__file__), "..", "configs")
 TOY_PRETRAIN = os.path.join(CONFIGS, "pretrain", "toy_resnet18.yaml")
@@ -71,3 +70,38 @@ def test_keys_mean_what_detectron2_means():
     # TEST.EVAL_PERIOD 0: evaluate only after training, in both stages.
     assert load_pretrain_cfg("").TEST.EVAL_PERIOD == 0 == det.TEST.EVAL_PERIOD
     assert tuple(load_pretrain_cfg("").SOLVER.STEP_EPOCHS) == (30.0, 60.0)
+
+
+def test_res2_out_channels_follows_the_width_or_is_refused():
+    # detectron2's key for res2's width: filled in from the width, refused when it disagrees.
+    assert load_config(TOY_DETECT).MODEL.RESNETS.RES2_OUT_CHANNELS == 64  # ResNet-18
+    assert load_config(TOY_DETECT, ["MODEL.RESNETS.STEM_OUT_CHANNELS", "32"]).MODEL.RESNETS.RES2_OUT_CHANNELS == 32
+    r50 = ["MODEL.RESNETS.DEPTH", "50"]
+    assert load_config(TOY_DETECT, r50).MODEL.RESNETS.RES2_OUT_CHANNELS == 256
+    with pytest.raises(ConfigError, match=r"MODEL.RESNETS.RES2_OUT_CHANNELS = 256; allowed: 64 or 0"):
+        load_config(TOY_DETECT, ["MODEL.RESNETS.RES2_OUT_CHANNELS", "256"])
+    with pytest.raises(ConfigError, match=r"MODEL.RESNETS.RES2_OUT_CHANNELS = 64; allowed: 256 or 0 .*x4"):
+        load_config(TOY_DETECT, r50 + ["MODEL.RESNETS.RES2_OUT_CHANNELS", "64"])
+
+
+def test_a_schedule_that_cannot_work_is_named_before_training():
+    from resnet_det.config import schedule_warnings
+
+    assert schedule_warnings(load_config(TOY_DETECT)) == []
+    # A new user's 400 iterations on detectron2's warm-up of 1000 and steps for a longer run.
+    cfg = load_config(TOY_DETECT, ["SOLVER.MAX_ITER", "400", "SOLVER.WARMUP_ITERS", "1000", "SOLVER.STEPS", "(300, 500)",
+                                   "SOLVER.BASE_LR", "0.0025"])
+    warmup, steps = schedule_warnings(cfg)
+    assert "SOLVER.WARMUP_ITERS 1000 is not shorter than SOLVER.MAX_ITER 400" in warmup
+    assert "approaches 0.00025 at its end, never SOLVER.BASE_LR 0.0025" in warmup  # one step within the run
+    assert "SOLVER.STEPS [500] are not before SOLVER.MAX_ITER 400" in steps
+
+
+def test_loader_workers_are_capped_at_the_machines_cpus(monkeypatch):
+    from resnet_det.engine import launch
+
+    monkeypatch.setattr(launch, "available_cpus", lambda: 2)
+    assert launch.cap_workers(1) == (1, None)
+    workers, note = launch.cap_workers(4)
+    assert workers == 2 and note == "DATALOADER.NUM_WORKERS 4 is more than the 2 CPU(s) available per process: using 2"
+    assert launch.cap_workers(4, processes=2, key="DATA.NUM_WORKERS")[0] == 1

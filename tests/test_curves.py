@@ -4,13 +4,13 @@ import json
 import pytest
 from PIL import Image
 
+from resnet_det.engine.classification import plot_curves
 from resnet_det.utils.plotting import (
     detection_curve_panels,
     plot_detection_curves,
     pretraining_curve_panels,
     read_metrics_json,
 )
-from resnet_det.engine.classification import plot_curves
 
 
 def _write_detectron2_metrics(path):

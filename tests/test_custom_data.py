@@ -15,10 +15,10 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from PIL import Image
 
 import resnet_det  # noqa: F401
+from projects.toy_data import TOY_CLASSES, dataset_opts, make_toy_data
 from resnet_det.config import ConfigError, load_config
 from resnet_det.data import datasets as ds
 from resnet_det.data.datasets import DatasetError, check_datasets, register_all_datasets
-from projects.toy_data import dataset_opts, make_toy_data, TOY_CLASSES
 
 # The own classes of the toy "labelimg" kind (projects.toy_data.shapes.LABELIMG_CLASSES).
 LABELIMG_CLASSES = ("circle", "square")
@@ -226,8 +226,8 @@ def test_learning_rate_far_above_the_reference_warns_with_the_scaled_value(tmp_p
 
 
 def test_pretraining_on_a_single_class_is_refused(tmp_path):
-    from resnet_det.engine.classification import build_datasets
     from resnet_det.config import load_pretrain_cfg
+    from resnet_det.engine.classification import build_datasets
 
     for split in ("train", "val"):
         folder = tmp_path / split / "raccoon"
@@ -289,7 +289,7 @@ def test_silencing_keeps_other_warnings(recwarn):
         warnings.simplefilter("always")
         silence_known_warnings()
         torch.meshgrid(torch.arange(2), torch.arange(3))  # detectron2's anchor generator call
-        warnings.warn("a warning of the user's own code", UserWarning)
+        warnings.warn("a warning of the user's own code", UserWarning, stacklevel=1)
     messages = [str(w.message) for w in recwarn]
     assert messages == ["a warning of the user's own code"]
 

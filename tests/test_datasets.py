@@ -12,6 +12,7 @@ from detectron2.structures import BoxMode
 from PIL import Image
 
 import resnet_det  # noqa: F401
+from projects.toy_data import TOY_CLASSES, make_toy_data, register_toy_datasets
 from resnet_det.config import get_cfg
 from resnet_det.data import datasets as ds
 from resnet_det.data.datasets import (
@@ -21,7 +22,6 @@ from resnet_det.data.datasets import (
     load_voc_instances_checked,
     register_all_datasets,
 )
-from projects.toy_data import TOY_CLASSES, make_toy_data, register_toy_datasets
 
 LOGGER = "resnet_det.data.datasets"
 
@@ -450,8 +450,8 @@ def test_sanitize_keeps_box_mode_and_values_of_clean_boxes():
 
 from detectron2.data import build_detection_train_loader  # noqa: E402
 
-from resnet_det.utils.image import ImageError, read_image_checked  # noqa: E402
 from resnet_det.data.mapper import RobustDatasetMapper  # noqa: E402
+from resnet_det.utils.image import ImageError, read_image_checked  # noqa: E402
 
 
 def noise_image(width=40, height=30, seed=0):

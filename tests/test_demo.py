@@ -100,7 +100,8 @@ def test_ground_truth_and_detections_are_drawn_on_their_box_edges():
     for side, pixels in edges(det, "top", label_px=20).items():  # detection: name and score inside its top
         assert _is(pixels, DET_COLOR).all(), f"detection {side} edge"
     # inside the boxes and between them the image is untouched
-    for y, x in ((26 * scale, 30 * scale), (75 * scale, 94 * scale), (80 * scale, 30 * scale), (20 * scale, 100 * scale)):
+    for y, x in ((26, 30), (75, 94), (80, 30), (20, 100)):
+        y, x = y * scale, x * scale
         assert (np.abs(drawn[y, x].astype(int) - 128) <= 2).all(), (y, x)
 
 

@@ -10,16 +10,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from deploy_helpers import compare_with_pytorch, pytorch_detections
 from detectron2.data import transforms as T
 from detectron2.modeling import build_model
 from PIL import Image
 
-from resnet_det.utils.image import ImageError, read_image_checked
 from resnet_det.config import load_config
 from resnet_det.deploy import DeployError, OnnxDetector, read_image, resize_shortest_edge
 from resnet_det.deploy.compare import match_detections
-from deploy_helpers import compare_with_pytorch, pytorch_detections
 from resnet_det.export.exporter import export_model
+from resnet_det.utils.image import ImageError, read_image_checked
 
 ROOT = Path(__file__).resolve().parents[1]
 TOY = ROOT / "configs" / "toy"
@@ -254,12 +254,119 @@ def _tool_module(name):
 
 
 def test_export_tool_reports_bad_inputs_without_a_traceback(tmp_path, capsys):
-    export_tool = _tool_module("export_model")
+    from resnet_det.export.exporter import command_line as export_tool
+
     config = str(TOY / "faster_rcnn_r18_c4_coco.yaml")
     missing = tmp_path / "missing.pth"
-    assert export_tool.main(["--config", config, "--weights", str(missing), "--output", str(tmp_path)]) == 2
+    assert export_tool(["--config", config, "--weights", str(missing), "--output", str(tmp_path)]) == 2
     assert f"{missing}: no such weights file" in capsys.readouterr().err
-    assert export_tool.main(["--config", config, "--weights", str(missing), "--output", str(tmp_path),
-                             "MODEL.RESNETS.DEPTH", "77"]) == 2
+    assert export_tool(["--config", config, "--weights", str(missing), "--output", str(tmp_path),
+                        "MODEL.RESNETS.DEPTH", "77"]) == 2
     assert "MODEL.RESNETS.DEPTH = 77" in capsys.readouterr().err
     assert not (tmp_path / "model.onnx").exists()
+
+
+@pytest.mark.parametrize("name, config, opts", [
+    ("r18_c4", "faster_rcnn_r18_c4_coco.yaml", []),
+    ("r50_c4_shortcut_a", "faster_rcnn_r18_c4_coco.yaml", ["MODEL.RESNETS.DEPTH", "50", "MODEL.RESNETS.SHORTCUT", "A"]),
+    ("r18_fpn", "faster_rcnn_r18_fpn_coco.yaml", []),
+    ("vgg16", "faster_rcnn_vgg16_coco.yaml", []),
+])
+def test_backbones_and_box_heads_compile_with_torchscript(name, config, opts):
+    # detectron2's scripting export path: importing detectron2.export lets its ResNet and FPN
+    # script (their stages become ModuleLists); our blocks, VGG-16 and the heads must too.
+    import detectron2.export  # noqa: F401
+
+    cfg = load_config(str(TOY / config), SMALL + opts)
+    torch.manual_seed(0)
+    model = build_model(cfg).eval()
+    x = torch.randn(1, 3, 96, 128)
+    with torch.no_grad():
+        eager = model.backbone(x)
+        scripted = torch.jit.script(model.backbone)(x)
+        assert eager.keys() == scripted.keys()
+        for key in eager:
+            assert torch.allclose(eager[key], scripted[key], atol=1e-5), key
+        heads, size = model.roi_heads, cfg.MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION
+        if hasattr(heads, "res5"):  # C4: res5 on the RoIs pooled from res4
+            head, channels = heads.res5, heads.res5[0].conv1.in_channels
+        else:
+            head, channels = heads.box_head, 512 if name == "vgg16" else cfg.MODEL.FPN.OUT_CHANNELS
+        pooled = torch.randn(3, channels, size, size)
+        assert torch.allclose(head(pooled), torch.jit.script(head)(pooled), atol=1e-5)
+
+
+def _big_png(path, width, height):
+    # A bilevel PNG: the size a header states, in a small file (the limit is checked first).
+    Image.new("1", (width, height), 1).save(path)
+    return path
+
+
+def test_the_runner_applies_the_readers_pixel_limit_and_refuses_empty_arrays(c4, tmp_path):
+    det = OnnxDetector(c4[2]["onnx"], threads=2)
+    big = _big_png(tmp_path / "100mpx.png", 10000, 10000)
+    for read in (det, read_image, det.read):
+        with pytest.raises(ImageError, match=r"100mpx.png: 10000x10000 = 100000000 pixels is above "
+                                             r"max_pixels=89478485; .* raise max_pixels"):
+            read(big)
+    strict = OnnxDetector(c4[2]["onnx"], threads=2, max_pixels=1000)
+    with pytest.raises(DeployError, match=r"image of 40x30 = 1200 pixels is above max_pixels=1000"):
+        strict(np.zeros((30, 40, 3), np.uint8))
+    assert len(strict(np.zeros((25, 40, 3), np.uint8))["boxes"]) >= 0  # 1000 pixels: allowed
+    for shape in [(0, 0, 3), (0, 10, 3), (10, 0), (0, 0)]:
+        with pytest.raises(DeployError, match="has no pixels"):
+            det(np.zeros(shape, np.uint8))
+
+
+def test_demo_folder_run_skips_unreadable_files_and_writes_what_it_did(c4, tmp_path, capsys):
+    images = tmp_path / "in"
+    images.mkdir()
+    good = _images(7, [(96, 128), (1200, 1600)])
+    for i, image in enumerate(good):
+        Image.fromarray(image).save(images / f"good{i}.jpg", quality=95)
+    (images / "broken.jpg").write_bytes((images / "good0.jpg").read_bytes()[:300])
+    _big_png(images / "huge.png", 2000, 1500)
+    out = tmp_path / "out"
+    demo_tool = _tool_module("demo")
+    # 3 000 000 pixels allowed: huge.png (3 Mpx) passes, the 1.9 Mpx photo too; broken.jpg fails.
+    args = ["--onnx", c4[2]["onnx"], "--input", str(images), "--output", str(out), "--confidence-threshold", "0"]
+    assert demo_tool.main(args + ["--max-pixels", "3000000"]) == 1
+    records = json.loads((out / "detections.json").read_text())
+    failed = {Path(r["file"]).name: r["error"] for r in records if "error" in r}
+    assert list(failed) == ["broken.jpg"] and "cannot decode image" in failed["broken.jpg"]
+    assert sorted(Path(r["file"]).name for r in records if "error" not in r) == ["good0.jpg", "good1.jpg", "huge.png"]
+    assert "1 image(s) could not be read" in capsys.readouterr().err
+    # The drawing at a viewable size: the 1600 px default, or the image's own with --max-size 0.
+    assert Image.open(out / "good1.png").size == (1600, 1200) and Image.open(out / "huge.png").size == (1600, 1200)
+    # The reader's limit (default: Pillow's 89.5 Mpx) names the flag that raises it.
+    assert demo_tool.main(args + ["--max-pixels", "1000000", "--max-size", "0"]) == 1
+    records = json.loads((out / "detections.json").read_text())
+    assert "huge.png: 2000x1500 = 3000000 pixels is above max_pixels=1000000" in {
+        Path(r["file"]).name: r.get("error", "") for r in records}["huge.png"]
+    assert Image.open(out / "good0.png").size == (128, 96)
+
+
+@pytest.mark.slow
+def test_console_command_of_a_serving_install_runs_without_torch(c4, tmp_path):
+    """`pip install .` in a clean virtual environment: numpy, Pillow, onnxruntime and the
+    resnet-det-detect command, no torch; its detections are the runner's in this environment."""
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
+    pip = subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "-q", str(ROOT)],
+                         capture_output=True, text=True, timeout=1200)
+    assert pip.returncode == 0, pip.stderr[-3000:]
+    no_torch = subprocess.run([str(venv / "bin" / "python"), "-c", "import torch"], capture_output=True, text=True)
+    assert no_torch.returncode != 0 and "No module named 'torch'" in no_torch.stderr
+    images = tmp_path / "in"
+    images.mkdir()
+    Image.fromarray(_images(9, [(96, 128)])[0]).save(images / "a.png")
+    (images / "b.jpg").write_text("not an image")
+    run = subprocess.run([str(venv / "bin" / "resnet-det-detect"), "--onnx", c4[2]["onnx"], "--input", str(images),
+                          "--output", str(tmp_path / "out"), "--confidence-threshold", "0"],
+                         capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert run.returncode == 1, run.stderr[-3000:]  # 1: one of the images could not be read
+    assert "b.jpg" in run.stderr and "Traceback" not in run.stderr
+    good, bad = json.loads((tmp_path / "out" / "detections.json").read_text())
+    assert Path(bad["file"]).name == "b.jpg" and "cannot decode image" in bad["error"]
+    expected = OnnxDetector(c4[2]["onnx"])(images / "a.png")
+    assert np.allclose([d["bbox_xyxy"] for d in good["detections"]], expected["boxes"], atol=0.01)

@@ -9,11 +9,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
+from deploy_helpers import compare_with_pytorch
 from detectron2.modeling import build_model
 from PIL import Image
 
-from deploy_helpers import compare_with_pytorch
 from projects.toy_data import dataset_opts, make_toy_data
 from resnet_det.checkpoint.detection import ResNetDetCheckpointer
 from resnet_det.config import load_config

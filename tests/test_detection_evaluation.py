@@ -5,9 +5,9 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.evaluation import COCOEvaluator
 from detectron2.structures import Boxes, BoxMode, Instances
 
+from projects.toy_data import TOY_CLASSES, make_toy_data
 from resnet_det.config import get_cfg
 from resnet_det.data.datasets import register_voc
-from projects.toy_data import make_toy_data, TOY_CLASSES
 from resnet_det.evaluation.evaluators import VOCDetectionEvaluator, build_evaluator
 
 

@@ -10,7 +10,7 @@ import torchvision
 from detectron2.modeling import build_model
 
 import resnet_det  # noqa: F401
-from resnet_det.checkpoint import save_backbone, UnsafeWeightsError
+from resnet_det.checkpoint import UnsafeWeightsError, save_backbone
 from resnet_det.checkpoint.detection import (
     ResNetDetCheckpointer,
     WeightsMismatchError,

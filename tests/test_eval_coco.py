@@ -15,18 +15,17 @@ from detectron2.data import DatasetCatalog
 from detectron2.evaluation import COCOEvaluator
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
+from test_evaluation import predictions
 
+from projects.toy_data import make_toy_data
 from resnet_det.data import datasets as ds
 from resnet_det.data.datasets import DatasetError
-from projects.toy_data import make_toy_data
 from resnet_det.evaluation import (
     COCO_STAT_NAMES,
     coco_engine,
     evaluate_coco_files,
     use_in_detectron2,
 )
-
-from test_evaluation import predictions
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

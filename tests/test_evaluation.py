@@ -7,8 +7,8 @@ from detectron2.evaluation import COCOEvaluator, PascalVOCDetectionEvaluator
 from detectron2.structures import Boxes, BoxMode, Instances
 
 import resnet_det  # noqa: F401
+from projects.toy_data import TOY_CLASSES, make_toy_data
 from resnet_det.data import datasets as ds
-from projects.toy_data import make_toy_data, TOY_CLASSES
 
 
 @pytest.fixture(scope="module")

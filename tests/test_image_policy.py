@@ -4,12 +4,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from resnet_det.utils.image import ImageError
-
 from resnet_det.data.imagenet import decode_image, load_image
-from resnet_det.utils.image import ImageError, read_image_checked
 from resnet_det.data.mapper import RobustDatasetMapper
 from resnet_det.deploy.runtime import read_image
+from resnet_det.utils.image import ImageError, read_image_checked
 
 
 def _mapper(**kwargs):

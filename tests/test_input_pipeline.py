@@ -9,9 +9,7 @@ from PIL import Image
 from torchvision.transforms import v2
 
 from resnet_det.checkpoint.backbone_file import PIXEL_MEAN_RGB, PIXEL_STD_RGB
-from resnet_det.data.imagenet import build_train_loader, ImageFolderDataset, load_image
-from resnet_det.utils.image import ImageError
-from resnet_det.data.imagenet import decode_image
+from resnet_det.data.imagenet import ImageFolderDataset, build_train_loader, decode_image, load_image
 from resnet_det.data.transforms import (
     MEAN,
     STD,
@@ -20,6 +18,7 @@ from resnet_det.data.transforms import (
     build_eval_transform,
     build_train_transform,
 )
+from resnet_det.utils.image import ImageError
 
 # What the transforms ended with before batches became uint8.
 PER_SAMPLE_FLOAT = [v2.ToDtype(torch.float32, scale=True), v2.Normalize(MEAN, STD)]
@@ -29,7 +28,8 @@ def _photo(w=120, h=90, seed=0):
     """Smooth colour gradients with a few edges: decodes like a photo, unlike noise."""
     rng = np.random.default_rng(seed)
     y, x = np.mgrid[0:h, 0:w] / max(w, h)
-    chans = [np.sin(6 * x * rng.uniform(0.5, 2) + rng.uniform(0, 6)) * np.cos(5 * y * rng.uniform(0.5, 2)) for _ in range(3)]
+    chans = [np.sin(6 * x * rng.uniform(0.5, 2) + rng.uniform(0, 6)) * np.cos(5 * y * rng.uniform(0.5, 2))
+             for _ in range(3)]
     arr = (np.stack(chans, -1) * 100 + 128).clip(0, 255).astype(np.uint8)
     arr[h // 3 : h // 2, w // 4 : w // 2] = rng.integers(0, 256, 3)
     return Image.fromarray(arr)
@@ -115,7 +115,8 @@ def test_uint8_batches_normalised_equal_the_per_sample_float_pipeline(tree, reci
 def test_eval_crop_before_normalising_gives_the_same_numbers(tree, ten_crop):
     ours = ImageFolderDataset(tree, build_eval_transform(32, 40, ten_crop=ten_crop))
     crops = [v2.TenCrop(32), torch.stack] if ten_crop else [v2.CenterCrop(32)]
-    before = ImageFolderDataset(tree, v2.Compose([v2.ToImage(), v2.Resize(40, antialias=True), *PER_SAMPLE_FLOAT, *crops]))
+    before = ImageFolderDataset(tree, v2.Compose([v2.ToImage(), v2.Resize(40, antialias=True), *PER_SAMPLE_FLOAT,
+                                                  *crops]))
     for i in (0, 3):
         image = ours[i][0]
         assert image.dtype == torch.uint8

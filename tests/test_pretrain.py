@@ -6,21 +6,25 @@ import shutil
 import signal
 
 import pytest
-
-from resnet_det.checkpoint import load_state_dict_file, read_safetensors_metadata
 import torch
 
-from resnet_det.checkpoint import load_state_dict_checked, prune_checkpoints, SafeCheckpointer
-from resnet_det.data.imagenet import build_train_loader, DataLoaderWorkerError, iterate_loader
-from resnet_det.engine.hooks import TrainingDivergedError
+from projects.toy_data import TOY_CLASSES
+from resnet_det.checkpoint import (
+    SafeCheckpointer,
+    load_state_dict_checked,
+    load_state_dict_file,
+    prune_checkpoints,
+    read_safetensors_metadata,
+)
+from resnet_det.config import load_pretrain_cfg
+from resnet_det.data import imagenet as cls_data
+from resnet_det.data.imagenet import DataLoaderWorkerError, build_train_loader, iterate_loader
 from resnet_det.data.samplers import TrainSampler
 from resnet_det.engine import classification as engine
 from resnet_det.engine.classification import build_datasets, evaluate_only, train
+from resnet_det.engine.hooks import TrainingDivergedError
 from resnet_det.engine.solver import build_lr_scheduler
 from resnet_det.evaluation.accuracy import evaluate
-from resnet_det.config import load_pretrain_cfg
-from resnet_det.data import imagenet as cls_data
-from projects.toy_data import TOY_CLASSES
 from resnet_det.models import build_model, build_resnet
 
 CONFIGS = os.path.join(os.path.dirname(__file__), "..", "configs", "pretrain")
@@ -81,7 +85,8 @@ def test_bad_values_fail_naming_key_and_allowed(opts, pattern):
 
 def test_typo_and_wrong_type_fail_naming_key(tmp_path):
     bad = tmp_path / "bad.yaml"
-    bad.write_text("_BASE_: %s\nSOLVER:\n  BASE_LRR: 0.1\n" % os.path.abspath(os.path.join(CONFIGS, "Base-Pretrain.yaml")))
+    base = os.path.abspath(os.path.join(CONFIGS, "Base-Pretrain.yaml"))
+    bad.write_text(f"_BASE_: {base}\nSOLVER:\n  BASE_LRR: 0.1\n")
     with pytest.raises(KeyError, match=r"bad.yaml.*SOLVER.BASE_LRR"):
         load_pretrain_cfg(str(bad))
     with pytest.raises(ValueError, match=r"SOLVER.BASE_LR"):
@@ -199,7 +204,8 @@ def test_train_outputs_backbone_and_eval_only(toy_cls_root, tmp_path):
     assert 0 <= final["val_top1_err"] <= 100 and "val_10crop_top1_err" in final
     assert final["val_images"] == 2 * len(TOY_CLASSES)
 
-    state, meta = load_state_dict_file(tmp_path / "backbone.safetensors"), read_safetensors_metadata(tmp_path / "backbone.safetensors")
+    backbone = tmp_path / "backbone.safetensors"
+    state, meta = load_state_dict_file(backbone), read_safetensors_metadata(backbone)
     assert meta["arch"]["depth"] == 18 and meta["input_format"] == "RGB"
     assert meta["pixel_mean"] == [123.675, 116.28, 103.53]
     model = build_resnet(18, num_classes=5, norm=cfg.MODEL.NORM)  # the toy config sets the norm

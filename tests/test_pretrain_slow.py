@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 import torch
 
-
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
 TOY_CFG = str(REPO / "configs" / "pretrain" / "toy_resnet18.yaml")
@@ -28,9 +27,8 @@ def _ddp_worker(root, out):
     """One rank: train, then write the sample indices this rank was fed, per iteration."""
     from detectron2.utils import comm
 
-    from resnet_det.engine.classification import ClassificationTrainer
-
     from resnet_det.config import load_pretrain_cfg
+    from resnet_det.engine.classification import ClassificationTrainer
 
     torch.set_num_threads(1)
     cfg = load_pretrain_cfg(TOY_CFG, _opts(root, out, "SOLVER.MAX_ITER", "4", "DATA.NUM_WORKERS", "0"))

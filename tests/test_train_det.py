@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from resnet_det.config import ConfigError, load_config
 from projects.toy_data import dataset_opts, make_toy_data
+from resnet_det.config import ConfigError, load_config
 from resnet_det.engine.detection import check_can_train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -107,7 +107,7 @@ def test_frozen_bn_from_scratch_is_refused():
 
 
 def _total_losses(out):
-    rows = [json.loads(l) for l in (out / "metrics.json").read_text().splitlines()]
+    rows = [json.loads(line) for line in (out / "metrics.json").read_text().splitlines()]
     return [r["total_loss"] for r in rows if "total_loss" in r]
 
 
@@ -300,3 +300,60 @@ def test_two_cpu_processes_train_and_evaluate(toy_env, tmp_path):
     results = json.loads((out / "eval_results.json").read_text())
     assert "bbox" in results["toy_coco_val"]
     assert (out / "model_final.pth").exists()
+
+
+# Upstream warnings a user cannot act on (resnet_det.utils.cli filters them at their source).
+UPSTREAM = ("torch.jit.script` is deprecated", "torch.meshgrid", "is_fx_tracing", "broadcast_buffers",
+            "worker processes in total")
+
+
+@pytest.mark.slow
+def test_logs_hold_progress_not_dumps_colour_codes_or_upstream_warnings(toy_env, tmp_path):
+    from resnet_det.engine.launch import available_cpus
+
+    out, workers = tmp_path / "out", available_cpus() + 2
+    proc = _run(toy_env, TOY_VOC, out, "SOLVER.MAX_ITER", "3", "DATALOADER.NUM_WORKERS", str(workers))
+    log = (out / "log.txt").read_text()
+    assert "\x1b[" not in log and "\x1b[" not in (out / "config.yaml").read_text()
+    assert "Running with full config" not in log and "Contents of args.config_file" not in log
+    assert "Full config written to OUTPUT_DIR/config.yaml" in log
+    assert f"DATALOADER.NUM_WORKERS {workers} is more than the {available_cpus()} CPU(s)" in log
+    assert len(log.splitlines()) < 150, "a short run's log is not a config dump"
+    for warning in UPSTREAM:
+        assert warning not in proc.stderr and warning not in log, warning
+    # The PyTorch demo (detectron2's DefaultPredictor) on the trained weights: no warnings either.
+    demo = subprocess.run([sys.executable, str(ROOT / "tools" / "demo.py"), "--config", str(TOY_VOC),
+                           "--weights", str(out / "model_final.pth"), "--input", str(Path(toy_env["TOY_ROOT"]) /
+                           "VOC2007" / "JPEGImages"), "--output", str(tmp_path / "drawn"), *SMALL,
+                           *dataset_opts(toy_env["TOY_ROOT"])], env=toy_env, cwd=ROOT, capture_output=True, text=True,
+                          timeout=600)
+    assert demo.returncode == 0, demo.stderr[-3000:]
+    for warning in UPSTREAM:
+        assert warning not in demo.stderr, warning
+
+
+def test_training_logs_every_minute_when_iterations_are_slow(monkeypatch):
+    from detectron2.utils.events import EventWriter
+
+    from resnet_det.engine import hooks
+
+    clock, writes = [0.0], []
+
+    class Writer(EventWriter):
+        def write(self):
+            writes.append((trainer.iter, clock[0]))
+
+    class Trainer:
+        max_iter = 100
+
+    monkeypatch.setattr(hooks.time, "perf_counter", lambda: clock[0])
+    writer = hooks.PeriodicWriter([Writer()], period=20, seconds=60)
+    writer.trainer = trainer = Trainer()
+    for trainer.iter, seconds in zip(range(100), [1] * 30 + [25] * 70):  # then 25 s an iteration
+        clock[0] += seconds
+        writer.after_step()
+    iters, times = zip(*writes)
+    assert {19, 39, 59, 79, 99} <= set(iters)  # every SOLVER.LOG_PERIOD and the last iteration
+    assert iters[:2] == (19, 31)  # fast iterations: the period; slow ones: 60 s after the last write
+    assert max(b - a for a, b in zip(times, times[1:])) < 60 + 25  # never a minute without a line
+    assert len(iters) < 40  # not every slow iteration either

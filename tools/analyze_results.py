@@ -40,7 +40,7 @@ def analyze(argv=None):
     args = parser.parse_args(argv)
     if args.gt and not args.dt:
         parser.error("--gt needs --dt")
-    from resnet_det.evaluation.analysis import analyze_run, write_analysis
+    from resnet_det.evaluation.analysis import AP_DEFINITION, analyze_run, write_analysis
 
     options = dict(score_thresh=args.score_thresh, iou_thresh=args.iou_thresh,
                    num_images=args.num_images, engine=args.engine)
@@ -48,7 +48,7 @@ def analyze(argv=None):
         analyze_run(args.run, args.output, **options)
     else:
         write_analysis(args.gt, args.dt, args.output, image_root=args.image_root, **options)
-    print(f"wrote {args.output}/report.md")
+    print(f"wrote {args.output}/report.md; AP there is {AP_DEFINITION}")
     return 0
 
 

@@ -30,8 +30,8 @@ silence_known_warnings()  # before detectron2's imports, which warn
 from detectron2.utils.logger import setup_logger  # noqa: E402
 
 from resnet_det.config import load_config  # noqa: E402
-from resnet_det.vis.browse import browse_dataset  # noqa: E402
 from resnet_det.data.crops import export_crops  # noqa: E402
+from resnet_det.vis.browse import browse_dataset  # noqa: E402
 
 
 def main(argv=None):

@@ -9,16 +9,16 @@
 Writes OUT/degradation.png (training error thin, test error bold), OUT/curves.json and one
 OUT/<model>.safetensors per model (input of tools/layer_responses.py).
 """
-import sys  # noqa: E402,I001
-from pathlib import Path  # noqa: E402
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root: projects/
 import argparse
+import sys
 import time
+from pathlib import Path
 
 import torch
 
-from projects.paper.degradation import (
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, for projects/
+
+from projects.paper.degradation import (  # noqa: E402
     DEFAULT_MODELS,
     STUDY_JSON,
     STUDY_PNG,

@@ -4,13 +4,12 @@
 
     python tools/demo_pipeline.py [--out output/demo] [--baseline] [--quick] [--threads N] [--seed S]
 """
-import sys  # noqa: E402,I001
-from pathlib import Path  # noqa: E402
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root: projects/
 import sys
+from pathlib import Path
 
-from projects.demo.pipeline import main
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, for projects/
+
+from projects.demo.pipeline import main  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -36,6 +36,7 @@ def evaluate(argv=None):
     p.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides: KEY VALUE ...")
     args = p.parse_args(argv)
     setup_logger(name="resnet_det")
+    setup_logger(name="detectron2", abbrev_name="d2")  # inference_on_dataset's progress lines
     cfg = load_config(args.config, args.opts)
     results = evaluate_onnx(cfg, args.onnx, args.threads)
     for dataset, tasks in results.items():

@@ -5,17 +5,16 @@
 
 Writes a PNG (std vs block index, and sorted by magnitude) and a json of the stds beside it.
 """
-import sys  # noqa: E402,I001
-from pathlib import Path  # noqa: E402
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root: projects/
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import torch
 
-from projects.paper.layer_responses import (
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, for projects/
+
+from projects.paper.layer_responses import (  # noqa: E402
     init_layer_responses,
     plot_layer_responses,
     study_layer_responses,

@@ -4,14 +4,13 @@
     python tools/make_toy_data.py --out /tmp/toy --kinds voc coco --num-det-train 20 \
         --det-size 128 160
 """
-import sys  # noqa: E402,I001
-from pathlib import Path  # noqa: E402
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root: projects/
 import argparse
 import sys
+from pathlib import Path
 
 from resnet_det.utils.cli import run_cli, silence_known_warnings
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, for projects/
 
 silence_known_warnings()  # before detectron2's imports, which warn
 

@@ -6,11 +6,11 @@
 """
 import sys
 
-from resnet_det.utils.cli import run_cli, silence_known_warnings, training_argument_parser
+from resnet_det.utils.cli import silence_known_warnings
 
 silence_known_warnings()  # before detectron2's imports, which warn
 
-from resnet_det.engine.classification import launch_from_args  # noqa: E402
+from resnet_det.engine.classification import command_line  # noqa: E402
 
 if __name__ == "__main__":
-    sys.exit(run_cli(lambda: launch_from_args(training_argument_parser(__doc__).parse_args())))
+    sys.exit(command_line(doc=__doc__))

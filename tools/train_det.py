@@ -49,24 +49,11 @@ dataset, weights) print their message alone and exit with status 2.
 """
 import sys
 
-from resnet_det.utils.cli import run_cli, silence_known_warnings, training_argument_parser
+from resnet_det.utils.cli import silence_known_warnings
 
 silence_known_warnings()  # before detectron2's imports, which warn
 
-from resnet_det.engine.detection import launch_from_args  # noqa: E402
-
-
-def main():
-    parser = training_argument_parser(__doc__)
-    parser.add_argument(
-        "--deploy", action="store_true",
-        help="with --eval-only: evaluate the model after optimize_detector_for_inference",
-    )
-    args = parser.parse_args()
-    if not args.config_file:
-        parser.error("--config FILE is required (e.g. configs/toy/faster_rcnn_r18_c4_voc.yaml)")
-    launch_from_args(args)
-
+from resnet_det.engine.detection import command_line  # noqa: E402
 
 if __name__ == "__main__":
-    sys.exit(run_cli(main))
+    sys.exit(command_line(doc=__doc__))

@@ -15,7 +15,12 @@ import torch
 import torch.nn.functional as F
 
 from projects.paper.cifar import build_cifar_resnet
-from resnet_det.checkpoint import load_state_dict_checked, load_state_dict_file, read_safetensors_metadata, save_safetensors
+from resnet_det.checkpoint import (
+    load_state_dict_checked,
+    load_state_dict_file,
+    read_safetensors_metadata,
+    save_safetensors,
+)
 from resnet_det.utils.files import atomic_write
 from resnet_det.utils.plotting import new_figure, save_figure
 
@@ -212,14 +217,14 @@ def run_degradation_study(models, data: StudyData, out_dir, recipe: StudyRecipe 
     recipe = recipe or StudyRecipe()
     log = log or (lambda message: None)
     specs = [(spec, *parse_model_spec(spec)) for spec in models]
-    for spec, depth, plain in specs:
+    for _spec, depth, plain in specs:
         build_cifar_resnet(depth, plain=plain)  # a bad depth fails now, not after hours
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     result = dict(recipe=dataclasses.asdict(recipe), data=dict(
         data.source, classes=list(data.classes), num_train=len(data.train_labels), num_test=len(data.test_labels),
         pixel_mean=data.pixel_mean, pixel_std=data.pixel_std), models={})
-    for spec, depth, plain in specs:
+    for _spec, depth, plain in specs:
         name = f"{'plain' if plain else 'resnet'}-{depth}"
         log(f"{name}: training {recipe.iterations} iterations")
         # Same initial weights for a given spec regardless of which models precede it.

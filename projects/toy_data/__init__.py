@@ -3,11 +3,19 @@ main job and the docs (``tools/make_toy_data.py``), and the config entries that 
 import json
 import os
 
-from projects.toy_data.shapes import (KINDS, LABELIMG_CLASSES, TOY_CLASSES, TOY_COCO_CATEGORY_IDS, make_classification_tree,
-                                      make_coco, make_toy_data, make_voc)
+from projects.toy_data.shapes import (
+    KINDS,
+    LABELIMG_CLASSES,
+    TOY_CLASSES,
+    TOY_COCO_CATEGORY_IDS,
+    make_classification_tree,
+    make_coco,
+    make_toy_data,
+    make_voc,
+)
 
-__all__ = ["KINDS", "LABELIMG_CLASSES", "TOY_CLASSES", "TOY_COCO_CATEGORY_IDS", "dataset_opts", "make_classification_tree",
-           "make_coco", "make_toy_data", "make_voc", "register_toy_datasets"]
+__all__ = ["KINDS", "LABELIMG_CLASSES", "TOY_CLASSES", "TOY_COCO_CATEGORY_IDS", "dataset_opts",
+           "make_classification_tree", "make_coco", "make_toy_data", "make_voc", "register_toy_datasets"]
 
 
 def dataset_opts(root) -> list[str]:

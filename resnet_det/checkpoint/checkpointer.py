@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from detectron2.utils import comm
 from fvcore.common.checkpoint import Checkpointer, _IncompatibleKeys
 from iopath.common.file_io import PathManager
-
-from detectron2.utils import comm
 
 from resnet_det.checkpoint.io import _unwrap, load_state_dict_checked, read_safetensors_metadata, read_weights_file
 from resnet_det.utils.files import atomic_write

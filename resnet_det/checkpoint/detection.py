@@ -16,12 +16,12 @@ from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.checkpoint.c2_model_loading import convert_basic_c2_names, convert_c2_detectron_names
 from fvcore.common.checkpoint import _IncompatibleKeys
 
-from resnet_det.models import architecture
-from resnet_det.models.resnet import RESNET_SPECS, STAGE_NAMES, STEM_CHANNELS, resnet_arch
 from resnet_det.checkpoint.backbone_file import BACKBONE_FORMAT, CLASSIFIER_PREFIXES, backbone_metadata
 from resnet_det.checkpoint.checkpointer import SafeCheckpointer
 from resnet_det.checkpoint.io import load_state_dict_checked, save_safetensors
 from resnet_det.checkpoint.torchvision import from_torchvision, is_torchvision_resnet, is_torchvision_vgg16
+from resnet_det.models import architecture
+from resnet_det.models.resnet import RESNET_SPECS, STAGE_NAMES, STEM_CHANNELS, resnet_arch
 
 __all__ = ["WeightsMismatchError", "ResNetDetCheckpointer", "backbone_key_targets", "check_backbone_metadata",
            "convert_pickle_weights", "infer_resnet_depth"]

@@ -1,8 +1,15 @@
 """Both stages' configs: detection (detectron2's CfgNode plus this plugin's keys) and
 classification pretraining (an fvcore CfgNode), merged and checked by one mechanism whose errors
 name the file, the key and the allowed values."""
-from resnet_det.config.defaults import (add_resnet_det_config, get_cfg, learning_rate_warning, load_config,
-                                        resnet_options, schedule_warnings, validate_config)
+from resnet_det.config.defaults import (
+                                        add_resnet_det_config,
+                                        get_cfg,
+                                        learning_rate_warning,
+                                        load_config,
+                                        resnet_options,
+                                        schedule_warnings,
+                                        validate_config,
+)
 from resnet_det.config.pretraining import get_pretrain_cfg, load_pretrain_cfg
 from resnet_det.config.rules import ConfigError, ConfigKeyError, check_rules, merge_config
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from detectron2.config import CfgNode as CN
 from detectron2.config import get_cfg as _d2_get_cfg
 
-from resnet_det.config.rules import ConfigError, check_rules, merge_config, number
+from resnet_det.config.rules import check_rules, merge_config, number
 from resnet_det.models.resnet import NORMS, RESNET_SPECS, SHORTCUTS, STEM_CHANNELS, WIDTH_MULTIPLE, valid_width
 from resnet_det.utils.image import MAX_PIXELS
 

@@ -11,8 +11,8 @@ from resnet_det.config.rules import check_rules, get_key, merge_config, number, 
 from resnet_det.models import NORMS, RESNET_SPECS, SHORTCUTS
 from resnet_det.utils.image import MAX_PIXELS
 
-__all__ = ["OPTIMIZERS", "RENAMED", "PretrainCfgNode", "amp_mode", "get_pretrain_cfg", "load_pretrain_cfg", "pretrain_rules",
-           "validate_pretrain_cfg"]
+__all__ = ["OPTIMIZERS", "RENAMED", "PretrainCfgNode", "amp_mode", "get_pretrain_cfg", "load_pretrain_cfg",
+           "pretrain_rules", "validate_pretrain_cfg"]
 
 OPTIMIZERS = ("SGD", "AdamW")
 # Keys whose meaning differed from detectron2's, and what to write instead.

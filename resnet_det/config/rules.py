@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import difflib
 import math
+import os
+
+import yaml
 
 __all__ = ["ConfigError", "ConfigKeyError", "check_rules", "get_key", "merge_config", "number", "one_of"]
 
@@ -83,6 +86,8 @@ def merge_config(cfg, config_file=None, opts=(), *, rules=None, renamed=None):
     if len(opts) % 2:
         raise ConfigError(f"config overrides must be KEY VALUE pairs; got an odd list: {opts}")
     where = f"{config_file}: " if config_file else ""
+    if config_file and not os.path.isfile(config_file):
+        raise ConfigError(f"{config_file}: no such config file")
     try:
         if config_file:
             # allow_unsafe=False: a yaml file must not construct Python objects (run code).
@@ -97,6 +102,8 @@ def merge_config(cfg, config_file=None, opts=(), *, rules=None, renamed=None):
             raise
         key = text.rsplit(":", 1)[-1].strip()
         raise _unknown_key(cfg, key, where, renamed) from e
+    except yaml.YAMLError as e:  # a yaml that does not parse, or tags that construct objects
+        raise ConfigError(f"{where}not a valid config yaml: {str(e).splitlines()[0]}") from None
     except ValueError as e:
         # yacs: "Type mismatch (...) with values (...) for config key: KEY"
         key = str(e).rsplit("config key: ", 1)[-1].strip()

@@ -33,7 +33,8 @@ def split_datasets(cfg, split) -> list[str]:
 def ground_truth(record) -> tuple[list, list]:
     """``(boxes xyxy, class ids)`` of a dataset record's non-crowd annotations."""
     anns = [a for a in record.get("annotations", []) if not a.get("iscrowd", 0)]
-    return [BoxMode.convert(a["bbox"], a["bbox_mode"], BoxMode.XYXY_ABS) for a in anns], [a["category_id"] for a in anns]
+    boxes = [BoxMode.convert(a["bbox"], a["bbox_mode"], BoxMode.XYXY_ABS) for a in anns]
+    return boxes, [a["category_id"] for a in anns]
 
 
 def _background_boxes(rng, boxes, width, height, count, tries=50):

@@ -20,9 +20,9 @@ try:  # deprecated since torchvision 0.29 in favour of TorchCodec (not a depende
 except ImportError:  # removed: every image goes through PIL
     decode_jpeg = None
 
+from resnet_det.data.samplers import TrainSampler, derived_seed, seeded_rngs
 from resnet_det.utils.image import MAX_PIXELS, ImageError, open_image
 from resnet_det.utils.image import load_image as read_pil
-from resnet_det.data.samplers import TrainSampler, derived_seed, seeded_rngs
 
 __all__ = ["ClassTreeError", "ImageError", "DataLoaderWorkerError", "load_image", "decode_image",
            "check_class_tree", "ImageFolderDataset", "TrainSampler", "build_train_loader", "build_test_loader",

@@ -51,7 +51,8 @@ class TrainSampler(Sampler):
 
     def __init__(self, size: int, samples_per_epoch: int, *, seed=0, rank=0, world_size=1, start=0):
         if samples_per_epoch <= 0 or samples_per_epoch * world_size > size + world_size:
-            raise ValueError(f"samples_per_epoch={samples_per_epoch} does not fit {size} samples over {world_size} ranks")
+            raise ValueError(f"samples_per_epoch={samples_per_epoch} does not fit {size} samples over "
+                             f"{world_size} ranks")
         self.size, self.samples_per_epoch = size, samples_per_epoch
         self.seed, self.rank, self.world_size, self.start = seed, rank, world_size, start
 

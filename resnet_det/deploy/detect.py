@@ -14,7 +14,6 @@ import logging
 import sys
 from pathlib import Path
 
-import numpy as np
 from PIL import Image
 
 from resnet_det.utils.cli import add_debug_argument, run_cli

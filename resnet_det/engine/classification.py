@@ -23,18 +23,31 @@ from resnet_det.checkpoint import save_backbone
 from resnet_det.checkpoint.checkpointer import LAST_CHECKPOINT, SafeCheckpointer
 from resnet_det.config import ConfigError, resnet_options
 from resnet_det.config.pretraining import amp_mode, load_pretrain_cfg, validate_pretrain_cfg
-from resnet_det.data.imagenet import build_test_loader, build_train_loader, ClassTreeError, ImageFolderDataset, iterate_loader
+from resnet_det.data.imagenet import (
+    ClassTreeError,
+    ImageFolderDataset,
+    build_test_loader,
+    build_train_loader,
+    iterate_loader,
+)
 from resnet_det.data.transforms import MixCollate, NormalizeBatch, build_eval_transform, build_train_transform
-from resnet_det.engine.hooks import build_writers, divergence_message, PlotCurves, SeedEachIteration, TrainingDivergedError
-from resnet_det.engine.launch import cap_workers, launch_main, resolve_device
+from resnet_det.engine.hooks import (
+    PlotCurves,
+    SeedEachIteration,
+    TrainingDivergedError,
+    build_writers,
+    divergence_message,
+)
+from resnet_det.engine.launch import cap_workers, launch_main, resolve_device, training_argument_parser
 from resnet_det.engine.solver import build_lr_scheduler, build_optimizer
 from resnet_det.evaluation.accuracy import autocast, evaluate
 from resnet_det.models import build_resnet, build_vgg16
+from resnet_det.utils.cli import run_cli, silence_known_warnings
 from resnet_det.utils.files import atomic_write
 from resnet_det.utils.plotting import plot_metric_curves, pretraining_curve_panels, read_metrics_json
 
 __all__ = ["ClassificationTrainer", "build_classifier", "build_datasets", "schedule_lengths",
-           "classification_loss", "train", "evaluate_only", "plot_curves", "main", "launch_from_args"]
+           "classification_loss", "train", "evaluate_only", "plot_curves", "main", "launch_from_args", "command_line"]
 
 logger = logging.getLogger(__name__)
 
@@ -383,3 +396,10 @@ def launch_from_args(args):
     then run :func:`main` in ``--num-gpus`` processes per machine through detectron2's ``launch``."""
     load_pretrain_cfg(args.config_file, args.opts)
     return launch_main(main, args)
+
+
+def command_line(argv=None, doc=None) -> int:
+    """``resnet-det-pretrain`` (tools/pretrain_cls.py): detectron2's training flags, then pretrain or
+    evaluate; the exit status (2 with the message of an expected error)."""
+    silence_known_warnings()
+    return run_cli(lambda: launch_from_args(training_argument_parser(doc or __doc__).parse_args(argv)))

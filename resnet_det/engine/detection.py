@@ -13,25 +13,39 @@ from unittest import mock
 
 import torch
 from detectron2.data import MetadataCatalog, build_detection_test_loader
-from detectron2.engine import DefaultTrainer, create_ddp_model, default_setup, hooks
+from detectron2.engine import DefaultTrainer, create_ddp_model, default_setup
 from detectron2.engine import defaults as d2_defaults
 from detectron2.utils import comm
 from detectron2.utils.logger import create_small_table, setup_logger
 
 from resnet_det.checkpoint.detection import ResNetDetCheckpointer
-from resnet_det.config.defaults import RESNET_BACKBONES
 from resnet_det.config import ConfigError, learning_rate_warning, load_config, schedule_warnings
+from resnet_det.config.defaults import RESNET_BACKBONES
 from resnet_det.data.build import build_resumable_train_loader
 from resnet_det.data.datasets import check_datasets, register_all_datasets
 from resnet_det.data.mapper import RobustDatasetMapper
-from resnet_det.engine.hooks import build_writers, divergence_message, PlotCurves, ResumableJSONWriter, SeedEachIteration, TrainingDivergedError
-from resnet_det.engine.launch import cap_workers, launch_main, quiet_config_dump, resolve_device
+from resnet_det.engine.hooks import (
+    PlotCurves,
+    ResumableJSONWriter,
+    SeedEachIteration,
+    TrainingDivergedError,
+    build_writers,
+    divergence_message,
+)
+from resnet_det.engine.launch import (
+    cap_workers,
+    launch_main,
+    quiet_config_dump,
+    resolve_device,
+    training_argument_parser,
+)
 from resnet_det.evaluation.evaluators import build_evaluator
+from resnet_det.utils.cli import run_cli, silence_known_warnings
 from resnet_det.utils.files import write_json
 from resnet_det.utils.plotting import plot_detection_curves
 
 __all__ = ["Trainer", "TrainingDivergedError", "setup", "main", "launch_from_args", "train_detector",
-           "check_num_classes", "RESULTS_FILE"]
+           "check_num_classes", "command_line", "RESULTS_FILE"]
 
 logger = logging.getLogger("resnet_det")
 # Final metrics of a training run or of --eval-only, written to OUTPUT_DIR.
@@ -60,7 +74,7 @@ class Trainer(DefaultTrainer):
                                                   max_to_keep=self.cfg.SOLVER.MAX_CHECKPOINTS_TO_KEEP)
         ret = [SeedEachIteration()] + super().build_hooks()
         if comm.is_main_process():  # detectron2 writes every 20 iterations; SOLVER.LOG_PERIOD here
-            ret[-1] = hooks.PeriodicWriter(self.build_writers(), period=self.cfg.SOLVER.LOG_PERIOD)
+            ret[-1] = PeriodicWriter(self.build_writers(), period=self.cfg.SOLVER.LOG_PERIOD)
         return ret + [PlotCurves(self.cfg.OUTPUT_DIR, self.cfg.TEST.EVAL_PERIOD, plot_detection_curves)]
 
     def build_writers(self):
@@ -249,3 +263,20 @@ def train_detector(config_file, opts=(), *, eval_only=False, resume=False, num_g
     return launch_from_args(argparse.Namespace(
         config_file=config_file, opts=list(opts), eval_only=eval_only, resume=resume, num_gpus=num_gpus,
         num_machines=num_machines, machine_rank=machine_rank, dist_url=dist_url))
+
+
+def command_line(argv=None, doc=None) -> int:
+    """``resnet-det-train`` (tools/train_det.py): detectron2's training flags, ``--deploy``, then
+    train or evaluate; the exit status (2 with the message of an expected error)."""
+    silence_known_warnings()
+
+    def run():
+        parser = training_argument_parser(doc or __doc__)
+        parser.add_argument("--deploy", action="store_true",
+                            help="with --eval-only: evaluate the model after optimize_detector_for_inference")
+        args = parser.parse_args(argv)
+        if not args.config_file:
+            parser.error("--config FILE is required (e.g. configs/toy/faster_rcnn_r18_c4_voc.yaml)")
+        launch_from_args(args)
+
+    return run_cli(run)

@@ -6,19 +6,20 @@ import json
 import logging
 import os
 import random
+import time
 from collections import defaultdict
 
 import numpy as np
 import torch
-from detectron2.engine import HookBase
+from detectron2.engine import HookBase, hooks
 from detectron2.utils import comm
 from detectron2.utils.events import CommonMetricPrinter, JSONWriter, TensorboardXWriter, get_event_storage
 
 from resnet_det.data.samplers import derived_seed
 from resnet_det.utils.files import atomic_write
 
-__all__ = ["TrainingDivergedError", "ResumableJSONWriter", "PlotCurves", "SeedEachIteration", "build_writers",
-           "divergence_message"]
+__all__ = ["TrainingDivergedError", "ResumableJSONWriter", "PeriodicWriter", "PlotCurves", "SeedEachIteration",
+           "build_writers", "divergence_message"]
 
 logger = logging.getLogger(__name__)
 
@@ -118,3 +119,20 @@ class PlotCurves(HookBase):
 
     def after_train(self):
         self._plot()
+
+
+class PeriodicWriter(hooks.PeriodicWriter):
+    """detectron2's ``PeriodicWriter`` (every ``period`` iterations and at the last one) that also
+    writes once ``seconds`` passed since the last write: on a CPU, where an iteration can take
+    seconds, the log still shows progress every minute."""
+
+    def __init__(self, writers, period=20, seconds=60.0):
+        super().__init__(writers, period)
+        self._seconds, self._last = seconds, time.perf_counter()
+
+    def after_step(self):
+        done, now = self.trainer.iter + 1, time.perf_counter()
+        if done % self._period == 0 or done == self.trainer.max_iter or now - self._last >= self._seconds:
+            for writer in self._writers:
+                writer.write()
+            self._last = now

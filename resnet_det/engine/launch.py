@@ -6,11 +6,23 @@ import logging
 import os
 
 import torch
-from detectron2.engine import launch
+from detectron2.engine import default_argument_parser, launch
 
-from resnet_det.utils.cli import in_worker
+from resnet_det.utils.cli import add_debug_argument, in_worker
 
-__all__ = ["available_cpus", "cap_workers", "launch_main", "quiet_config_dump", "resolve_device"]
+__all__ = ["available_cpus", "cap_workers", "launch_main", "quiet_config_dump", "resolve_device",
+           "training_argument_parser"]
+
+
+def training_argument_parser(doc: str):
+    """detectron2's ``default_argument_parser`` (``--config-file``, ``--resume``, ``--eval-only``,
+    ``--num-gpus``, ...) with ``--config`` as a second spelling and ``--debug``, as both stages'
+    commands take them; ``doc`` is the help epilog. Imports detectron2: call it after
+    :func:`~resnet_det.utils.cli.silence_known_warnings`."""
+    parser = default_argument_parser(epilog=doc)
+    parser.add_argument("--config", dest="config_file", metavar="FILE", help="same as --config-file")
+    add_debug_argument(parser)
+    return parser
 
 
 def launch_main(main, args, *main_args):

@@ -36,10 +36,10 @@ from pathlib import Path
 
 import numpy as np
 
-from resnet_det.utils.draw import draw_boxes
-from resnet_det.utils.plotting import new_figure, save_figure
 from resnet_det.data.datasets import DatasetError, read_json
 from resnet_det.evaluation.coco import COCO_STAT_NAMES, coco_engine, load_coco_gt, load_coco_results, run_cocoeval
+from resnet_det.utils.draw import draw_boxes
+from resnet_det.utils.plotting import new_figure, save_figure
 
 __all__ = [
     "AP_DEFINITION",
@@ -622,7 +622,8 @@ def _report(a: Analysis, worst, title, gt, dt):
               "the missed column counts objects no detection of any class found.", "",
               "![confusion matrix](confusion_matrix.png)", ""]
     m = a.confusion
-    lines += [f"True positives {int(np.trace(m[:-1, :-1]))}, wrong class {int(m[:-1, :-1].sum() - np.trace(m[:-1, :-1]))}, "
+    hits = int(np.trace(m[:-1, :-1]))
+    lines += [f"True positives {hits}, wrong class {int(m[:-1, :-1].sum()) - hits}, "
               f"background {int(m[-1].sum())}, missed {int(m[:-1, -1].sum())}.", ""]
     for key, name, what in (("fp", "false_positives", "most false positives"),
                             ("missed", "missed", "most missed objects")):

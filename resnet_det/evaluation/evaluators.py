@@ -147,15 +147,9 @@ class VOCDetectionEvaluator(PascalVOCDetectionEvaluator):
                 with open(template.format(cls_name), "w") as f:
                     f.write("\n".join(predictions.get(cls_id, [""])))
 
-                def ap(iou, use_07):
-                    _, _, value = voc_eval(
-                        template,
-                        anno_template,
-                        self._image_set_path,
-                        cls_name,
-                        ovthresh=iou / 100.0,
-                        use_07_metric=use_07,
-                    )
+                def ap(iou, use_07, cls_name=cls_name):
+                    _, _, value = voc_eval(template, anno_template, self._image_set_path, cls_name,
+                                           ovthresh=iou / 100.0, use_07_metric=use_07)
                     return value * 100
 
                 for iou in range(50, 100, 5):

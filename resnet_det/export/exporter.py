@@ -31,10 +31,12 @@ dynamic sizes detectron2 writes for tracing (``Hi_Wi_A``, anchor grids) as graph
 """
 from __future__ import annotations
 
+import argparse
 import contextlib
 import copy
 import io
 import json
+import logging
 import time
 import warnings
 from pathlib import Path
@@ -51,11 +53,13 @@ from resnet_det.data.datasets import dataset_class_names
 from resnet_det.deploy.runtime import FORMAT_VERSION, INPUT_NAME, METADATA_KEY, OUTPUT_NAMES, DeployError
 from resnet_det.modeling.inference import odd_bins_unread, unstride
 from resnet_det.modeling.postprocess import at_most, batched_nms, clip_boxes, fast_rcnn_inference, first
+from resnet_det.utils.cli import add_debug_argument, run_cli, silence_known_warnings
 from resnet_det.utils.files import write_json
 
-__all__ = ["ExportableRCNN", "export_onnx", "export_from_config", "export_model"]
+__all__ = ["ExportableRCNN", "command_line", "export_onnx", "export_from_config", "export_model"]
 
 OPSET = 17
+logger = logging.getLogger(__name__)
 
 
 class ExportableRCNN(nn.Module):
@@ -249,6 +253,7 @@ def export_model(model, cfg, output_dir, class_names=None, sample_hw=(480, 640))
     g = torch.Generator().manual_seed(0)
     sample = torch.randint(0, 256, (*sample_hw, 3), generator=g, dtype=torch.uint8)
     start = time.perf_counter()
+    logger.info("tracing the detector into %s (the graph is then checked with onnx.checker)", out / "model.onnx")
     onnx_path = export_onnx(model, out / "model.onnx", sample, metadata=settings["graph"])
     seconds = time.perf_counter() - start
     json_path = write_json(out / "model.json", settings)
@@ -269,6 +274,33 @@ def export_from_config(cfg, weights: str, output_dir) -> dict:
     cfg.defrost()
     cfg.MODEL.DEVICE = "cpu"
     cfg.freeze()
+    logger.info("building %s with %s", cfg.MODEL.BACKBONE.NAME, weights)
     model = build_model(cfg).eval()
     ResNetDetCheckpointer(model).load(weights)
     return export_model(model, cfg, output_dir, dataset_class_names(cfg))
+
+
+def command_line(argv=None, doc=None) -> int:
+    """``resnet-det-export`` (tools/export_model.py): export a trained detector; the exit status."""
+    silence_known_warnings()
+    from detectron2.utils.logger import setup_logger
+
+    setup_logger(name="resnet_det")
+    return run_cli(_export, argv, doc)
+
+
+def _export(argv=None, doc=None):
+    from resnet_det.config import load_config
+
+    p = argparse.ArgumentParser(prog="resnet-det-export", description=doc or __doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", "--config-file", dest="config", required=True, help="detector yaml")
+    p.add_argument("--weights", required=True, help="detector checkpoint (.pth/.safetensors)")
+    p.add_argument("--output", required=True, help="directory for model.onnx and model.json")
+    add_debug_argument(p)
+    p.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides: KEY VALUE ...")
+    args = p.parse_args(argv)
+    info = export_from_config(load_config(args.config, args.opts), args.weights, args.output)
+    print(f"{info['onnx']} ({info['bytes'] / 2**20:.1f} MiB, exported in {info['seconds']:.1f} s, "
+          f"onnx.checker passed) and {info['json']}")
+    return 0

@@ -5,8 +5,12 @@ Importing this package registers ``build_resnet_det_backbone``, ``build_resnet_d
 ``build_vgg16_backbone`` (BACKBONE_REGISTRY), ``ResNetDetRes5ROIHeads`` (ROI_HEADS_REGISTRY) and
 ``VGG16BoxHead`` (ROI_BOX_HEAD_REGISTRY); importing it again is harmless.
 """
-from resnet_det.modeling.backbone import (VGG16Backbone, build_resnet_det_backbone, build_resnet_det_fpn_backbone,
-                                          build_vgg16_backbone)
+from resnet_det.modeling.backbone import (
+                                          VGG16Backbone,
+                                          build_resnet_det_backbone,
+                                          build_resnet_det_fpn_backbone,
+                                          build_vgg16_backbone,
+)
 from resnet_det.modeling.roi_heads import ResNetDetRes5ROIHeads, VGG16BoxHead
 
 __all__ = ["ResNetDetRes5ROIHeads", "VGG16Backbone", "VGG16BoxHead", "build_resnet_det_backbone",

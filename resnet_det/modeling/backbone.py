@@ -7,17 +7,21 @@ stored with exported backbone files), which the checkpointer checks weights agai
 """
 from __future__ import annotations
 
+from typing import Dict
+
 import torch
+import torch.nn.functional as F
 from detectron2.layers import ShapeSpec
 from detectron2.modeling import BACKBONE_REGISTRY, Backbone
 from detectron2.modeling.backbone import FPN
 from detectron2.modeling.backbone.fpn import LastLevelMaxPool
 from detectron2.modeling.backbone.resnet import ResNet as D2ResNet
+from torch import nn
 
 from resnet_det.config import resnet_options
+from resnet_det.modeling.registry import register_once
 from resnet_det.models.resnet import STAGE_NAMES, build_resnet_stem_and_stages, resnet_arch
 from resnet_det.models.vgg import CONV_NAMES, VGG16, build_vgg16
-from resnet_det.modeling.registry import register_once
 
 __all__ = [
     "VGG16Backbone",
@@ -91,6 +95,26 @@ class VGG16Backbone(Backbone):
 
     def forward(self, x):
         return {VGG16_FEATURE: VGG16.forward_features(self, x)}
+
+    def __prepare_scriptable__(self):
+        """What ``torch.jit.script`` compiles instead: the same layers in a ModuleList (as
+        detectron2's export does for its ResNet and FPN)."""
+        return _ScriptableVGG16(self)
+
+
+class _ScriptableVGG16(nn.Module):
+    def __init__(self, backbone):
+        super().__init__()
+        self.convs = nn.ModuleList([getattr(backbone, name) for name in CONV_NAMES])
+        self.pool_before = [name.endswith("_1") and name != "conv1_1" for name in CONV_NAMES]
+        self.feature = VGG16_FEATURE
+
+    def forward(self, x) -> Dict[str, torch.Tensor]:
+        for i, conv in enumerate(self.convs):
+            if self.pool_before[i]:
+                x = F.max_pool2d(x, kernel_size=2, stride=2)
+            x = F.relu(conv(x))
+        return {self.feature: x}
 
 
 @register_once(BACKBONE_REGISTRY)

@@ -2,15 +2,16 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from detectron2.layers import ShapeSpec
 from detectron2.modeling import ROI_BOX_HEAD_REGISTRY, ROI_HEADS_REGISTRY
 from detectron2.modeling.roi_heads import Res5ROIHeads
 from torch import nn
 
 from resnet_det.config import resnet_options
+from resnet_det.modeling.registry import register_once
 from resnet_det.models.resnet import make_resnet_stage, zero_init_last_norm
 from resnet_det.models.vgg import POOLED_SIZE, VGG16, build_vgg16
-from resnet_det.modeling.registry import register_once
 
 __all__ = ["ResNetDetRes5ROIHeads", "VGG16BoxHead"]
 
@@ -57,8 +58,11 @@ class VGG16BoxHead(nn.Module):
         VGG16._init_weights(self)
 
     def forward(self, x):
-        return VGG16.head(self, x)
+        x = torch.flatten(x, 1)
+        x = self.dropout(F.relu(self.fc6(x), inplace=True))
+        return self.dropout(F.relu(self.fc7(x), inplace=True))
 
     @property
+    @torch.jit.unused
     def output_shape(self):
         return ShapeSpec(channels=self.fc7.out_features)

@@ -61,16 +61,10 @@ class VGG16(nn.Module):
             x = F.max_pool2d(x, kernel_size=2, stride=2)
         return x
 
-    def head(self, x: torch.Tensor) -> torch.Tensor:
-        """fc6 and fc7 (with ReLU and dropout) on (N, 512, 7, 7) pooled features."""
-        x = torch.flatten(x, 1)
-        x = self.dropout(F.relu(self.fc6(x), inplace=True))
-        return self.dropout(F.relu(self.fc7(x), inplace=True))
-
     def forward(self, x):
         """Class logits (N, num_classes); the fc7 features when built with no classifier."""
-        x = self.forward_features(x, pool5=True)
-        x = self.head(F.adaptive_avg_pool2d(x, POOLED_SIZE))
+        x = torch.flatten(F.adaptive_avg_pool2d(self.forward_features(x, pool5=True), POOLED_SIZE), 1)
+        x = self.dropout(F.relu(self.fc7(self.dropout(F.relu(self.fc6(x), inplace=True))), inplace=True))
         return x if self.fc8 is None else self.fc8(x)
 
 

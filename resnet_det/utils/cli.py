@@ -39,7 +39,6 @@ __all__ = [
     "EXIT_EXPECTED",
     "EXPECTED_ERRORS",
     "add_debug_argument",
-    "training_argument_parser",
     "debug_enabled",
     "expected_error_types",
     "in_worker",
@@ -141,19 +140,6 @@ def add_debug_argument(parser) -> None:
         "--debug", action=_DebugAction, nargs=0, default=False,
         help=f"show the full traceback of expected errors too (same as {DEBUG_ENV}=1)",
     )
-
-
-def training_argument_parser(doc: str):
-    """detectron2's ``default_argument_parser`` (``--config-file``, ``--resume``, ``--eval-only``,
-    ``--num-gpus``, ...) with ``--config`` as a second spelling and ``--debug``, as both stages'
-    commands take them; ``doc`` is the help epilog. Imports detectron2: call it after
-    :func:`silence_known_warnings`."""
-    from detectron2.engine import default_argument_parser
-
-    parser = default_argument_parser(epilog=doc)
-    parser.add_argument("--config", dest="config_file", metavar="FILE", help="same as --config-file")
-    add_debug_argument(parser)
-    return parser
 
 
 def _message(error) -> str:

@@ -91,7 +91,8 @@ def draw_detection_grid(cfg, weights, dataset_name, output, *, num_images=8, col
             "ground_truth": [{"bbox_xyxy": [round(float(v), 2) for v in b], "class_name": class_name(names, c)}
                              for b, c in zip(gt_boxes, gt_classes)],
             "detections": [{"bbox_xyxy": [round(float(v), 2) for v in b], "class_name": class_name(names, c),
-                            "score": round(float(s), 4)} for b, c, s in zip(det["boxes"], det["classes"], det["scores"])],
+                            "score": round(float(s), 4)}
+                           for b, c, s in zip(det["boxes"], det["classes"], det["scores"])],
         })
     grid = tile(cells, columns)
     legend = (f"{title + ':  ' if title else ''}green = ground truth (name under the box),  "

@@ -6,17 +6,16 @@ import math
 from pathlib import Path
 
 import pytest
-
-from resnet_det.checkpoint import load_state_dict_file, read_safetensors_metadata
 import torch
 from detectron2.modeling import build_model
 from PIL import Image
 
-from resnet_det.checkpoint.detection import ResNetDetCheckpointer, WeightsMismatchError
+from resnet_det.checkpoint import load_state_dict_file, read_safetensors_metadata
 from resnet_det.checkpoint.backbone_file import save_backbone
+from resnet_det.checkpoint.detection import ResNetDetCheckpointer, WeightsMismatchError
 from resnet_det.config import load_config, load_pretrain_cfg
-from resnet_det.vis.grid import LEGEND_HEIGHT
 from resnet_det.models import build_resnet
+from resnet_det.vis.grid import LEGEND_HEIGHT
 
 REPO = Path(__file__).resolve().parents[3]
 DETECT_CONFIG = str(REPO / "configs/toy/faster_rcnn_r18_fpn_coco.yaml")
@@ -103,7 +102,8 @@ def test_quick_pipeline_writes_every_stage(tmp_path):
     assert "SEED: 3" in (out / "pretrain" / "config.yaml").read_text()
     # pretraining: errors are percentages and the backbone file loads
     assert 0 <= summary["pretrain"]["val_top1_err"] <= 100
-    state, meta = load_state_dict_file(out / "pretrain" / "backbone.safetensors"), read_safetensors_metadata(out / "pretrain" / "backbone.safetensors")
+    backbone = out / "pretrain" / "backbone.safetensors"
+    state, meta = load_state_dict_file(backbone), read_safetensors_metadata(backbone)
     assert meta["arch"]["depth"] == 18 and meta["arch"]["norm"] == "GN"
     # the demo's half-width network, and its detector built at the same width
     from projects.demo.pipeline import PRETRAIN_CONFIG

@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from projects.paper.cifar_data import RECORD_BYTES, Cifar10Binary, read_cifar10_bin
 from projects.paper.cifar import build_cifar_resnet
+from projects.paper.cifar_data import RECORD_BYTES, Cifar10Binary, read_cifar10_bin
 from resnet_det.models.resnet import ZeroPadShortcut
 
 # The paper's Table 6 (CIFAR-10): depth -> parameters in millions.

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from projects.paper.cifar import build_cifar_resnet
 from projects.paper.degradation import (
     StudyData,
     StudyRecipe,
@@ -19,7 +20,6 @@ from projects.paper.degradation import (
     run_degradation_study,
     train_model,
 )
-from projects.paper.cifar import build_cifar_resnet
 
 ROOT = Path(__file__).resolve().parents[1]
 

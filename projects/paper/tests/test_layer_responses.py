@@ -7,6 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from projects.paper.cifar import build_cifar_resnet
 from projects.paper.layer_responses import (
     init_layer_responses,
     layer_responses,
@@ -14,7 +15,6 @@ from projects.paper.layer_responses import (
     residual_blocks,
 )
 from resnet_det.models import build_resnet
-from projects.paper.cifar import build_cifar_resnet
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from projects.toy_data import TOY_CLASSES, TOY_COCO_CATEGORY_IDS, make_toy_data
 from projects.toy_data import shapes as toy
-from projects.toy_data import make_toy_data, TOY_CLASSES, TOY_COCO_CATEGORY_IDS
 
 SMALL = dict(
     num_train_per_class=3,
