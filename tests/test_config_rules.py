@@ -89,8 +89,8 @@ def test_a_schedule_that_cannot_work_is_named_before_training():
 
     assert schedule_warnings(load_config(TOY_DETECT)) == []
     # A new user's 400 iterations on detectron2's warm-up of 1000 and steps for a longer run.
-    cfg = load_config(TOY_DETECT, ["SOLVER.MAX_ITER", "400", "SOLVER.WARMUP_ITERS", "1000", "SOLVER.STEPS", "(300, 500)",
-                                   "SOLVER.BASE_LR", "0.0025"])
+    cfg = load_config(TOY_DETECT, ["SOLVER.MAX_ITER", "400", "SOLVER.WARMUP_ITERS", "1000",
+                                   "SOLVER.STEPS", "(300, 500)", "SOLVER.BASE_LR", "0.0025"])
     warmup, steps = schedule_warnings(cfg)
     assert "SOLVER.WARMUP_ITERS 1000 is not shorter than SOLVER.MAX_ITER 400" in warmup
     assert "approaches 0.00025 at its end, never SOLVER.BASE_LR 0.0025" in warmup  # one step within the run

@@ -25,6 +25,7 @@ from resnet_det.data.build import build_resumable_train_loader
 from resnet_det.data.datasets import check_datasets, register_all_datasets
 from resnet_det.data.mapper import RobustDatasetMapper
 from resnet_det.engine.hooks import (
+    PeriodicWriter,
     PlotCurves,
     ResumableJSONWriter,
     SeedEachIteration,
