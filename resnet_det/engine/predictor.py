@@ -51,7 +51,8 @@ class Predictor:
 
     def __call__(self, image: np.ndarray) -> dict:
         """Detections on one RGB image, boxes in its pixels, by decreasing score."""
-        # DefaultPredictor takes BGR (OpenCV's order) and converts to the model's INPUT.FORMAT.
-        instances = self.predictor(np.ascontiguousarray(image[:, :, ::-1]))["instances"].to("cpu")
+        # DefaultPredictor takes BGR (OpenCV's order) and converts to the model's INPUT.FORMAT: a
+        # reversed view, flipped back for an RGB model, copies no pixels of a big photo.
+        instances = self.predictor(image[:, :, ::-1])["instances"].to("cpu")
         return {"boxes": instances.pred_boxes.tensor.numpy(), "scores": instances.scores.numpy(),
                 "classes": instances.pred_classes.numpy(), "class_names": self.class_names}

@@ -181,8 +181,9 @@ def read_image_checked(file_name, format="RGB", expected_hw=None, max_pixels=Non
                     f"{expected_hw}; fix the width/height in the annotation file"
                 )
     # detectron2's convert_PIL_to_numpy, which would import torch into the deploy runner.
-    if format is not None:
-        oriented = oriented.convert("RGB" if format == "BGR" else format)
+    mode = "RGB" if format == "BGR" else format
+    if format is not None and oriented.mode != mode:  # convert() would copy a big photo for nothing
+        oriented = oriented.convert(mode)
     array = np.asarray(oriented)
     if format == "L":
         return array[:, :, None]
