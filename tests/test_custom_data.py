@@ -46,10 +46,10 @@ def register_entries(root, classes=LABELIMG_CLASSES):
             f"['mine_test', '{root}', 'test', {classes}]]")
 
 
-def own_data_opts(root):
-    return ["DATASETS.VOC_REGISTER", register_entries(root),
+def own_data_opts(root, classes=LABELIMG_CLASSES):
+    return ["DATASETS.VOC_REGISTER", register_entries(root, classes),
             "DATASETS.TRAIN", "('mine_trainval',)", "DATASETS.TEST", "('mine_test',)",
-            "MODEL.ROI_HEADS.NUM_CLASSES", str(len(LABELIMG_CLASSES))]
+            "MODEL.ROI_HEADS.NUM_CLASSES", str(len(classes))]
 
 
 def cli_env(**extra):
@@ -196,6 +196,29 @@ def test_crops_of_the_boxes_make_an_imagenet_layout_folder(labelimg, tmp_path):
         record["annotations"][0]["category_id"]] / f"{record['image_id']}_0.png"))
     image = np.asarray(Image.open(record["file_name"]).convert("RGB"))
     assert np.array_equal(crop, image[int(y0):int(np.ceil(y1)), int(x0):int(np.ceil(x1))])
+
+
+def test_background_crops_give_a_one_class_dataset_the_two_classes_pretraining_needs(labelimg, tmp_path):
+    from resnet_det.config import load_pretrain_cfg
+    from resnet_det.data.crops import BACKGROUND, _background_boxes, export_crops
+    from resnet_det.engine.classification import build_datasets
+
+    one_class = own_data_opts(labelimg["root"], classes=["square"])
+    cfg = load_config(str(TOY_VOC), one_class)
+    for split, folder in (("train", "train"), ("test", "val")):
+        counts = export_crops(cfg, tmp_path / folder, split, background=2, seed=0)
+        assert set(counts) == {"square", BACKGROUND} and counts[BACKGROUND] > 0
+    # Where they are cut: boxes the size of the image's objects, inside it, touching none of them.
+    boxes = [(10, 10, 60, 40), (100, 50, 150, 120)]
+    found = _background_boxes(np.random.default_rng(0), boxes, 200, 160, 20)
+    assert len(found) > 10
+    for x0, y0, x1, y1 in found:
+        assert 0 <= x0 < x1 <= 200 and 0 <= y0 < y1 <= 160
+        assert (round(x1 - x0), round(y1 - y0)) in {(50, 30), (50, 70)}
+        assert all(x0 >= b[2] or x1 <= b[0] or y0 >= b[3] or y1 <= b[1] for b in boxes)
+    pre = load_pretrain_cfg(str(ROOT / "configs" / "pretrain" / "toy_resnet18.yaml"), ["DATA.ROOT", str(tmp_path)])
+    train, val = build_datasets(pre)
+    assert train.classes == val.classes == [BACKGROUND, "square"]
 
 
 # ------------------------------------------------------------------ rough edges

@@ -1,14 +1,16 @@
 #!/usr/bin/env python
 """Draw the ground-truth boxes and class names of the datasets a detector config trains on,
-to check the annotations before training (detectron2's Visualizer, one colour per class).
+to check the annotations before training (one colour per class).
 
     python tools/browse_dataset.py --config FILE [--split train|test] [--augment] \\
         --output DIR [--num N] [KEY VALUE ...]
-    python tools/browse_dataset.py --config FILE [--split train|test] --crops --output DIR
+    python tools/browse_dataset.py --config FILE [--split train|test] --crops [--background N] --output DIR
 
 --crops writes each ground-truth box (plus 10% context) as DIR/<class>/<image>_<k>.png
 instead: an ImageNet-layout folder for classification pretraining on the same images
-(tools/pretrain_cls.py, docs/custom_data.md).
+(tools/pretrain_cls.py, docs/custom_data.md); --background N adds up to N crops per image
+that overlap no object, in DIR/background/ (a one-class dataset then has the two classes
+pretraining needs).
 
 --split train draws DATASETS.TRAIN (default), test DATASETS.TEST; --augment draws what the
 training loader produces (resized to INPUT.MIN_SIZE_TRAIN, random flips) instead of the
@@ -44,6 +46,8 @@ def main(argv=None):
     parser.add_argument("--augment", action="store_true", help="after the training augmentation")
     parser.add_argument("--crops", action="store_true",
                         help="write the boxes as DIR/<class>/ crops instead of drawing them")
+    parser.add_argument("--background", type=int, default=0, metavar="N",
+                        help="with --crops: up to N crops per image that hold no object (class 'background')")
     parser.add_argument("--output", required=True, help="directory for the drawn images or crops")
     parser.add_argument("--num", type=int, help="draw at most this many images")
     add_debug_argument(parser)
@@ -51,8 +55,13 @@ def main(argv=None):
     args = parser.parse_args(argv)
     setup_logger(name="resnet_det")
     cfg = load_config(args.config, args.opts)
+    if args.background and not args.crops:
+        parser.error("--background goes with --crops")
+    if args.background < 0:
+        parser.error(f"--background must be >= 0, got {args.background}")
     if args.crops:
-        counts = export_crops(cfg, args.output, args.split, num=args.num)
+        counts = export_crops(cfg, args.output, args.split, num=args.num, background=args.background,
+                              seed=cfg.SEED if cfg.SEED >= 0 else 0)
         listed = ", ".join(f"{k}: {v}" for k, v in sorted(counts.items()))
         print(f"{sum(counts.values())} crop(s) written to {args.output}; per class: {listed or 'none'}")
         return

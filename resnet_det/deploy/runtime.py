@@ -18,7 +18,8 @@ from PIL import Image
 
 from resnet_det.utils.image import MAX_PIXELS, read_image_checked
 
-__all__ = ["DeployError", "OnnxDetector", "resize_shortest_edge", "read_image", "FORMAT_VERSION"]
+__all__ = ["DeployError", "OnnxDetector", "PRECISIONS", "RUNTIMES", "resize_shortest_edge", "read_image",
+           "runtime_choices", "FORMAT_VERSION"]
 
 FORMAT_VERSION = 1  # of model.json
 INPUT_NAME = "image"
@@ -96,6 +97,15 @@ def _load_json(path: Path) -> dict:
     return meta
 
 
+RUNTIMES = ("onnxruntime", "openvino")
+PRECISIONS = ("fp32", "bf16", "int8")
+
+
+def runtime_choices(path=None) -> list[tuple[str, str]]:
+    """The ``(runtime, precision)`` pairs this machine can run (for the export at ``path``)."""
+    return [("onnxruntime", "fp32")]
+
+
 class OnnxDetector:
     """An exported Faster R-CNN on ONNX Runtime. ``det(image)``: ``image`` HxWx3 uint8 RGB (or a
     file path) -> ``{"boxes": (N, 4) float32 xyxy in the image's pixels, "scores": (N,) float32,
@@ -107,7 +117,11 @@ class OnnxDetector:
     and arrays) with more than ``max_pixels`` pixels are refused, as the training readers do.
     """
 
-    def __init__(self, path, *, threads: int | None = None, providers=None, max_pixels: int = MAX_PIXELS):
+    def __init__(self, path, *, runtime: str = "onnxruntime", precision: str = "fp32", threads: int | None = None,
+                 providers=None, max_pixels: int = MAX_PIXELS):
+        if (runtime, precision) != ("onnxruntime", "fp32"):
+            raise DeployError(f"runtime {runtime!r} with precision {precision!r} is not available; "
+                              f"available: {runtime_choices()}")
         import onnxruntime as ort
 
         path = Path(path)
