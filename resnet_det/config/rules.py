@@ -87,7 +87,7 @@ def merge_config(cfg, config_file=None, opts=(), *, rules=None, renamed=None):
         raise ConfigError(f"config overrides must be KEY VALUE pairs; got an odd list: {opts}")
     where = f"{config_file}: " if config_file else ""
     if config_file and not os.path.isfile(config_file):
-        raise ConfigError(f"{config_file}: no such config file")
+        raise FileNotFoundError(f"{config_file}: no such config file")
     try:
         if config_file:
             # allow_unsafe=False: a yaml file must not construct Python objects (run code).
