@@ -11,10 +11,12 @@ datasets, found as train_det finds them). Writes PNGs and report.md to --output.
 """
 import argparse
 import sys
+from pathlib import Path
 
 from resnet_det.utils.cli import add_debug_argument, run_cli, silence_known_warnings
 
 silence_known_warnings()  # before detectron2's imports, which warn
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, for projects/
 
 
 def main(argv=None):
@@ -40,7 +42,7 @@ def analyze(argv=None):
     args = parser.parse_args(argv)
     if args.gt and not args.dt:
         parser.error("--gt needs --dt")
-    from resnet_det.evaluation.analysis import AP_DEFINITION, analyze_run, write_analysis
+    from projects.analysis.results import AP_DEFINITION, analyze_run, write_analysis
 
     options = dict(score_thresh=args.score_thresh, iou_thresh=args.iou_thresh,
                    num_images=args.num_images, engine=args.engine)

@@ -27,11 +27,11 @@ from pathlib import Path
 import torch
 from detectron2.utils.logger import setup_logger
 
+from projects.demo.grid import draw_detection_grid
 from projects.toy_data import dataset_opts, make_toy_data
 from resnet_det.config import load_config, load_pretrain_cfg
 from resnet_det.engine.classification import train
 from resnet_det.engine.detection import RESULTS_FILE, train_detector
-from resnet_det.vis.grid import draw_detection_grid
 
 __all__ = ["EXPECTED", "DEMO_DATA", "DATA_STAMP", "StageError", "check_expected", "run_pipeline", "main"]
 
@@ -172,7 +172,7 @@ def detect(weights: str, data_dir: Path, out_dir: Path, quick: bool, seed: int) 
 
 def visualise(detectors: dict, out_dir: Path) -> dict:
     """One grid of ground truth vs detections per ``{file name: (weights, title)}``
-    (``resnet_det.vis.grid.draw_detection_grid``), each detector built from the ``config.yaml``
+    (``projects.demo.grid.draw_detection_grid``), each detector built from the ``config.yaml``
     its training wrote beside the weights; returns ``{file name: png path}``."""
     drawn = {}
     for name, (weights, title) in detectors.items():

@@ -1,6 +1,5 @@
 """Evaluation: COCO (faster-coco-eval with pycocotools' numbers, pycocotools as the fallback) and
-VOC evaluators chosen by a dataset's ``evaluator_type``, top-1/top-5 classification error, and the
-result-analysis pictures (:mod:`resnet_det.evaluation.analysis`)."""
+VOC evaluators chosen by a dataset's ``evaluator_type``, and top-1/top-5 classification error."""
 from resnet_det.evaluation.coco import (
                                         COCO_STAT_NAMES,
                                         coco_engine,

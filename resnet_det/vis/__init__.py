@@ -1,2 +1,2 @@
-"""Pictures of datasets and detectors: the dataset browser and the ground-truth-vs-detections
-grid (drawn with :mod:`resnet_det.utils.draw`)."""
+"""Pictures of datasets: the dataset browser (``tools/browse_dataset.py``), drawn with
+:mod:`resnet_det.utils.draw`."""

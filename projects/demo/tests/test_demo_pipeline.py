@@ -10,12 +10,12 @@ import torch
 from detectron2.modeling import build_model
 from PIL import Image
 
+from projects.demo.grid import LEGEND_HEIGHT
 from resnet_det.checkpoint import load_state_dict_file, read_safetensors_metadata
 from resnet_det.checkpoint.backbone_file import save_backbone
 from resnet_det.checkpoint.detection import ResNetDetCheckpointer, WeightsMismatchError
 from resnet_det.config import load_config, load_pretrain_cfg
 from resnet_det.models import build_resnet
-from resnet_det.vis.grid import LEGEND_HEIGHT
 
 REPO = Path(__file__).resolve().parents[3]
 DETECT_CONFIG = str(REPO / "configs/toy/faster_rcnn_r18_fpn_coco.yaml")

@@ -1,5 +1,5 @@
-"""Ground truth and detections of the first images of a dataset, overlaid in two colours, one cell
-per image in a grid under a legend (``make demo``'s picture)."""
+"""``make demo``'s picture: ground truth and detections of the first images of a dataset,
+overlaid in two colours, one cell per image in a grid under a legend."""
 from __future__ import annotations
 
 import logging

@@ -13,11 +13,7 @@ from detectron2.structures import Boxes, BoxMode, Instances
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from projects.toy_data import TOY_CLASSES, dataset_opts, make_toy_data
-from resnet_det.config import load_config
-from resnet_det.data import datasets as ds
-from resnet_det.data.datasets import DatasetError
-from resnet_det.evaluation.analysis import (
+from projects.analysis.results import (
     ERROR_TYPES,
     analyze,
     dataset_ground_truth,
@@ -26,9 +22,13 @@ from resnet_det.evaluation.analysis import (
     plot_error_breakdown,
     plot_pr_curves,
 )
+from projects.toy_data import TOY_CLASSES, dataset_opts, make_toy_data
+from resnet_det.config import load_config
+from resnet_det.data import datasets as ds
+from resnet_det.data.datasets import DatasetError
 from resnet_det.evaluation.evaluators import RESULTS_JSON, build_evaluator
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", ".."))
 SCORE = 0.4
 
 
@@ -179,7 +179,7 @@ def test_tool_writes_every_picture_and_the_report(toy, tmp_path, capsys):
 
 
 def test_worst_images_are_those_with_the_most_errors(toy, tmp_path):
-    from resnet_det.evaluation.analysis import plot_worst_images
+    from projects.analysis.results import plot_worst_images
     from resnet_det.evaluation.coco import load_coco_gt, load_coco_results
 
     analysis = toy["analysis"]

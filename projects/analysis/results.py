@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from resnet_det.data.datasets import DatasetError, read_json
-from resnet_det.evaluation.coco import COCO_STAT_NAMES, coco_engine, load_coco_gt, load_coco_results, run_cocoeval
+from resnet_det.evaluation import COCO_STAT_NAMES, coco_engine, load_coco_gt, load_coco_results, run_cocoeval
 from resnet_det.utils.draw import draw_boxes
 from resnet_det.utils.plotting import new_figure, save_figure
 
