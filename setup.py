@@ -18,6 +18,8 @@ TRAIN = [
     "pyyaml",
     "onnx>=1.16",
 ]
+# tools/serve.py (resnet_det.serve): HTTP on top of the runner, still without torch.
+SERVE_HTTP = ["starlette>=0.40", "uvicorn>=0.30", "python-multipart>=0.0.18", "prometheus-client>=0.20"]
 
 setup(
     name="resnet_det",
@@ -29,5 +31,7 @@ setup(
     # detectron2 is deliberately not listed: it has no official PyPI release, and a user's
     # own source build must not be replaced. tools/setup_env.sh installs it when missing.
     install_requires=SERVE,
-    extras_require={"train": TRAIN, "dev": ["pytest>=7", "pytest-timeout"]},
+    extras_require={"train": TRAIN, "serve": SERVE_HTTP, "dev": ["pytest>=7", "pytest-timeout", "httpx"]},
+    package_data={"resnet_det.serve": ["static/*.html"]},  # the page of GET /
+    entry_points={"console_scripts": ["resnet-det-serve = resnet_det.serve.app:main"]},
 )
