@@ -20,6 +20,8 @@ import numpy as np
 import pytest
 
 httpx = pytest.importorskip("httpx", reason="the serving tests need the dev extra (httpx)")
+for _module in ("starlette", "prometheus_client"):
+    pytest.importorskip(_module, reason='the serving extra is not installed: pip install ".[serve]"')
 uvicorn = pytest.importorskip("uvicorn", reason='the serving extra is not installed: pip install ".[serve]"')
 from PIL import Image  # noqa: E402
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
