@@ -155,8 +155,9 @@ def _exif_oriented(image: Image.Image) -> Image.Image:
 def load_image(file_name, *, max_pixels=None, draft_short_side=None,
                limit_key="DATASETS.MAX_IMAGE_PIXELS") -> Image.Image:
     """``file_name`` (a path or a binary file object) as an 8-bit RGB PIL image under the
-    module's policy, EXIF orientation applied; ``draft_short_side`` lets the JPEG decoder downscale by 2/4/8 while the short side
-    stays at least that long (a large speed-up for big photos that are resized down anyway)."""
+    module's policy, EXIF orientation applied; ``draft_short_side`` lets the JPEG decoder
+    downscale by 2/4/8 while the short side stays at least that long (a large speed-up for big
+    photos that are resized down anyway)."""
     return _exif_oriented(_decode(file_name, max_pixels, limit_key, draft_short_side))
 
 

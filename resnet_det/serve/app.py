@@ -190,9 +190,9 @@ def create_app(detector, *, max_concurrency=1, max_queue=16, max_body_mb=20.0, b
             raise Refused(400, "empty", f"{name} is empty (0 bytes): send the image's bytes")
         t1 = time.perf_counter()
         result, started = await gate.run(infer, data, name, threshold)
-        result["timing_ms"].update(receive=1e3 * (t1 - t0), queue=1e3 * (started - t1),
-                                   total=1e3 * (time.perf_counter() - t0))
-        return JSONResponse(result)
+        timing = dict(result["timing_ms"], receive=1e3 * (t1 - t0), queue=1e3 * (started - t1),
+                      total=1e3 * (time.perf_counter() - t0))
+        return JSONResponse(dict(result, timing_ms={k: round(v, 2) for k, v in timing.items()}))
 
     async def refused(request, exc):
         status = getattr(exc, "status_code", 400)  # ImageError: the upload is not a usable image
