@@ -18,6 +18,8 @@ TRAIN = [
     "pyyaml",
     "onnx>=1.16",
 ]
+# tools/serve.py (resnet_det.serve): HTTP on top of the runner, still without torch.
+SERVE_HTTP = ["starlette>=0.40", "uvicorn>=0.30", "python-multipart>=0.0.18", "prometheus-client>=0.20"]
 
 setup(
     name="resnet_det",
@@ -29,11 +31,13 @@ setup(
     # detectron2 is deliberately not listed: it has no official PyPI release, and a user's
     # own source build must not be replaced. tools/setup_env.sh installs it when missing.
     install_requires=SERVE,
-    extras_require={"train": TRAIN,
-                    "dev": ["pytest>=7", "pytest-timeout", "ruff>=0.6", "import-linter>=2.1"]},
+    extras_require={"train": TRAIN, "serve": SERVE_HTTP,
+                    "dev": ["pytest>=7", "pytest-timeout", "httpx", "ruff>=0.6", "import-linter>=2.1"]},
+    package_data={"resnet_det.serve": ["static/*.html"]},  # the page of GET /
     entry_points={"console_scripts": [
-        # The serving install's command (numpy, Pillow, onnxruntime only).
+        # The serving install's commands (numpy, Pillow, onnxruntime; the [serve] extra for HTTP).
         "resnet-det-detect = resnet_det.deploy.detect:main",
+        "resnet-det-serve = resnet_det.serve.app:main",
         # The training stack's (the [train] extra and detectron2).
         "resnet-det-pretrain = resnet_det.engine.classification:command_line",
         "resnet-det-train = resnet_det.engine.detection:command_line",

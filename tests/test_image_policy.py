@@ -122,3 +122,20 @@ def test_pixel_limit_is_per_call_and_leaves_pillow_global_alone(tmp_path):
         assert Image.MAX_IMAGE_PIXELS == 1000
     finally:
         Image.MAX_IMAGE_PIXELS = before
+
+
+@pytest.mark.parametrize("kind", ["16bit", "cmyk", "rgba"])
+def test_file_object_reads_like_the_file_and_errors_name_it(tmp_path, kind):
+    # An upload held in memory (the HTTP server's case) goes through the same policy as a path.
+    import io
+
+    fmt = "JPEG" if kind == "cmyk" else "PNG"
+    path = _save(tmp_path, f"{kind}.{fmt.lower()}", _image(kind), format=fmt)
+    upload = io.BytesIO(path.read_bytes())
+    np.testing.assert_array_equal(read_image_checked(upload), read_image(path))
+    truncated = io.BytesIO(path.read_bytes()[:40])
+    truncated.name = "upload.png"
+    with pytest.raises(ImageError, match=r"^upload\.png: cannot decode image"):
+        read_image_checked(truncated)
+    with pytest.raises(ImageError, match=r"^<file object>: cannot decode image \(empty file"):
+        read_image_checked(io.BytesIO())

@@ -55,6 +55,22 @@ else
   "$PYTHON" -c "import detectron2; print('[setup] detectron2', detectron2.__version__)"
 fi
 
-echo "[setup] resnet_det (editable) + training stack + dev tools"
-pip_quiet install -q --no-build-isolation -e ".[train,dev]"
+echo "[setup] resnet_det (editable) + training stack + serving extra + dev tools"
+pip_quiet install -q --no-build-isolation -e ".[train,serve,dev]"
+
+# The browser test of tools/serve.py's page (tests/test_serve_browser.py) drives the system's
+# Chromium with Playwright; a browser that playwright downloads itself does not run here.
+pip_quiet install -q playwright
+if command -v chromium >/dev/null 2>&1; then
+  echo "[setup] chromium: $(command -v chromium)"
+elif command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+  echo "[setup] chromium (apt-get)"
+  if ! { DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null 2>&1 ||
+         { apt-get update -qq >/dev/null 2>&1 &&
+           DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null 2>&1; }; }; then
+    echo "[setup] chromium could not be installed: tests/test_serve_browser.py will be skipped"
+  fi
+else
+  echo "[setup] no chromium and no apt-get as root: tests/test_serve_browser.py will be skipped"
+fi
 "$PYTHON" -c "import resnet_det; print('[setup] resnet_det', resnet_det.__version__, 'ready')"

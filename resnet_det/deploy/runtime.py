@@ -119,6 +119,9 @@ class OnnxDetector:
 
     def __init__(self, path, *, runtime: str = "onnxruntime", precision: str = "fp32", threads: int | None = None,
                  providers=None, max_pixels: int = MAX_PIXELS):
+        for name, value, known in (("runtime", runtime, RUNTIMES), ("precision", precision, PRECISIONS)):
+            if value not in known:
+                raise DeployError(f"unknown {name} {value!r}; choose from {', '.join(known)}")
         if (runtime, precision) != ("onnxruntime", "fp32"):
             raise DeployError(f"runtime {runtime!r} with precision {precision!r} is not available; "
                               f"available: {runtime_choices()}")

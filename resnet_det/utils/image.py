@@ -53,17 +53,28 @@ def _pillow_guard(max_pixels):
                 Image.MAX_IMAGE_PIXELS = default
 
 
+def _label(file_name):
+    # How messages name the image: a path as given, a binary file object (an upload held in
+    # memory) by its ``name`` attribute.
+    return getattr(file_name, "name", "<file object>") if hasattr(file_name, "read") else file_name
+
+
 @contextlib.contextmanager
 def open_image(file_name, max_pixels=None, limit_key="DATASETS.MAX_IMAGE_PIXELS"):
-    """Pillow's ``Image.open`` of ``file_name`` (header read, pixels not yet decoded) after
-    refusing an empty file or one above ``max_pixels``; every failure, including those of
-    decoding inside the block, an :class:`ImageError` naming the file (``limit_key``: the
-    config key the pixel-limit message tells the user to raise)."""
+    """Pillow's ``Image.open`` of ``file_name`` (a path, or a seekable binary file object read
+    from its start) with the header read, pixels not yet decoded, after refusing an empty file or
+    one above ``max_pixels``; every failure, including those of decoding inside the block, an
+    :class:`ImageError` naming the file (``limit_key``: the config key the pixel-limit message
+    tells the user to raise)."""
+    given = file_name if hasattr(file_name, "read") else None
+    file_name = _label(file_name)
     try:
-        with _pillow_guard(max_pixels), open(file_name, "rb") as f:
-            if os.fstat(f.fileno()).st_size == 0:
+        with _pillow_guard(max_pixels), \
+                (open(file_name, "rb") if given is None else contextlib.nullcontext(given)) as f:
+            if f.seek(0, os.SEEK_END) == 0:
                 raise ImageError(f"{file_name}: cannot decode image (empty file, 0 bytes); "
                                  "re-encode or remove the file")
+            f.seek(0)
             with Image.open(f) as image:
                 width, height = image.size
                 if max_pixels and width * height > max_pixels:
@@ -98,7 +109,7 @@ def _decode(file_name, max_pixels, limit_key, draft_short_side=None) -> Image.Im
             # The JPEG decoder downscales by 2/4/8 while the short side stays >= this.
             image.draft("RGB", (draft_short_side, draft_short_side))
         image.load()  # inside open_image: truncation errors name this file
-        return _to_rgb(image, file_name)
+        return _to_rgb(image, _label(file_name))
 
 
 def _to_rgb(image: Image.Image, file_name) -> Image.Image:
@@ -143,9 +154,10 @@ def _exif_oriented(image: Image.Image) -> Image.Image:
 
 def load_image(file_name, *, max_pixels=None, draft_short_side=None,
                limit_key="DATASETS.MAX_IMAGE_PIXELS") -> Image.Image:
-    """``file_name`` as an 8-bit RGB PIL image under the module's policy, EXIF orientation
-    applied; ``draft_short_side`` lets the JPEG decoder downscale by 2/4/8 while the short side
-    stays at least that long (a large speed-up for big photos that are resized down anyway)."""
+    """``file_name`` (a path or a binary file object) as an 8-bit RGB PIL image under the
+    module's policy, EXIF orientation applied; ``draft_short_side`` lets the JPEG decoder
+    downscale by 2/4/8 while the short side stays at least that long (a large speed-up for big
+    photos that are resized down anyway)."""
     return _exif_oriented(_decode(file_name, max_pixels, limit_key, draft_short_side))
 
 
@@ -161,6 +173,7 @@ def read_image_checked(file_name, format="RGB", expected_hw=None, max_pixels=Non
     """
     image = _decode(file_name, max_pixels, limit_key)
     oriented = _exif_oriented(image)
+    file_name = _label(file_name)
     if expected_hw is not None:
         expected_hw = tuple(int(v) for v in expected_hw)
         oriented_hw = (oriented.height, oriented.width)
