@@ -1,33 +1,18 @@
 """Export a detectron2 Faster R-CNN (C4, FPN, VGG-16; ours or detectron2's) to one ONNX graph.
 
-The graph takes the image as ONNX Runtime receives it from :class:`~resnet_det.deploy.OnnxDetector`
-(uint8, height x width x 3, RGB, already resized like detectron2's test-time
-``ResizeShortestEdge``; any size) and returns ``boxes`` (N, 4; xyxy, in the resized image's
-pixels), ``scores`` (N,) and ``classes`` (N,) int64: everything ``GeneralizedRCNN.inference``
-does between those two points is inside, written with the model's own modules and detectron2's
-own box arithmetic, so the ONNX detections are PyTorch's up to float rounding:
+The graph takes the image as :class:`~resnet_det.deploy.OnnxDetector` gives it (uint8 HxWx3 RGB,
+already resized like detectron2's test-time ``ResizeShortestEdge``, any size) and returns
+``boxes`` (xyxy in the resized image's pixels), ``scores`` and ``classes``. Everything
+``GeneralizedRCNN.inference`` does in between is inside, written with the model's own modules and
+detectron2's box arithmetic, so the detections are PyTorch's up to float rounding: normalisation
+and padding, the RPN (anchors, per-level top-k, clipping, per-level NMS), RoIAlign (FPN level
+assignment), the box head and predictor, and the post-processing of
+:mod:`resnet_det.modeling.postprocess`, whose grouped NMS is one ONNX ``NonMaxSuppression``.
 
-- normalisation (``(x - pixel_mean) / pixel_std``, in the model's channel order) and zero padding
-  to the backbone's ``size_divisibility``;
-- RPN: anchors from the feature maps' sizes, per-level top-k (``PRE_NMS_TOPK_TEST``), finite
-  filter, clipping, empty-box filter, per-level NMS, ``POST_NMS_TOPK_TEST``;
-- RoI pooling (``ROIAlignV2`` -> ONNX ``RoiAlign`` with ``half_pixel`` coordinates, opset 16+;
-  FPN level assignment as ``assign_boxes_to_levels``), the box head (C4 ``res5``, FPN's FCs or
-  VGG-16's fc6/fc7), the box predictor, and ``fast_rcnn_inference_single_image``: clipping,
-  score threshold, per-class NMS, ``TEST.DETECTIONS_PER_IMAGE``.
-
-A C4 ``res5`` whose first block reads only the even rows and columns of its 14x14 input (1x1
-stride-2 conv1 and shortcut, the MSRA layout; ``fast_inference.odd_bins_unread``) gets only those
-49 bins: each is pooled as a 1x1 RoI of one bin's extent, which samples the same points (the
-adaptive sampling grid of one bin is ``ceil(bin size)`` either way), and the export's copy of
-the block runs those two convolutions at stride 1. A quarter of the RoIAlign work, the same
-numbers up to the rounding of the bins' corners.
-
-Per-level and per-class NMS are one ONNX ``NonMaxSuppression`` whose class dimension holds the
-groups, which is torchvision's per-group ("vanilla") ``batched_nms`` exactly; the coordinate
-offset trick that torchvision traces instead rounds boxes differently once offsets are large.
-The export uses the TorchScript-based exporter (``dynamo=False``), whose tracing keeps the
-dynamic sizes detectron2 writes for tracing (``Hi_Wi_A``, anchor grids) as graph values.
+A C4 ``res5`` that reads only the even RoIAlign bins (:func:`~resnet_det.modeling.inference.odd_bins_unread`)
+gets only those, each pooled as a 1x1 RoI of one bin's extent (the same sampling points), and a
+copy of the block that runs at stride 1: a quarter of the RoIAlign work. The TorchScript-based
+exporter (``dynamo=False``) keeps the dynamic sizes detectron2 writes for tracing as graph values.
 """
 from __future__ import annotations
 

@@ -1,34 +1,17 @@
-"""Inference-time transforms of a detectron2 Faster R-CNN that keep its detections.
+"""The inference deploy step of a detectron2 Faster R-CNN: the same weights and the same detections
+(up to float rounding), less time. :func:`optimize_detector_for_inference` applies, each a switch
+that ``benchmarks/bench_detector.py --ablation`` times:
 
-:func:`optimize_detector_for_inference` is a deploy step applied to a built (and loaded)
-``GeneralizedRCNN``: the same weights and the same detections (up to float rounding), less
-time. Each step is a switch, and ``benchmarks/bench_detector.py --ablation`` times them:
-
-- BN folding (:func:`resnet_det.models.fuse_conv_bn`) and channels_last convolution weights;
-- box post-processing whose per-class NMS runs on class-sorted contiguous slices instead of
-  scanning all R x K candidates once per class (:mod:`resnet_det.modeling.postprocess`: the same
-  kept indices as torchvision's, in the same order; the ONNX export shares it);
-- ``parallel_roi_align``: on CPU, torchvision's ``roi_align`` runs on one thread; RoIs are split
-  into chunks pooled on ``torch.get_num_threads()`` threads (each RoI's output is computed
-  alone, so the values are bit-identical);
-- ``c4_skip_odd_bins``: in a C4 head whose res5 first block subsamples only through stride-2
-  1x1 convolutions (the MSRA ``stride_in_1x1`` placement: conv1 and the shortcut), those read
-  only the even rows and columns of the 14x14 RoI features; the pooler keeps just those (7x7,
-  straight into the convolutions' memory format) and the two convolutions get stride 1. The
-  same arithmetic on a quarter of the pooled features (RoIAlign's values unchanged; the 1x1
-  convolutions may add in another order);
-- ``jit``: the convolutional trunks (ResNet bottom-up and the C4 res5 head) traced and frozen
-  with ``torch.jit.optimize_for_inference``, which prepacks oneDNN weights and fuses
-  conv+ReLU / conv+add;
-- ``compile``: ``torch.compile`` (inductor, weights frozen) on the same trunks instead;
-- ``onnxruntime``: the same trunks exported to ONNX (dynamic batch and size) and run by ONNX
-  Runtime inside the PyTorch model (the rest stays PyTorch). For the whole detector in ONNX
-  Runtime, without torch, see ``resnet_det.deploy``.
-
-``jit`` and ``compile`` are off by default: on the 2-core AVX2 CPU of docs/benchmarks.md,
-``jit`` made the whole detector slower (bench_detector --jit), and inductor made C4's res5 on
-100 RoIs slower than eager channels_last (7.8 s vs 5.0 s) after 25 s of compilation, and
-compiled again for another RoI count.
+- BN folded into the convolutions, convolution weights channels_last;
+- the post-processing of :mod:`resnet_det.modeling.postprocess` (per-class NMS on class-sorted
+  slices: torchvision's kept indices, in its order);
+- ``parallel_roi_align``: on a CPU, RoIs pooled in chunks on every thread (bit-identical);
+- ``c4_skip_odd_bins``: a C4 head whose res5 subsamples only through stride-2 1x1 convolutions
+  (the MSRA placement) reads only the even RoIAlign bins: pool just those, run the two
+  convolutions at stride 1;
+- ``jit``, ``compile`` or ``onnxruntime`` (off by default): the convolutional trunks traced and
+  frozen by torch.jit, compiled by inductor, or run by ONNX Runtime inside the PyTorch model
+  (the whole detector without torch: :mod:`resnet_det.deploy`).
 
 The training path is untouched: these change one model instance, which must be in eval mode.
 """

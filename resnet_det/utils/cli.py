@@ -1,29 +1,9 @@
-"""What every command line of this project shares: expected errors as one-line messages, and
-silence for the known upstream warnings.
-
-Use in a ``tools/*.py`` entry point (nothing here imports torch or detectron2, so it can run
-before them)::
-
-    from resnet_det.utils.cli import add_debug_argument, run_cli, silence_known_warnings
-
-    silence_known_warnings()          # before importing detectron2 (it warns at import time)
-    from detectron2.engine import ...  # noqa: E402
-
-    def main(argv=None):
-        parser = argparse.ArgumentParser(...)
-        add_debug_argument(parser)     # --debug: full tracebacks (same as RESNET_DET_DEBUG=1)
-        ...
-
-    if __name__ == "__main__":
-        sys.exit(run_cli(main))
-
-:func:`run_cli` calls ``main()``; an *expected* error (:data:`EXPECTED_ERRORS`: a bad config,
+"""What every command line of this project shares (no torch here, so it runs before detectron2 is
+imported): :func:`silence_known_warnings` at the top of an entry point, ``add_debug_argument``,
+and ``sys.exit(run_cli(main))``. An expected error (:data:`EXPECTED_ERRORS`: a bad config,
 dataset, image or weights file, a refused pickle, a diverged run, a missing file) prints
-``error: <message>`` to stderr and returns :data:`EXIT_EXPECTED` (2); any other exception keeps
-its traceback. With ``--debug`` or ``RESNET_DET_DEBUG=1`` expected errors show their traceback
-too. Code that runs ``main`` in worker processes (detectron2's ``launch``) wraps it with
-:func:`in_worker`, so that a worker's expected error is reported the same way.
-"""
+``error: <message>`` and exits with :data:`EXIT_EXPECTED` (2), in :func:`in_worker` processes of
+detectron2's ``launch`` too; ``--debug`` or ``RESNET_DET_DEBUG=1`` shows its traceback."""
 from __future__ import annotations
 
 import argparse

@@ -179,6 +179,6 @@ def test_a_run_is_checked_against_the_expected_ranges():
 def test_the_readme_states_the_ranges_the_pipeline_checks():
     from projects.demo.pipeline import EXPECTED
 
-    readme = (REPO / "README.md").read_text()
+    readme = (REPO / "projects" / "demo" / "README.md").read_text()
     for key, (lo, hi) in EXPECTED.items():
-        assert f"`{key}` {lo:g}-{hi:g}" in readme, f"README does not state {key} {lo:g}-{hi:g}"
+        assert f"`{key}` {lo:g}-{hi:g}" in readme, f"projects/demo/README.md does not state {key} {lo:g}-{hi:g}"
