@@ -63,11 +63,9 @@ class SafeCheckpointer(Checkpointer):
     def load(self, path, *args, **kwargs):
         """Load ``path`` (a local file; URLs are refused: nothing is downloaded at run time)."""
         if path and "://" in str(path):
-            raise ValueError(
-                f"MODEL.WEIGHTS {path!r} is a URL; this project does not download weights. "
-                "Download the file yourself; a .pkl must then be converted once with "
-                "python tools/convert_weights.py --allow-pickle IN.pkl OUT.safetensors"
-            )
+            raise ValueError(f"MODEL.WEIGHTS {path!r} is a URL; this project does not download weights. "
+                             "Download the file yourself; a .pkl must then be converted once with "
+                             "python tools/convert_weights.py --allow-pickle IN.pkl OUT.safetensors")
         self._source = str(path)
         return super().load(path, *args, **kwargs)
 
@@ -90,9 +88,7 @@ class SafeCheckpointer(Checkpointer):
             return
         bad = [k for k, v in self.model.state_dict().items() if v.is_floating_point() and not v.isfinite().all()]
         if bad:
-            raise FloatingPointError(
-                f"not saving checkpoint {name}: {len(bad)} weight tensors hold NaN/inf "
-                f"(first: {', '.join(bad[:5])}); the previous checkpoint is kept"
-            )
+            raise FloatingPointError(f"not saving checkpoint {name}: {len(bad)} weight tensors hold NaN/inf "
+                                     f"(first: {', '.join(bad[:5])}); the previous checkpoint is kept")
         super().save(name, **kwargs)
         prune_checkpoints(self.save_dir, self.max_to_keep)

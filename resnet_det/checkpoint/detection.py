@@ -101,11 +101,9 @@ def check_backbone_metadata(model, meta: dict, source: str) -> None:
                                 f"the file was trained with {file_width}")
             file_norm = _BN_FAMILY.get(file_arch.get("norm"))
             if file_norm and file_norm != _BN_FAMILY.get(arch["norm"]):
-                problems.append(
-                    f"MODEL.RESNETS.NORM is {arch['norm']!r}, the file has "
-                    f"{file_arch['norm']!r} layers (BN, SyncBN and FrozenBN share weights; GN "
-                    "does not)"
-                )
+                problems.append(f"MODEL.RESNETS.NORM is {arch['norm']!r}, the file has "
+                                f"{file_arch['norm']!r} layers (BN, SyncBN and FrozenBN share weights; GN "
+                                "does not)")
     fmt = getattr(model, "input_format", None)
     if "input_format" in meta and fmt is not None and meta["input_format"] != fmt:
         problems.append(f"INPUT.FORMAT is {fmt!r}, the file expects {meta['input_format']!r}")

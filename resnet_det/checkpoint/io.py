@@ -67,10 +67,8 @@ def read_weights_file(path):
         raise FileNotFoundError(f"weights file not found: {path}")
     hint = CONVERT_HINT.format(path=path)
     if path.suffix.lower() in PICKLE_SUFFIXES:
-        raise UnsafeWeightsError(
-            f"{path} is a pickle file; loading it could execute code, so it is not read "
-            f"implicitly. If you trust its origin, convert it once: {hint}"
-        )
+        raise UnsafeWeightsError(f"{path} is a pickle file; loading it could execute code, so it is not read "
+                                 f"implicitly. If you trust its origin, convert it once: {hint}")
     if path.suffix.lower() == ".safetensors":
         from safetensors.torch import load_file
 
@@ -80,20 +78,16 @@ def read_weights_file(path):
             raise WeightsFileError(f"{path}: not a readable safetensors file ({e})") from e
     if not _looks_like_torch_file(path):
         # A text file, image, yaml... : torch.load would call it a pickle it cannot restore.
-        raise WeightsFileError(
-            f"{path} is not a weights file (it is neither a zip archive nor a pickle, as "
-            "torch.save writes). Accepted: .safetensors, a torch state dict saved with torch.save "
-            "(.pth/.pt: a zip archive), or a detectron2/Detectron .pkl converted once with "
-            "tools/convert_weights.py."
-        )
+        raise WeightsFileError(f"{path} is not a weights file (it is neither a zip archive nor a pickle, as "
+                               "torch.save writes). Accepted: .safetensors, a torch state dict saved with torch.save "
+                               "(.pth/.pt: a zip archive), or a detectron2/Detectron .pkl converted once with "
+                               "tools/convert_weights.py.")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        raise UnsafeWeightsError(
-            f"{path} contains objects that only full unpickling can restore (which could "
-            f"execute code); refusing. If you trust its origin, convert it once: {hint}\n"
-            f"torch said: {str(e).splitlines()[0]}"
-        ) from e
+        raise UnsafeWeightsError(f"{path} contains objects that only full unpickling can restore (which could "
+                                 f"execute code); refusing. If you trust its origin, convert it once: {hint}\n"
+                                 f"torch said: {str(e).splitlines()[0]}") from e
     except (RuntimeError, EOFError, OSError) as e:
         raise WeightsFileError(f"{path}: not a readable torch weights file ({e})") from e
 
@@ -106,10 +100,8 @@ def _unwrap(obj, path):
             obj = obj[key]
             break
     if not isinstance(obj, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()):
-        raise WeightsFileError(
-            f"{path}: expected a state dict (str -> tensor), or a dict holding one under "
-            f"'model'/'state_dict'; got {type(obj).__name__}"
-        )
+        raise WeightsFileError(f"{path}: expected a state dict (str -> tensor), or a dict holding one under "
+                               f"'model'/'state_dict'; got {type(obj).__name__}")
     return obj
 
 
@@ -125,12 +117,10 @@ def load_state_dict_checked(model, state_dict, *, allow_missing=(), source="stat
     own = model.state_dict()
     allow_missing = tuple(allow_missing)
     missing = [k for k in own if k not in state_dict]
-    problems = {
-        "missing keys": [k for k in missing if not (allow_missing and k.startswith(allow_missing))],
-        "unexpected keys": [k for k in state_dict if k not in own],
-        "shape mismatches": [f"{k}: file {tuple(state_dict[k].shape)} vs model {tuple(own[k].shape)}"
-                             for k in own if k in state_dict and state_dict[k].shape != own[k].shape],
-    }
+    problems = {"missing keys": [k for k in missing if not (allow_missing and k.startswith(allow_missing))],
+                "unexpected keys": [k for k in state_dict if k not in own],
+                "shape mismatches": [f"{k}: file {tuple(state_dict[k].shape)} vs model {tuple(own[k].shape)}"
+                for k in own if k in state_dict and state_dict[k].shape != own[k].shape]}
     if any(problems.values()):
         parts = [f"{source} does not fit {type(model).__name__}:"]
         for title, keys in problems.items():

@@ -55,9 +55,7 @@ def _rename(state_dict, rename_key, what):
         else:
             out[new_key] = value
     if unknown:
-        raise ValueError(
-            f"{len(unknown)} key(s) are not part of a {what} state dict: {sorted(unknown)[:10]}"
-        )
+        raise ValueError(f"{len(unknown)} key(s) are not part of a {what} state dict: {sorted(unknown)[:10]}")
     return out
 
 
@@ -80,10 +78,8 @@ def from_torchvision(state_dict):
         return _rename(state_dict, lambda k: _vgg_key(k, _VGG_TV_TO_OURS), "torchvision vgg16")
     if is_torchvision_resnet(state_dict):
         return _rename(state_dict, lambda k: _resnet_key(k, to_ours=True), "torchvision ResNet")
-    raise ValueError(
-        "not a torchvision ResNet or VGG-16 state dict (expected keys like 'layer1.0.conv1.weight' "
-        f"or 'features.0.weight'); first keys: {list(state_dict)[:5]}"
-    )
+    raise ValueError("not a torchvision ResNet or VGG-16 state dict (expected keys like 'layer1.0.conv1.weight' "
+                     f"or 'features.0.weight'); first keys: {list(state_dict)[:5]}")
 
 
 def to_torchvision(state_dict):
@@ -92,8 +88,6 @@ def to_torchvision(state_dict):
         return _rename(state_dict, lambda k: _vgg_key(k, _VGG_OURS_TO_TV), "resnet_det VGG16")
     if "stem.conv1.weight" in state_dict:
         return _rename(state_dict, lambda k: _resnet_key(k, to_ours=False), "resnet_det ResNet")
-    raise ValueError(
-        "not a resnet_det ResNet or VGG16 state dict (expected 'stem.conv1.weight' or "
-        f"'conv1_1.weight'); first keys: {list(state_dict)[:5]}"
-    )
+    raise ValueError("not a resnet_det ResNet or VGG16 state dict (expected 'stem.conv1.weight' or "
+                     f"'conv1_1.weight'); first keys: {list(state_dict)[:5]}")
 

@@ -16,12 +16,10 @@ __all__ = ["OPTIMIZERS", "RENAMED", "PretrainCfgNode", "amp_mode", "get_pretrain
 
 OPTIMIZERS = ("SGD", "AdamW")
 # Keys whose meaning differed from detectron2's, and what to write instead.
-RENAMED = {
-    "SOLVER.STEPS": "pretraining gives its learning-rate drops in epochs as SOLVER.STEP_EPOCHS "
-                    "(SOLVER.STEPS is detectron2's key, in iterations)",
-    "SOLVER.AMP": "write SOLVER.AMP.ENABLED True with SOLVER.AMP.PRECISION bf16 or fp16 "
-                  "(detectron2's key shape), or SOLVER.AMP.ENABLED False for 'off'",
-}
+RENAMED = {"SOLVER.STEPS": "pretraining gives its learning-rate drops in epochs as SOLVER.STEP_EPOCHS "
+           "(SOLVER.STEPS is detectron2's key, in iterations)",
+           "SOLVER.AMP": "write SOLVER.AMP.ENABLED True with SOLVER.AMP.PRECISION bf16 or fp16 "
+           "(detectron2's key shape), or SOLVER.AMP.ENABLED False for 'off'"}
 
 
 class PretrainCfgNode(CfgNode):
@@ -177,10 +175,8 @@ def pretrain_rules(cfg) -> dict:
         "DATA.NUM_WORKERS": number(0, integer=True),
         "DATA.PREFETCH_FACTOR": number(1, integer=True),
         "DATA.TIMEOUT": number(0, note="seconds; 0: wait forever"),
-        "SOLVER.IMS_PER_BATCH": (
-            lambda v: number(1, integer=True)[0](v) and v % s.GRAD_ACCUM_STEPS == 0,
-            f"an integer >= 1, a multiple of SOLVER.GRAD_ACCUM_STEPS ({s.GRAD_ACCUM_STEPS})",
-        ),
+        "SOLVER.IMS_PER_BATCH": (lambda v: number(1, integer=True)[0](v) and v % s.GRAD_ACCUM_STEPS == 0,
+                                 f"an integer >= 1, a multiple of SOLVER.GRAD_ACCUM_STEPS ({s.GRAD_ACCUM_STEPS})",),
         "SOLVER.BASE_LR": number(0, lo_open=True),
         "SOLVER.REFERENCE_BATCH": number(1, integer=True),
         "SOLVER.MOMENTUM": number(0, 1),
@@ -192,10 +188,8 @@ def pretrain_rules(cfg) -> dict:
                           "a number >= 0, > 0 unless SOLVER.MAX_ITER is"),
         "SOLVER.MAX_ITER": number(0, integer=True, note="0: SOLVER.EPOCHS decides"),
         "SOLVER.SCHEDULE": one_of("step", "cosine"),
-        "SOLVER.STEP_EPOCHS": (
-            lambda v: all(number(0, lo_open=True)[0](x) for x in v) and list(v) == sorted(v),
-            "increasing epoch numbers > 0",
-        ),
+        "SOLVER.STEP_EPOCHS": (lambda v: all(number(0, lo_open=True)[0](x) for x in v) and list(v) == sorted(v),
+                               "increasing epoch numbers > 0",),
         "SOLVER.GAMMA": number(0, lo_open=True),
         "SOLVER.WARMUP_EPOCHS": number(0),
         "SOLVER.WARMUP_FACTOR": number(0, 1, lo_open=True),

@@ -118,10 +118,8 @@ def merge_config(cfg, config_file=None, opts=(), *, rules=None, renamed=None):
 def _unknown_key(cfg, key, where, renamed):
     if key in renamed:
         return ConfigKeyError(f"{where}config key {key} is no longer used; {renamed[key]}")
-    return ConfigKeyError(
-        f"{where}Non-existent config key: {key}; closest known keys: "
-        f"{difflib.get_close_matches(key, list(_all_keys(cfg)), n=3, cutoff=0.6) or 'none'}"
-    )
+    return ConfigKeyError(f"{where}Non-existent config key: {key}; closest known keys: "
+                          f"{difflib.get_close_matches(key, list(_all_keys(cfg)), n=3, cutoff=0.6) or 'none'}")
 
 
 def _all_keys(node, prefix=""):

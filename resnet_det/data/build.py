@@ -42,10 +42,8 @@ class TrainBatches(IterableDataset):
         self.groups = [0] * len(dataset_dicts)
         if aspect_ratio_grouping:
             if not all("width" in d and "height" in d for d in dataset_dicts):
-                raise ValueError(
-                    "DATALOADER.ASPECT_RATIO_GROUPING needs 'width' and 'height' in every "
-                    "dataset dict; set it False or register the dataset with image sizes"
-                )
+                raise ValueError("DATALOADER.ASPECT_RATIO_GROUPING needs 'width' and 'height' in every "
+                                 "dataset dict; set it False or register the dataset with image sizes")
             self.groups = [int(d["width"] > d["height"]) for d in dataset_dicts]
 
     def index_batches(self):
@@ -82,16 +80,12 @@ class TrainBatches(IterableDataset):
                 with seeded_rngs(derived_seed(self.seed, position, attempt)):
                     mapped = self.mapper(record)
             except Exception as e:
-                raise RuntimeError(
-                    f"training sample {record.get('file_name', '?')} (dataset index {i}) "
-                    f"failed in the data loader: {type(e).__name__}: {e}"
-                ) from e
+                raise RuntimeError(f"training sample {record.get('file_name', '?')} (dataset index {i}) "
+                                   f"failed in the data loader: {type(e).__name__}: {e}") from e
             if mapped is not None:
                 return mapped
-        raise RuntimeError(
-            f"{_MAX_SUBSTITUTES + 1} consecutive training images from dataset index {index} "
-            "were unreadable; run the dataset check and fix or remove those files"
-        )
+        raise RuntimeError(f"{_MAX_SUBSTITUTES + 1} consecutive training images from dataset index {index} "
+                           "were unreadable; run the dataset check and fix or remove those files")
 
 
 def build_resumable_train_loader(cfg, mapper, *, seed: int, start_iter: int = 0):
@@ -102,19 +96,13 @@ def build_resumable_train_loader(cfg, mapper, *, seed: int, start_iter: int = 0)
     )
     world_size = comm.get_world_size()
     if cfg.SOLVER.IMS_PER_BATCH % world_size:
-        raise ValueError(
-            f"SOLVER.IMS_PER_BATCH {cfg.SOLVER.IMS_PER_BATCH} is not divisible by the "
-            f"{world_size} processes"
-        )
-    batches = TrainBatches(
-        dataset_dicts, mapper, seed=seed, batch_size=cfg.SOLVER.IMS_PER_BATCH // world_size,
-        start_iter=start_iter, rank=comm.get_rank(), world_size=world_size,
-        aspect_ratio_grouping=cfg.DATALOADER.ASPECT_RATIO_GROUPING,
-    )
-    logger.info(
-        f"Training loader: {len(dataset_dicts)} images, {batches.batch_size} per process, "
-        f"seed {seed}, starting at iteration {start_iter}"
-    )
+        raise ValueError(f"SOLVER.IMS_PER_BATCH {cfg.SOLVER.IMS_PER_BATCH} is not divisible by the "
+                         f"{world_size} processes")
+    batches = TrainBatches(dataset_dicts, mapper, seed=seed, batch_size=cfg.SOLVER.IMS_PER_BATCH // world_size,
+                           start_iter=start_iter, rank=comm.get_rank(), world_size=world_size,
+                           aspect_ratio_grouping=cfg.DATALOADER.ASPECT_RATIO_GROUPING)
+    logger.info(f"Training loader: {len(dataset_dicts)} images, {batches.batch_size} per process, "
+                f"seed {seed}, starting at iteration {start_iter}")
     return DataLoader(
         batches,
         batch_size=None,

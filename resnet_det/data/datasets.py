@@ -86,11 +86,9 @@ def _register_config_entries(datasets_cfg):
     """
     for entry in datasets_cfg.get("COCO_JSON_REGISTER", []) or []:
         if not isinstance(entry, (list, tuple)) or len(entry) != 3:
-            raise DatasetError(
-                f"DATASETS.COCO_JSON_REGISTER entry {entry!r} is not "
-                "[name, json_file, image_root]; e.g. "
-                "DATASETS.COCO_JSON_REGISTER \"[['mine_train', 'ann.json', 'images/']]\""
-            )
+            raise DatasetError(f"DATASETS.COCO_JSON_REGISTER entry {entry!r} is not "
+                               "[name, json_file, image_root]; e.g. "
+                               "DATASETS.COCO_JSON_REGISTER \"[['mine_train', 'ann.json', 'images/']]\"")
         register_coco_json(*(str(v) for v in entry))
     example = "DATASETS.VOC_REGISTER \"[['mine_train', 'data/mine', 'trainval', ['cat', 'dog']]]\""
     for entry in datasets_cfg.get("VOC_REGISTER", []) or []:
@@ -102,17 +100,13 @@ def _register_config_entries(datasets_cfg):
             or not entry[3]
             or not all(isinstance(c, str) and c.strip() for c in entry[3])
         ):
-            raise DatasetError(
-                f"DATASETS.VOC_REGISTER entry {entry!r} is not [name, dirname, split, "
-                f"[class names]] (optionally a fifth item: 2007 for VOC07's 11-point AP) with at "
-                f"least one class name; e.g. {example}"
-            )
+            raise DatasetError(f"DATASETS.VOC_REGISTER entry {entry!r} is not [name, dirname, split, "
+                               f"[class names]] (optionally a fifth item: 2007 for VOC07's 11-point AP) with at "
+                               f"least one class name; e.g. {example}")
         name, dirname, split, classes = entry[:4]
         duplicates = sorted(c for c, n in Counter(classes).items() if n > 1)
         if duplicates:
-            raise DatasetError(
-                f"DATASETS.VOC_REGISTER entry {name!r} lists class names twice: {duplicates}"
-            )
+            raise DatasetError(f"DATASETS.VOC_REGISTER entry {name!r} lists class names twice: {duplicates}")
         register_voc(str(name), str(dirname), str(split), [str(c) for c in classes],
                      year=entry[4] if len(entry) == 5 else 2012)
 
@@ -156,9 +150,7 @@ def _wrap_builtins():
             continue
         meta = MetadataCatalog.get(name)
         if name in coco_names and hasattr(meta, "json_file"):
-            loader = functools.partial(
-                load_coco_json_checked, meta.json_file, meta.image_root, name
-            )
+            loader = functools.partial(load_coco_json_checked, meta.json_file, meta.image_root, name)
         elif name.startswith("voc_") and getattr(meta, "evaluator_type", "") == "pascal_voc":
             loader = functools.partial(
                 load_voc_instances_checked, meta.dirname, meta.split, tuple(meta.thing_classes)
@@ -198,14 +190,10 @@ class _Problems:
         if not self.items:
             return
         if self.strict:
-            raise DatasetError(
-                f"{self.source}: bad annotations (DATASETS.STRICT is True):\n{self.format()}\n"
-                f"Fix: {fix}, or set DATASETS.STRICT False to {action} them with a warning."
-            )
-        logger.warning(
-            f"{self.source}: {action} {sum(map(len, self.items.values()))} bad annotations "
-            f"(set DATASETS.STRICT True to make this an error):\n{self.format()}"
-        )
+            raise DatasetError(f"{self.source}: bad annotations (DATASETS.STRICT is True):\n{self.format()}\n"
+                               f"Fix: {fix}, or set DATASETS.STRICT False to {action} them with a warning.")
+        logger.warning(f"{self.source}: {action} {sum(map(len, self.items.values()))} bad annotations "
+                       f"(set DATASETS.STRICT True to make this an error):\n{self.format()}")
 
 
 def _listed(entries, indent):
@@ -287,9 +275,7 @@ def read_json(path, what="annotation json"):
         with open(path, "rb") as f:
             return json.load(f)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise DatasetError(
-            f"{what} {path} is not valid json ({e}); re-export or re-download the file"
-        ) from None
+        raise DatasetError(f"{what} {path} is not valid json ({e}); re-export or re-download the file") from None
 
 
 def _validate_coco(data, json_file, problems):
@@ -299,10 +285,8 @@ def _validate_coco(data, json_file, problems):
     annotation-level problems are recorded in `problems` and their annotations dropped.
     """
     if not isinstance(data, dict):
-        raise DatasetError(
-            f"{json_file}: top level is {type(data).__name__}, expected a COCO object with "
-            "'images', 'annotations' and 'categories'"
-        )
+        raise DatasetError(f"{json_file}: top level is {type(data).__name__}, expected a COCO object with "
+                           "'images', 'annotations' and 'categories'")
     errors = []
     for key in ("images", "categories"):
         if not isinstance(data.get(key), list):
@@ -340,11 +324,9 @@ def _validate_coco(data, json_file, problems):
     for image in data["images"]:
         w, h = image.get("width"), image.get("height")
         if not (_is_number(w) and _is_number(h) and w > 0 and h > 0):
-            problems.add(
-                "image without positive width/height (image skipped)",
-                f"{json_file} image id {image['id']} ({image['file_name']})",
-                f"width={w!r}, height={h!r}",
-            )
+            problems.add("image without positive width/height (image skipped)",
+                         f"{json_file} image id {image['id']} ({image['file_name']})",
+                         f"width={w!r}, height={h!r}")
             bad_images.add(image["id"])
         images[image["id"]] = image
     category_ids = {c["id"] for c in data["categories"]}
@@ -441,15 +423,11 @@ def load_voc_instances_checked(dirname, split, class_names, strict=None):
         if record is not None:
             dicts.append(record)
     annotations_dir = os.path.join(dirname, "Annotations")
-    sanitize_boxes(
-        dicts, problems, describe=lambda r: os.path.join(annotations_dir, r["image_id"] + ".xml")
-    )
+    sanitize_boxes(dicts, problems, describe=lambda r: os.path.join(annotations_dir, r["image_id"] + ".xml"))
     fix = "correct the listed xml files"
     if any(kind.startswith("object of unknown class") for kind in problems.items):
-        fix += (
-            " (an unknown class: correct its <name> tags, or register the dataset with it "
-            f"in the class list, now {class_names})"
-        )
+        fix += (" (an unknown class: correct its <name> tags, or register the dataset with it "
+                f"in the class list, now {class_names})")
     problems.finish("skipped or repaired", fix)
     return dicts
 
@@ -515,12 +493,10 @@ def check_datasets(names):
     for name in names:
         if name not in registered:
             close = difflib.get_close_matches(name, registered, n=5, cutoff=0.5)
-            problems.append(
-                f"dataset '{name}' is not registered; close names: {close or 'none'}. "
-                "Register your own COCO json with DATASETS.COCO_JSON_REGISTER "
-                "[[name, json_file, image_root]] or VOC-layout folder with "
-                "DATASETS.VOC_REGISTER [[name, dirname, split, [class, ...]]]"
-            )
+            problems.append(f"dataset '{name}' is not registered; close names: {close or 'none'}. "
+                            "Register your own COCO json with DATASETS.COCO_JSON_REGISTER "
+                            "[[name, json_file, image_root]] or VOC-layout folder with "
+                            "DATASETS.VOC_REGISTER [[name, dirname, split, [class, ...]]]")
             continue
         meta = MetadataCatalog.get(name)
         if hasattr(meta, "json_file") and hasattr(meta, "image_root"):
@@ -529,21 +505,17 @@ def check_datasets(names):
             problems.extend(_check_voc(name, meta.dirname, meta.split))
         # Datasets registered by other code, without file metadata, are left to their loader.
     if problems:
-        raise DatasetError(
-            f"dataset check failed ({len(problems)} problems):\n"
-            + "\n".join(f"- {p}" for p in problems)
-        )
+        raise DatasetError(f"dataset check failed ({len(problems)} problems):\n"
+                           + "\n".join(f"- {p}" for p in problems))
 
 
 def _root_hint(name):
     """How to fix a missing path for `name`: which environment variable roots it."""
     if name in _builtin_coco_names() or name.startswith("voc_"):  # detectron2's builtin names
         root = os.environ.get(_D2_ENV, "datasets")
-        layout = (
-            "coco/{train2017,val2017}/ and coco/annotations/instances_{train,val}2017.json"
-            if name.startswith("coco")
-            else "VOC2007/ or VOC2012/ with Annotations/, ImageSets/Main/ and JPEGImages/"
-        )
+        layout = ("coco/{train2017,val2017}/ and coco/annotations/instances_{train,val}2017.json"
+                  if name.startswith("coco")
+                  else "VOC2007/ or VOC2012/ with Annotations/, ImageSets/Main/ and JPEGImages/")
         return (
             f"set {_D2_ENV} to the folder holding {layout} "
             f"(now {_D2_ENV}={root!r}, resolved to {os.path.abspath(root)})"
@@ -586,10 +558,8 @@ def _check_voc(name, dirname, split):
         return [f"{name}: split file {split_file} lists no images"]
     xmls = [os.path.join(dirname, "Annotations", i + ".xml") for i in ids]
     missing_xml = _missing_files(name, xmls, "annotation", hint)
-    images = [
-        os.path.join(dirname, "JPEGImages", i + voc_image_suffix(voc_filename(xml)))
-        for i, xml in zip(ids, xmls)
-    ]
+    images = [os.path.join(dirname, "JPEGImages", i + voc_image_suffix(voc_filename(xml)))
+              for i, xml in zip(ids, xmls)]
     return missing_xml + _missing_files(name, images, "image", hint)
 
 

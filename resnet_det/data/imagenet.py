@@ -87,10 +87,8 @@ def check_class_tree(root, *, reference_classes=None) -> list[str]:
     """
     root = Path(root)
     if not root.is_dir():
-        raise FileNotFoundError(
-            f"image folder {root} does not exist; expected {root}/<class>/<image> "
-            f"(ImageNet layout). Set DATA.ROOT / DATA.TRAIN_DIR / DATA.VAL_DIR."
-        )
+        raise FileNotFoundError(f"image folder {root} does not exist; expected {root}/<class>/<image> "
+                                f"(ImageNet layout). Set DATA.ROOT / DATA.TRAIN_DIR / DATA.VAL_DIR.")
     try:
         classes, _ = find_classes(str(root))
     except FileNotFoundError as e:
@@ -100,20 +98,16 @@ def check_class_tree(root, *, reference_classes=None) -> list[str]:
     empty = sorted(set(classes) - {classes[label] for _, label in found})
     if empty:
         shown = ", ".join(str(root / c) for c in empty[:10])
-        raise ClassTreeError(
-            f"{len(empty)} class folder(s) under {root} contain no images "
-            f"({', '.join(IMG_EXTENSIONS)}): {shown}{' ...' if len(empty) > 10 else ''}. "
-            f"Remove them or add images."
-        )
+        raise ClassTreeError(f"{len(empty)} class folder(s) under {root} contain no images "
+                             f"({', '.join(IMG_EXTENSIONS)}): {shown}{' ...' if len(empty) > 10 else ''}. "
+                             f"Remove them or add images.")
     if reference_classes is not None and list(reference_classes) != classes:
         missing = sorted(set(reference_classes) - set(classes))
         extra = sorted(set(classes) - set(reference_classes))
-        raise ClassTreeError(
-            f"classes of {root} differ from the training classes: missing folders "
-            f"{missing[:10]}{' ...' if len(missing) > 10 else ''}, extra folders "
-            f"{extra[:10]}{' ...' if len(extra) > 10 else ''}. Both trees need the same "
-            f"<class> folder names (e.g. ImageNet wnids)."
-        )
+        raise ClassTreeError(f"classes of {root} differ from the training classes: missing folders "
+                             f"{missing[:10]}{' ...' if len(missing) > 10 else ''}, extra folders "
+                             f"{extra[:10]}{' ...' if len(extra) > 10 else ''}. Both trees need the same "
+                             f"<class> folder names (e.g. ImageNet wnids).")
     return classes
 
 

@@ -29,11 +29,9 @@ def read_voc_xml(path) -> dict:
     objects = []
     for obj in root.findall("object"):
         box = obj.find("bndbox")
-        objects.append({
-            "name": (obj.findtext("name") or "").strip(),
-            "box": None if box is None else {tag: box.findtext(tag) for tag in BOX_TAGS},
-            **{tag: obj.findtext(tag) for tag in ("pose", "truncated", "difficult")},
-        })
+        objects.append({"name": (obj.findtext("name") or "").strip(),
+                        "box": None if box is None else {tag: box.findtext(tag) for tag in BOX_TAGS},
+                        **{tag: obj.findtext(tag) for tag in ("pose", "truncated", "difficult")},})
     return {"filename": root.findtext("filename"), "width": root.findtext("size/width"),
             "height": root.findtext("size/height"), "objects": objects}
 

@@ -160,12 +160,10 @@ def check_can_train(cfg, resume: bool) -> None:
         and not cfg.MODEL.WEIGHTS
         and not (resume and os.path.isfile(os.path.join(cfg.OUTPUT_DIR, "last_checkpoint")))
     ):
-        raise ConfigError(
-            "MODEL.WEIGHTS is empty and MODEL.RESNETS.NORM is FrozenBN: a detector trained from "
-            "random initialisation with frozen BN diverges. Set MODEL.WEIGHTS to a backbone "
-            "file from tools/pretrain_cls.py (or a torchvision checkpoint), or train from "
-            "scratch with MODEL.RESNETS.NORM GN (or BN)."
-        )
+        raise ConfigError("MODEL.WEIGHTS is empty and MODEL.RESNETS.NORM is FrozenBN: a detector trained from "
+                          "random initialisation with frozen BN diverges. Set MODEL.WEIGHTS to a backbone "
+                          "file from tools/pretrain_cls.py (or a torchvision checkpoint), or train from "
+                          "scratch with MODEL.RESNETS.NORM GN (or BN).")
 
 
 def _used_datasets(cfg, eval_only):
@@ -183,11 +181,9 @@ def check_num_classes(cfg) -> None:
         if classes is not None and len(classes) != want:
             problems.append(f"  dataset '{name}' has {len(classes)} classes {list(classes)[:10]}")
     if problems:
-        raise ConfigError(
-            f"MODEL.ROI_HEADS.NUM_CLASSES is {want}, but\n" + "\n".join(problems) + "\n"
-            "Set MODEL.ROI_HEADS.NUM_CLASSES to the dataset's number of classes (background "
-            "is not counted), and train and test on datasets with the same class list."
-        )
+        raise ConfigError(f"MODEL.ROI_HEADS.NUM_CLASSES is {want}, but\n" + "\n".join(problems) + "\n"
+                          "Set MODEL.ROI_HEADS.NUM_CLASSES to the dataset's number of classes (background "
+                          "is not counted), and train and test on datasets with the same class list.")
 
 
 def write_results(cfg, results) -> str | None:
@@ -197,10 +193,8 @@ def write_results(cfg, results) -> str | None:
     # One dataset gives {task: metrics}; several give {dataset: {task: metrics}}.
     if len(cfg.DATASETS.TEST) == 1:
         results = {cfg.DATASETS.TEST[0]: results}
-    flat = {
-        dataset: {task: {k: float(v) for k, v in m.items()} for task, m in tasks.items()}
-        for dataset, tasks in results.items()
-    }
+    flat = {dataset: {task: {k: float(v) for k, v in m.items()} for task, m in tasks.items()}
+            for dataset, tasks in results.items()}
     for dataset, tasks in flat.items():
         for task, metrics in tasks.items():
             main = {k: v for k, v in metrics.items() if "-" not in k}

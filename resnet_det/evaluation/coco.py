@@ -16,24 +16,14 @@ import logging
 
 from resnet_det.data.datasets import DatasetError, read_json
 
-__all__ = [
-    "EngineUnavailableError",
-    "COCO_STAT_NAMES",
-    "coco_engine",
-    "evaluate_coco_files",
-    "load_coco_gt",
-    "load_coco_results",
-    "run_cocoeval",
-    "use_in_detectron2",
-]
+__all__ = ["EngineUnavailableError", "COCO_STAT_NAMES", "coco_engine", "evaluate_coco_files", "load_coco_gt",
+           "load_coco_results", "run_cocoeval", "use_in_detectron2"]
 
 logger = logging.getLogger(__name__)
 
 # The 12 numbers of COCOeval.summarize(), in its order (detectron2 uses the first 6 names).
-COCO_STAT_NAMES = (
-    "AP", "AP50", "AP75", "APs", "APm", "APl",
-    "AR1", "AR10", "AR100", "ARs", "ARm", "ARl",
-)
+COCO_STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl",
+                   "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
 _IOU_TYPES = ("bbox", "segm", "keypoints")
 ENGINES = ("auto", "faster", "pycocotools")
 
@@ -106,15 +96,11 @@ def load_coco_results(coco_gt, dt, gt_name: str = "the ground truth"):
     after checking that it is a non-empty list whose image and category ids are in it."""
     results = read_json(dt, "results json") if not isinstance(dt, list) else dt
     if isinstance(results, dict) and "annotations" in results:
-        raise DatasetError(
-            f"results json {_name(dt)} looks like a ground-truth file; pass the list of "
-            "detections ([{image_id, category_id, bbox, score}, ...]) written by the evaluator"
-        )
+        raise DatasetError(f"results json {_name(dt)} looks like a ground-truth file; pass the list of "
+                           "detections ([{image_id, category_id, bbox, score}, ...]) written by the evaluator")
     if not isinstance(results, list) or not results:
-        raise DatasetError(
-            f"results json {_name(dt)} has no detections (expected a non-empty list of "
-            "{image_id, category_id, bbox, score}); with no detections every AP is 0"
-        )
+        raise DatasetError(f"results json {_name(dt)} has no detections (expected a non-empty list of "
+                           "{image_id, category_id, bbox, score}); with no detections every AP is 0")
     _check_results(results, coco_gt.dataset, _name(dt), gt_name)
     with contextlib.redirect_stdout(io.StringIO()):
         # loadRes adds ids/areas to the entries it gets: give it copies.
@@ -189,20 +175,14 @@ def _check_results(results, gt_data, dt_name, gt_name):
             bad_categories.add(det["category_id"])
     problems = []
     if bad_entries:
-        problems.append(
-            f"{len(bad_entries)} entries lack image_id/category_id/score, e.g. index "
-            f"{bad_entries[0]}"
-        )
+        problems.append(f"{len(bad_entries)} entries lack image_id/category_id/score, e.g. index "
+                        f"{bad_entries[0]}")
     if bad_images:
-        problems.append(
-            f"image ids {sorted(bad_images, key=repr)[:10]} are not in {gt_name} "
-            "(results from another split?)"
-        )
+        problems.append(f"image ids {sorted(bad_images, key=repr)[:10]} are not in {gt_name} "
+                        "(results from another split?)")
     if bad_categories:
-        problems.append(
-            f"category ids {sorted(bad_categories, key=repr)[:10]} are not in {gt_name}'s "
-            f"categories {sorted(category_ids)} (contiguous 0-based class indices instead of "
-            "the dataset's category ids?)"
-        )
+        problems.append(f"category ids {sorted(bad_categories, key=repr)[:10]} are not in {gt_name}'s "
+                        f"categories {sorted(category_ids)} (contiguous 0-based class indices instead of "
+                        "the dataset's category ids?)")
     if problems:
         raise DatasetError(f"results json {dt_name}:\n  " + "\n  ".join(problems))

@@ -56,11 +56,9 @@ class NoDetectionAsZero(DatasetEvaluator):
         results = self.evaluator.evaluate()
         if not comm.is_main_process() or sum(counts) > 0:
             return results
-        logger.warning(
-            f"The model made no detection on {self.dataset_name} (none scored above "
-            "MODEL.ROI_HEADS.SCORE_THRESH_TEST): its AP is reported as 0. Train longer, check "
-            "the learning rate and the data (tools/browse_dataset.py), or lower the threshold."
-        )
+        logger.warning(f"The model made no detection on {self.dataset_name} (none scored above "
+                       "MODEL.ROI_HEADS.SCORE_THRESH_TEST): its AP is reported as 0. Train longer, check "
+                       "the learning rate and the data (tools/browse_dataset.py), or lower the threshold.")
         coco_api = getattr(self.evaluator, "_coco_api", None)
         if not results or coco_api is None:
             return results
@@ -78,11 +76,9 @@ def _coco_ranges_with_ground_truth(coco_api):
 
     params = Params(iouType="bbox")
     areas = [a["area"] for a in coco_api.dataset.get("annotations", []) if not a.get("iscrowd")]
-    return {
-        label
-        for label, (lo, hi) in zip(params.areaRngLbl, params.areaRng)
-        if any(lo <= area <= hi for area in areas)
-    }
+    return {label
+            for label, (lo, hi) in zip(params.areaRngLbl, params.areaRng)
+            if any(lo <= area <= hi for area in areas)}
 
 
 class VOCDetectionEvaluator(PascalVOCDetectionEvaluator):
@@ -128,10 +124,8 @@ class VOCDetectionEvaluator(PascalVOCDetectionEvaluator):
         for per_rank in all_predictions:
             for cls_id, lines in per_rank.items():
                 predictions[cls_id].extend(lines)
-        self._logger.info(
-            f"Evaluating {self._dataset_name} with the VOC{2007 if self._is_2007 else 2012} "
-            "metric (and AP50 with both AP definitions)"
-        )
+        self._logger.info(f"Evaluating {self._dataset_name} with the VOC{2007 if self._is_2007 else 2012} "
+                          "metric (and AP50 with both AP definitions)")
         aps = defaultdict(list)  # IoU threshold (%) -> AP per class, the year's definition
         ap50 = {True: [], False: []}  # use_07_metric -> AP50 per class
         with tempfile.TemporaryDirectory(prefix="voc_eval_") as dirname:
@@ -205,8 +199,6 @@ def build_evaluator(cfg, dataset_name: str, output_dir: str | None = None):
     if evaluator_type == "pascal_voc":
         return NoDetectionAsZero(VOCDetectionEvaluator(dataset_name, output_dir=output_dir),
                                  dataset_name)
-    raise ValueError(
-        f"dataset {dataset_name!r} has evaluator_type {evaluator_type!r}; this trainer evaluates "
-        "'coco' and 'pascal_voc' datasets (register COCO-format json files with "
-        "DATASETS.COCO_JSON_REGISTER, VOC-layout folders with DATASETS.VOC_REGISTER)"
-    )
+    raise ValueError(f"dataset {dataset_name!r} has evaluator_type {evaluator_type!r}; this trainer evaluates "
+                     "'coco' and 'pascal_voc' datasets (register COCO-format json files with "
+                     "DATASETS.COCO_JSON_REGISTER, VOC-layout folders with DATASETS.VOC_REGISTER)")

@@ -183,12 +183,10 @@ def export_onnx(model, path, sample_image, *, opset: int = OPSET, metadata: dict
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         # Tracing warns about every shape turned into a graph value; that is the point here.
         warnings.simplefilter("ignore")
-        torch.onnx.export(
-            wrapper, (sample_image,), str(tmp), dynamo=False, opset_version=opset,
-            input_names=[INPUT_NAME], output_names=list(OUTPUT_NAMES),
-            dynamic_axes={INPUT_NAME: {0: "height", 1: "width"},
-                          **{name: {0: "detections"} for name in OUTPUT_NAMES}},
-        )
+        torch.onnx.export(wrapper, (sample_image,), str(tmp), dynamo=False, opset_version=opset,
+                          input_names=[INPUT_NAME], output_names=list(OUTPUT_NAMES),
+                          dynamic_axes={INPUT_NAME: {0: "height", 1: "width"},
+                          **{name: {0: "detections"} for name in OUTPUT_NAMES}})
     graph = onnx.load(str(tmp))
     if metadata is not None:
         entry = graph.metadata_props.add()

@@ -23,12 +23,7 @@ from resnet_det.modeling.registry import register_once
 from resnet_det.models.resnet import STAGE_NAMES, build_resnet_stem_and_stages, resnet_arch
 from resnet_det.models.vgg import CONV_NAMES, VGG16, build_vgg16
 
-__all__ = [
-    "VGG16Backbone",
-    "build_resnet_det_backbone",
-    "build_resnet_det_fpn_backbone",
-    "build_vgg16_backbone",
-]
+__all__ = ["VGG16Backbone", "build_resnet_det_backbone", "build_resnet_det_fpn_backbone", "build_vgg16_backbone"]
 
 VGG16_FEATURE = "conv5_3"
 
@@ -43,9 +38,7 @@ def build_resnet_det_backbone(cfg, input_shape: ShapeSpec):
     stem, stages = build_resnet_stem_and_stages(
         stages=STAGE_NAMES[: last + 1], in_channels=input_shape.channels, **options
     )
-    backbone = D2ResNet(
-        stem, stages, out_features=out_features, freeze_at=cfg.MODEL.BACKBONE.FREEZE_AT
-    )
+    backbone = D2ResNet(stem, stages, out_features=out_features, freeze_at=cfg.MODEL.BACKBONE.FREEZE_AT)
     backbone.arch = resnet_arch(in_channels=input_shape.channels, **options)
     return backbone
 
@@ -55,14 +48,12 @@ def build_resnet_det_fpn_backbone(cfg, input_shape: ShapeSpec):
     """detectron2's FPN (P2-P6, P6 by max pooling) over our ResNet, as
     ``build_resnet_fpn_backbone`` builds it over detectron2's."""
     bottom_up = build_resnet_det_backbone(cfg, input_shape)
-    backbone = FPN(
-        bottom_up=bottom_up,
-        in_features=cfg.MODEL.FPN.IN_FEATURES,
-        out_channels=cfg.MODEL.FPN.OUT_CHANNELS,
-        norm=cfg.MODEL.FPN.NORM,
-        top_block=LastLevelMaxPool(),
-        fuse_type=cfg.MODEL.FPN.FUSE_TYPE,
-    )
+    backbone = FPN(bottom_up=bottom_up,
+                   in_features=cfg.MODEL.FPN.IN_FEATURES,
+                   out_channels=cfg.MODEL.FPN.OUT_CHANNELS,
+                   norm=cfg.MODEL.FPN.NORM,
+                   top_block=LastLevelMaxPool(),
+                   fuse_type=cfg.MODEL.FPN.FUSE_TYPE)
     return backbone
 
 

@@ -50,12 +50,10 @@ class _GroupedNMS(torch.autograd.Function):
     @staticmethod
     def symbolic(g, boxes, scores, iou_threshold: float):
         zero = g.op("Constant", value_t=torch.tensor([0], dtype=torch.int64))
-        return g.op(
-            "NonMaxSuppression", g.op("Unsqueeze", boxes, zero), g.op("Unsqueeze", scores, zero),
-            g.op("Constant", value_t=torch.tensor([2**31 - 1], dtype=torch.int64)),
-            g.op("Constant", value_t=torch.tensor([iou_threshold], dtype=torch.float32)),
-            g.op("Constant", value_t=torch.tensor([_LOWEST], dtype=torch.float32)),
-        )
+        return g.op("NonMaxSuppression", g.op("Unsqueeze", boxes, zero), g.op("Unsqueeze", scores, zero),
+                    g.op("Constant", value_t=torch.tensor([2**31 - 1], dtype=torch.int64)),
+                    g.op("Constant", value_t=torch.tensor([iou_threshold], dtype=torch.float32)),
+                    g.op("Constant", value_t=torch.tensor([_LOWEST], dtype=torch.float32)))
 
 
 def batched_nms(boxes, scores, idxs, iou_threshold: float, num_groups: int | None = None) -> torch.Tensor:

@@ -44,11 +44,9 @@ class VGG16BoxHead(nn.Module):
         super().__init__()
         shape = (input_shape.channels, input_shape.height, input_shape.width)
         if shape != (512, POOLED_SIZE, POOLED_SIZE):
-            raise ValueError(
-                f"VGG16BoxHead needs 512x{POOLED_SIZE}x{POOLED_SIZE} pooled features (fc6's "
-                f"input), got {shape}: set MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION {POOLED_SIZE} "
-                "and MODEL.BACKBONE.NAME build_vgg16_backbone"
-            )
+            raise ValueError(f"VGG16BoxHead needs 512x{POOLED_SIZE}x{POOLED_SIZE} pooled features (fc6's "
+                             f"input), got {shape}: set MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION {POOLED_SIZE} "
+                             "and MODEL.BACKBONE.NAME build_vgg16_backbone")
         # Only fc6/fc7 are needed: build the classifier on the meta device, then materialise
         # and initialise just those two layers as VGG16 does.
         with torch.device("meta"):

@@ -36,20 +36,6 @@ def architecture(model):
     return None
 
 
-__all__ = [
-    "NORMS",
-    "RESNET_SPECS",
-    "SHORTCUTS",
-    "STAGE_NAMES",
-    "ResNet",
-    "VGG16",
-    "architecture",
-    "build_model",
-    "build_resnet",
-    "build_resnet_stem_and_stages",
-    "build_vgg16",
-    "fuse_conv_bn",
-    "make_resnet_stage",
-    "optimize_for_inference",
-    "resnet_arch",
-]
+__all__ = ["NORMS", "RESNET_SPECS", "SHORTCUTS", "STAGE_NAMES", "ResNet", "VGG16", "architecture", "build_model",
+           "build_resnet", "build_resnet_stem_and_stages", "build_vgg16", "fuse_conv_bn", "make_resnet_stage",
+           "optimize_for_inference", "resnet_arch"]

@@ -25,15 +25,13 @@ def fuse_conv_bn(model: nn.Module) -> nn.Module:
             raise ValueError("fuse_conv_bn needs eval-mode BatchNorm2d; call model.eval() first")
         if not isinstance(norm, (FrozenBatchNorm2d, nn.BatchNorm2d)):
             continue  # GroupNorm etc. depend on the input's statistics: nothing to fold
-        weight, bias = fuse_conv_bn_weights(
-            conv.weight,
-            conv.bias,
-            norm.running_mean,
-            norm.running_var,
-            norm.eps,
-            norm.weight,
-            norm.bias,
-        )
+        weight, bias = fuse_conv_bn_weights(conv.weight,
+                                            conv.bias,
+                                            norm.running_mean,
+                                            norm.running_var,
+                                            norm.eps,
+                                            norm.weight,
+                                            norm.bias)
         conv.weight = nn.Parameter(weight, requires_grad=False)
         conv.bias = nn.Parameter(bias, requires_grad=False)
         conv.norm = None

@@ -16,28 +16,15 @@ from detectron2.modeling.backbone.resnet import ResNet as _D2ResNet
 from fvcore.nn import weight_init
 from torch import nn
 
-__all__ = [
-    "RESNET_SPECS",
-    "SHORTCUTS",
-    "NORMS",
-    "STAGE_NAMES",
-    "ZeroPadShortcut",
-    "BasicBlock",
-    "BottleneckBlock",
-    "ResNet",
-    "build_resnet",
-    "build_resnet_stem_and_stages",
-    "make_resnet_stage",
-]
+__all__ = ["RESNET_SPECS", "SHORTCUTS", "NORMS", "STAGE_NAMES", "ZeroPadShortcut", "BasicBlock", "BottleneckBlock",
+           "ResNet", "build_resnet", "build_resnet_stem_and_stages", "make_resnet_stage"]
 
 # Table 1: block type and number of blocks in conv2_x .. conv5_x.
-RESNET_SPECS = {
-    18: ("basic", (2, 2, 2, 2)),
-    34: ("basic", (3, 4, 6, 3)),
-    50: ("bottleneck", (3, 4, 6, 3)),
-    101: ("bottleneck", (3, 4, 23, 3)),
-    152: ("bottleneck", (3, 8, 36, 3)),
-}
+RESNET_SPECS = {18: ("basic", (2, 2, 2, 2)),
+                34: ("basic", (3, 4, 6, 3)),
+                50: ("bottleneck", (3, 4, 6, 3)),
+                101: ("bottleneck", (3, 4, 23, 3)),
+                152: ("bottleneck", (3, 8, 36, 3))}
 SHORTCUTS = ("A", "B", "C")
 NORMS = ("BN", "FrozenBN", "SyncBN", "GN")
 STAGE_NAMES = ("res2", "res3", "res4", "res5")
@@ -71,9 +58,7 @@ class ZeroPadShortcut(nn.Module):
     def __init__(self, in_channels: int, out_channels: int, stride: int):
         super().__init__()
         if out_channels < in_channels:
-            raise ValueError(
-                f"option A cannot reduce channels ({in_channels} -> {out_channels})"
-            )
+            raise ValueError(f"option A cannot reduce channels ({in_channels} -> {out_channels})")
         self.extra_channels = out_channels - in_channels
         self.stride = stride
 
@@ -93,14 +78,12 @@ def _make_shortcut(in_channels, out_channels, stride, shortcut, plain, norm):
     if shortcut == "A" and changes_shape:
         return ZeroPadShortcut(in_channels, out_channels, stride)
     if shortcut == "C" or (shortcut == "B" and changes_shape):
-        conv = Conv2d(
-            in_channels,
-            out_channels,
-            kernel_size=1,
-            stride=stride,
-            bias=False,
-            norm=get_norm(norm, out_channels),
-        )
+        conv = Conv2d(in_channels,
+                      out_channels,
+                      kernel_size=1,
+                      stride=stride,
+                      bias=False,
+                      norm=get_norm(norm, out_channels))
         weight_init.c2_msra_fill(conv)
         return conv
     return None
@@ -157,16 +140,14 @@ class BottleneckBlock(_ResidualMixin, _D2BottleneckBlock):
         shortcut="B",
         plain=False,
     ):
-        _D2BottleneckBlock.__init__(
-            self,
-            in_channels,
-            out_channels,
-            bottleneck_channels=bottleneck_channels,
-            stride=stride,
-            norm=norm,
-            stride_in_1x1=stride_in_1x1,
-            dilation=dilation,
-        )
+        _D2BottleneckBlock.__init__(self,
+                                    in_channels,
+                                    out_channels,
+                                    bottleneck_channels=bottleneck_channels,
+                                    stride=stride,
+                                    norm=norm,
+                                    stride_in_1x1=stride_in_1x1,
+                                    dilation=dilation)
         self._set_shortcut(in_channels, out_channels, stride, shortcut, plain, norm)
 
     def forward(self, x):
@@ -213,14 +194,12 @@ def make_resnet_stage(
     else:
         block_class = BottleneckBlock
         options.update(bottleneck_channels=stage_width, stride_in_1x1=stride_in_1x1, dilation=dilation)
-    return _D2ResNet.make_stage(
-        block_class,
-        counts[idx],
-        stride_per_block=[first_stride] + [1] * (counts[idx] - 1),
-        in_channels=in_channels,
-        out_channels=out_channels,
-        **options,
-    )
+    return _D2ResNet.make_stage(block_class,
+                                counts[idx],
+                                stride_per_block=[first_stride] + [1] * (counts[idx] - 1),
+                                in_channels=in_channels,
+                                out_channels=out_channels,
+                                **options)
 
 
 def build_resnet_stem_and_stages(
@@ -290,12 +269,10 @@ class ResNet(_D2ResNet):
     """
 
     def __init__(self, stem, stages, num_classes=1000, freeze_at=0, channels_last=None, **arch):
-        super().__init__(
-            stem,
-            stages,
-            num_classes=num_classes or None,
-            freeze_at=freeze_at,
-        )
+        super().__init__(stem,
+                         stages,
+                         num_classes=num_classes or None,
+                         freeze_at=freeze_at)
         self.channels_last = channels_last
         # Every option needed to rebuild this network, recorded with exported weights.
         self.arch = dict(name="resnet", **arch, num_classes=num_classes or 0)

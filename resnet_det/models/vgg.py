@@ -13,9 +13,7 @@ __all__ = ["VGG16_STAGES", "VGG16", "build_vgg16"]
 
 # Output channels of the convolutions of each of the five stages (configuration D).
 VGG16_STAGES = ((64, 64), (128, 128), (256, 256, 256), (512, 512, 512), (512, 512, 512))
-CONV_NAMES = tuple(
-    f"conv{s + 1}_{i + 1}" for s, widths in enumerate(VGG16_STAGES) for i in range(len(widths))
-)
+CONV_NAMES = tuple(f"conv{s + 1}_{i + 1}" for s, widths in enumerate(VGG16_STAGES) for i in range(len(widths)))
 FC_DIM = 4096
 POOLED_SIZE = 7
 

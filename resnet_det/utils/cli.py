@@ -14,17 +14,8 @@ import re
 import sys
 import warnings
 
-__all__ = [
-    "DEBUG_ENV",
-    "EXIT_EXPECTED",
-    "EXPECTED_ERRORS",
-    "add_debug_argument",
-    "debug_enabled",
-    "expected_error_types",
-    "in_worker",
-    "run_cli",
-    "silence_known_warnings",
-]
+__all__ = ["DEBUG_ENV", "EXIT_EXPECTED", "EXPECTED_ERRORS", "add_debug_argument", "debug_enabled",
+           "expected_error_types", "in_worker", "run_cli", "silence_known_warnings"]
 
 DEBUG_ENV = "RESNET_DET_DEBUG"
 EXIT_EXPECTED = 2
@@ -116,10 +107,8 @@ class _DebugAction(argparse.Action):
 
 def add_debug_argument(parser) -> None:
     """Add ``--debug`` (full tracebacks for expected errors too) to an argparse parser."""
-    parser.add_argument(
-        "--debug", action=_DebugAction, nargs=0, default=False,
-        help=f"show the full traceback of expected errors too (same as {DEBUG_ENV}=1)",
-    )
+    parser.add_argument("--debug", action=_DebugAction, nargs=0, default=False,
+                        help=f"show the full traceback of expected errors too (same as {DEBUG_ENV}=1)")
 
 
 def _message(error) -> str:

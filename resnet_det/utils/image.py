@@ -78,11 +78,9 @@ def open_image(file_name, max_pixels=None, limit_key="DATASETS.MAX_IMAGE_PIXELS"
             with Image.open(f) as image:
                 width, height = image.size
                 if max_pixels and width * height > max_pixels:
-                    raise ImageError(
-                        f"{file_name}: {width}x{height} = {width * height} pixels is above "
-                        f"{limit_key}={max_pixels}; downscale the image (and its boxes) or "
-                        f"raise {limit_key} if the file is trusted"
-                    )
+                    raise ImageError(f"{file_name}: {width}x{height} = {width * height} pixels is above "
+                                     f"{limit_key}={max_pixels}; downscale the image (and its boxes) or "
+                                     f"raise {limit_key} if the file is trusted")
                 yield image
     except ImageError:
         raise
@@ -96,10 +94,8 @@ def open_image(file_name, max_pixels=None, limit_key="DATASETS.MAX_IMAGE_PIXELS"
         # Non-images raise UnidentifiedImageError; truncated JPEG/PNG raise OSError (unless
         # ImageFile.LOAD_TRUNCATED_IMAGES, which this respects); SyntaxError/ValueError come
         # from some of Pillow's format plugins on malformed headers.
-        raise ImageError(
-            f"{file_name}: cannot decode image ({type(e).__name__}: {e}); "
-            "re-encode or remove the file"
-        ) from None
+        raise ImageError(f"{file_name}: cannot decode image ({type(e).__name__}: {e}); "
+                         "re-encode or remove the file") from None
 
 
 def _decode(file_name, max_pixels, limit_key, draft_short_side=None) -> Image.Image:
@@ -117,10 +113,8 @@ def _to_rgb(image: Image.Image, file_name) -> Image.Image:
         # Scaled and rounded to 8 bits: Pillow's convert() would clip at 255.
         array = np.asarray(image, dtype=np.int64)
         if array.size and (array.min() < 0 or array.max() > 65535):
-            raise ImageError(
-                f"{file_name}: integer image values {array.min()}..{array.max()} are outside "
-                "16-bit range; save it as 8 or 16-bit"
-            )
+            raise ImageError(f"{file_name}: integer image values {array.min()}..{array.max()} are outside "
+                             "16-bit range; save it as 8 or 16-bit")
         gray = Image.fromarray(((array + 128) // 257).astype(np.uint8), mode="L")
         gray.info = image.info  # keeps the EXIF block for the orientation
         image = gray
@@ -180,19 +174,15 @@ def read_image_checked(file_name, format="RGB", expected_hw=None, max_pixels=Non
         raw_hw = (image.height, image.width)
         if oriented_hw != expected_hw:
             if raw_hw == expected_hw:
-                message = (
-                    f"{file_name}: the annotation size {expected_hw} (h, w) matches the stored "
-                    f"pixels, not the EXIF-rotated image {oriented_hw}"
-                )
+                message = (f"{file_name}: the annotation size {expected_hw} (h, w) matches the stored "
+                           f"pixels, not the EXIF-rotated image {oriented_hw}")
                 if strict:
                     raise ImageError(message + "; rotate the file or its annotation")
                 logger.warning(message + ": ignoring the EXIF rotation for this image")
                 oriented = image
             else:
-                raise ImageError(
-                    f"{file_name}: image is {oriented_hw} (h, w) but its annotation says "
-                    f"{expected_hw}; fix the width/height in the annotation file"
-                )
+                raise ImageError(f"{file_name}: image is {oriented_hw} (h, w) but its annotation says "
+                                 f"{expected_hw}; fix the width/height in the annotation file")
     # detectron2's convert_PIL_to_numpy, which would import torch into the deploy runner.
     mode = "RGB" if format == "BGR" else format
     if format is not None and oriented.mode != mode:  # convert() would copy a big photo for nothing

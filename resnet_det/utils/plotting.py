@@ -12,15 +12,8 @@ from pathlib import Path
 
 from resnet_det.utils.files import atomic_write
 
-__all__ = [
-    "detection_curve_panels",
-    "new_figure",
-    "plot_detection_curves",
-    "plot_metric_curves",
-    "pretraining_curve_panels",
-    "read_metrics_json",
-    "save_figure",
-]
+__all__ = ["detection_curve_panels", "new_figure", "plot_detection_curves", "plot_metric_curves",
+           "pretraining_curve_panels", "read_metrics_json", "save_figure"]
 
 
 def new_figure(figsize=(6, 4), dpi: int = 100):
@@ -93,10 +86,8 @@ def plot_metric_curves(panels, path, panel_size=(6, 4)):
 
 def pretraining_curve_panels(records):
     """Panels of a pretraining run's metrics.json: train/val top-1 error."""
-    return [("top-1 error (%)", [
-        ("train (augmented batches)", _series(records, "train_top1_err"), None),
-        ("val, centre crop", _series(records, "val_top1_err"), "."),
-    ], False)]
+    return [("top-1 error (%)", [("train (augmented batches)", _series(records, "train_top1_err"), None),
+                                 ("val, centre crop", _series(records, "val_top1_err"), "."),], False)]
 
 
 def detection_curve_panels(records):
@@ -105,11 +96,9 @@ def detection_curve_panels(records):
     keys = sorted({k for r in records for k in r})
     losses = ["total_loss"] + [k for k in keys if k.startswith("loss_")]
     evals = [k for k in keys if k.endswith("bbox/AP") or k.endswith("bbox/AP50")]
-    return [
-        ("loss", [(k, _series(records, k), None) for k in losses], True),
-        ("learning rate", [("lr", _series(records, "lr"), None)], False),
-        ("AP (%)", [(k, _series(records, k), ".") for k in evals], False),
-    ]
+    return [("loss", [(k, _series(records, k), None) for k in losses], True),
+            ("learning rate", [("lr", _series(records, "lr"), None)], False),
+            ("AP (%)", [(k, _series(records, k), ".") for k in evals], False)]
 
 
 def plot_detection_curves(metrics_json, path=None):
