@@ -1,4 +1,4 @@
-"""resnet_det.serve: the HTTP server of an exported detector (tools/serve.py, docs/serve.md):
+"""resnet_det.serve: the HTTP server of an exported detector (tools/serve.py, docs/deploy.md):
 endpoints, hostile uploads and their documented statuses, the inference gate (503), the body
 limit (413) and deadline (408), metrics, --workers, and graceful shutdown."""
 import contextlib
@@ -202,7 +202,7 @@ def _png16():
     return out.getvalue()
 
 
-# (name, body, Content-Type, status, the message's pattern): the table of docs/serve.md.
+# (name, body, Content-Type, status, the message's pattern): the table of docs/deploy.md#serve.
 HOSTILE = [
     ("empty body", b"", "image/jpeg", 400, r"request body is empty \(0 bytes\)"),
     ("text", b"hello, this is not an image\n", "image/png", 400, r"cannot decode image \(UnidentifiedImageError"),

@@ -3,7 +3,7 @@ picked and one dropped, the boxes drawn on the canvas, the threshold slider redr
 new request, an error shown for a file that is not an image.
 
 RESNET_DET_SCREENSHOT=docs/images/serve_page.png also saves the page's screenshot there (the one
-in docs/serve.md)."""
+in docs/deploy.md)."""
 import base64
 import io
 import os

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Serve an exported detector over HTTP, with a page to try it (docs/serve.md).
+"""Serve an exported detector over HTTP, with a page to try it (docs/deploy.md).
 
     python tools/serve.py --onnx output/onnx_r18_c4/model.onnx [--host 127.0.0.1] [--port 8000] \
         [--workers N] [--max-concurrency K] [--max-queue Q] [--max-body-mb M] [--body-timeout S]

@@ -134,7 +134,7 @@ def _threshold(text: str) -> float:
 def create_app(detector, *, max_concurrency=1, max_queue=16, max_body_mb=20.0, body_timeout=30.0,
                max_pixels=MAX_PIXELS) -> Starlette:
     """The ASGI app serving ``detector`` (an :class:`OnnxDetector`, or any callable with its
-    output and a ``meta`` dict); the limits are those of ``tools/serve.py`` (docs/serve.md)."""
+    output and a ``meta`` dict); the limits are those of ``tools/serve.py`` (docs/deploy.md)."""
     metrics = _Metrics()
     gate = _Gate(max_concurrency, max_queue, metrics)
     page = (resources.files(__package__) / "static" / "index.html").read_text(encoding="utf-8")
@@ -287,7 +287,7 @@ def main(argv=None) -> int:
 
     from resnet_det.utils.cli import add_debug_argument, run_cli
 
-    p = argparse.ArgumentParser(description="Serve an exported detector over HTTP (docs/serve.md).")
+    p = argparse.ArgumentParser(description="Serve an exported detector over HTTP (docs/deploy.md).")
     p.add_argument("--onnx", required=True, help="model.onnx from tools/export_model.py (model.json beside it)")
     p.add_argument("--runtime", default="onnxruntime", help="inference runtime (default: onnxruntime)")
     p.add_argument("--precision", default="fp32", help="inference precision (default: fp32)")
