@@ -17,9 +17,12 @@ TRAIN = [
     "matplotlib",
     "pyyaml",
     "onnx>=1.16",
+    "nncf>=2.14",  # tools/export_model.py --int8 (post-training quantization)
 ]
 # tools/serve.py (resnet_det.serve): HTTP on top of the runner, still without torch.
 SERVE_HTTP = ["starlette>=0.40", "uvicorn>=0.30", "python-multipart>=0.0.18", "prometheus-client>=0.20"]
+# The runner on OpenVINO (fp32, bf16 where the CPU has it, int8), still without torch.
+OPENVINO = ["openvino>=2024.4"]
 
 setup(
     name="resnet_det",
@@ -31,7 +34,7 @@ setup(
     # detectron2 is deliberately not listed: it has no official PyPI release, and a user's
     # own source build must not be replaced. tools/setup_env.sh installs it when missing.
     install_requires=SERVE,
-    extras_require={"train": TRAIN, "serve": SERVE_HTTP,
+    extras_require={"train": TRAIN, "serve": SERVE_HTTP, "openvino": OPENVINO,
                     "dev": ["pytest>=7", "pytest-timeout", "httpx", "ruff>=0.6", "import-linter>=2.1"]},
     package_data={"resnet_det.serve": ["static/*.html"]},  # the page of GET /
     entry_points={"console_scripts": [

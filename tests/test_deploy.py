@@ -132,14 +132,18 @@ def test_bad_model_files_are_refused_naming_the_file(c4, tmp_path):
     onnx_path.write_bytes(data[: len(data) // 2])  # truncated
     with pytest.raises(DeployError, match=f"{onnx_path}: ONNX Runtime cannot load it"):
         OnnxDetector(onnx_path)
+    with pytest.raises(DeployError, match=f"{onnx_path}: OpenVINO cannot load it"):
+        OnnxDetector(onnx_path, runtime="openvino")
     onnx_path.write_text("not a model\n")
-    with pytest.raises(DeployError, match="cannot load it"):
-        OnnxDetector(onnx_path)
+    for runtime in ("onnxruntime", "openvino"):
+        with pytest.raises(DeployError, match="cannot load it"):
+            OnnxDetector(onnx_path, runtime=runtime)
     onnx_path.write_bytes(data)
     meta = json.loads(json_path.read_text())
     json_path.write_text(json.dumps({**meta, "graph": {**meta["graph"], "export_id": "another"}}))
-    with pytest.raises(DeployError, match=f"{json_path} does not belong to {onnx_path}"):
-        OnnxDetector(onnx_path)
+    for runtime in ("onnxruntime", "openvino"):
+        with pytest.raises(DeployError, match=f"{json_path} does not belong to {onnx_path}"):
+            OnnxDetector(onnx_path, runtime=runtime)
     json_path.write_text(json.dumps({**meta, "class_names": ["a", "b"]}))
     with pytest.raises(DeployError, match="2 class_names for a graph with 5 classes"):
         OnnxDetector(onnx_path)
@@ -370,3 +374,65 @@ def test_console_command_of_a_serving_install_runs_without_torch(c4, tmp_path):
     assert Path(bad["file"]).name == "b.jpg" and "cannot decode image" in bad["error"]
     expected = OnnxDetector(c4[2]["onnx"])(images / "a.png")
     assert np.allclose([d["bbox_xyxy"] for d in good["detections"]], expected["boxes"], atol=0.01)
+
+
+def test_openvino_runs_the_exported_graph_as_onnx_runtime_does(c4, tmp_path):
+    from resnet_det.deploy import runtime_choices
+
+    onnx_path = c4[2]["onnx"]
+    ort, ov = OnnxDetector(onnx_path, threads=2), OnnxDetector(onnx_path, runtime="openvino", threads=2)
+    for image in _images(11, [(96, 128), (80, 128), (150, 200)]):
+        ref, got = ort(image), ov(image)
+        m = match_detections(ref, got)
+        assert m["count"] == [100, 100] and m["matched"] >= 98, m  # every detection kept: near-tied scores
+        assert m["max_score_diff"] <= 1e-4 and m["max_box_diff_px"] <= 1e-2
+    assert ("onnxruntime", "fp32") in runtime_choices() and ("openvino", "fp32") in runtime_choices(onnx_path)
+    assert ("onnxruntime", "int8") not in runtime_choices(onnx_path)  # this export has no int8 model
+    with pytest.raises(DeployError, match="precision 'bf16' runs on OpenVINO: runtime='openvino'"):
+        OnnxDetector(onnx_path, precision="bf16")
+    with pytest.raises(DeployError, match="records no int8 model: export with tools/export_model.py .* --int8"):
+        OnnxDetector(onnx_path, runtime="openvino", precision="int8")
+
+
+def test_int8_export_runs_on_both_runtimes_and_bad_inputs_are_named(c4, tmp_path):
+    from resnet_det.export.quantize import INT8_FILE, calibration_files, calibration_images, quantize_int8
+
+    onnx_path, json_path = _copy_export(c4, tmp_path)
+    photos = tmp_path / "photos"
+    (photos / "sub").mkdir(parents=True)
+    for i, image in enumerate(_images(12, [(96, 128), (120, 90), (150, 200)])):
+        Image.fromarray(image).save(photos / "sub" / f"{i}.jpg")
+    (photos / "broken.jpg").write_bytes(b"\xff\xd8\xff")
+    files, source = calibration_files(photos)
+    assert len(files) == 4 and source["kind"] == "folder"
+    images, skipped = calibration_images(files, 10, 96, 128)
+    assert len(images) == 3 and skipped == 1 and max(max(im.shape[:2]) for im in images) <= 128
+    record = quantize_int8(tmp_path / "m", images, dict(source, skipped=skipped))
+    meta = json.loads(json_path.read_text())
+    assert meta["int8"] == record and record["calibration"]["images"] == 3 and record["file"] == INT8_FILE
+    image = _images(13, [(96, 128)])[0]
+    fp32 = OnnxDetector(onnx_path)(image)
+    for runtime in ("onnxruntime", "openvino"):
+        int8 = OnnxDetector(onnx_path, runtime=runtime, precision="int8", threads=2)
+        assert int8.path.name == INT8_FILE and len(int8(image)["boxes"]) == len(fp32["boxes"])
+    # Bad inputs: a folder with no readable image, a model.json of another quantization, a truncated file.
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "notes.txt").write_text("no photos")
+    with pytest.raises(DeployError, match=f"--calibration {empty}: no image files"):
+        calibration_files(empty)
+    (empty / "a.jpg").write_bytes(b"not a jpeg")
+    with pytest.raises(DeployError, match=r"no readable calibration image among 1 files \(first: .*a.jpg"):
+        calibration_images(*calibration_files(empty)[:1], 5, 96, 128)
+    json_path.write_text(json.dumps({**meta, "int8": {**record, "graph": {**record["graph"], "quantization_id": "x"}}}))
+    with pytest.raises(DeployError, match=f"{json_path} does not belong to .*{INT8_FILE}"):
+        OnnxDetector(onnx_path, precision="int8")
+    json_path.write_text(json.dumps(meta))
+    quantized = tmp_path / "m" / INT8_FILE
+    quantized.write_bytes(quantized.read_bytes()[:1000])
+    for runtime in ("onnxruntime", "openvino"):
+        with pytest.raises(DeployError, match=f"{quantized}: .* cannot load it"):
+            OnnxDetector(onnx_path, runtime=runtime, precision="int8")
+    quantized.unlink()
+    with pytest.raises(DeployError, match=f"{quantized}: no such file, which .* records as the int8 model"):
+        OnnxDetector(onnx_path, precision="int8")

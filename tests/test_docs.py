@@ -31,7 +31,7 @@ def test_every_import_a_doc_shows_works(doc):
 def test_every_tool_and_config_a_doc_names_exists(doc):
     text = doc.read_text()
     for path in set(re.findall(r"\b((?:tools|benchmarks|configs)/[\w./-]+\.(?:py|yaml))", text)):
-        assert (ROOT / path).is_file() or (doc.parent / path).is_file(), f"{doc.name} names {path}, which does not exist"
+        assert (ROOT / path).is_file() or (doc.parent / path).is_file(), f"{doc.name} names {path}: no such file"
     for link in re.findall(r"\]\(((?!https?:)[^)#\s]+)", text):
         assert (doc.parent / link).exists(), f"{doc.name} links {link}, which does not exist"
 

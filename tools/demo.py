@@ -4,7 +4,8 @@
     python tools/demo.py --config configs/toy/faster_rcnn_r18_c4_coco.yaml \\
         --weights output/toy_r18_c4_coco/model_final.pth --input datasets/toy/coco/val2017 \\
         --output output/demo [--confidence-threshold 0.5] [--max-size 1600] [KEY VALUE ...]
-    python tools/demo.py --onnx output/onnx_r18_c4/model.onnx --input IMAGES --output OUT
+    python tools/demo.py --onnx output/onnx_r18_c4/model.onnx --input IMAGES --output OUT \\
+        [--runtime onnxruntime|openvino] [--precision fp32|bf16|int8] [--threads N]
 
 Writes one PNG per image (boxes, class names, scores; at most --max-size pixels long) and
 detections.json to --output. An unreadable image is skipped with a warning naming it and the
@@ -16,7 +17,7 @@ import argparse
 import logging
 import sys
 
-from resnet_det.deploy.detect import add_detect_arguments, detect_folder, report
+from resnet_det.deploy.detect import add_detect_arguments, add_runtime_arguments, detect_folder, report
 from resnet_det.utils.cli import add_debug_argument, run_cli, silence_known_warnings
 
 silence_known_warnings()  # before detectron2's imports, which warn (torch-free itself)
@@ -34,6 +35,7 @@ def demo(argv=None):
     p.add_argument("--weights", help="detector checkpoint (.pth/.safetensors)")
     p.add_argument("--onnx", help="model.onnx from tools/export_model.py (instead of --config/--weights)")
     add_detect_arguments(p)
+    add_runtime_arguments(p)  # with --onnx
     add_debug_argument(p)
     p.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides: KEY VALUE ...")
     args = p.parse_args(argv)
@@ -43,7 +45,8 @@ def demo(argv=None):
         from resnet_det.deploy import OnnxDetector
 
         logging.basicConfig(level=logging.INFO, format="%(message)s")
-        detector = OnnxDetector(args.onnx, max_pixels=args.max_pixels)
+        detector = OnnxDetector(args.onnx, runtime=args.runtime, precision=args.precision, threads=args.threads,
+                                max_pixels=args.max_pixels)
     else:
         if not (args.config and args.weights):
             p.error("--config and --weights are required (or --onnx FILE)")

@@ -1,22 +1,26 @@
 #!/usr/bin/env python
 """COCO / VOC mAP of an exported model on the config's test datasets (the evaluators of
-tools/train_det.py --eval-only, the ONNX Runtime detector in place of the PyTorch model).
+tools/train_det.py --eval-only, the runner in place of the PyTorch model), on any runtime and
+precision, and with --weights the PyTorch model's beside it.
 
     python tools/eval_onnx.py --onnx output/onnx_r18_c4/model.onnx \
-        --config configs/toy/faster_rcnn_r18_c4_coco.yaml [--out results.json] [KEY VALUE ...]
+        --config configs/toy/faster_rcnn_r18_c4_coco.yaml [--runtime openvino] [--precision int8] \
+        [--weights output/toy_r18_c4_coco/model_final.pth] [--out results.json] [KEY VALUE ...]
 """
 import argparse
-import json
 import sys
 
 from resnet_det.utils.cli import add_debug_argument, run_cli, silence_known_warnings
 
 silence_known_warnings()  # before detectron2's imports, which warn
 
-from detectron2.utils.logger import create_small_table, setup_logger  # noqa: E402
+from detectron2.utils.logger import setup_logger  # noqa: E402
+from tabulate import tabulate  # noqa: E402
 
 from resnet_det.config import load_config  # noqa: E402
-from resnet_det.export.onnx_evaluation import evaluate_onnx  # noqa: E402
+from resnet_det.deploy.detect import add_runtime_arguments  # noqa: E402
+from resnet_det.export.onnx_evaluation import evaluate_onnx, evaluate_pytorch  # noqa: E402
+from resnet_det.utils.files import write_json  # noqa: E402
 
 
 def main(argv=None):
@@ -25,28 +29,32 @@ def main(argv=None):
 
 
 def evaluate(argv=None):
-    """Parse arguments, evaluate, print the main metrics (exit 2 on a bad input)."""
+    """Parse arguments, evaluate, print the main metrics side by side (exit 2 on a bad input)."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--onnx", required=True, help="model.onnx written by tools/export_model.py")
     p.add_argument("--config", "--config-file", dest="config", required=True,
                    help="the config whose DATASETS.TEST to evaluate on")
-    p.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads")
-    p.add_argument("--out", help="also write {dataset: {task: metrics}} to this json file")
+    add_runtime_arguments(p)
+    p.add_argument("--weights", help="also evaluate this PyTorch checkpoint, for comparison")
+    p.add_argument("--out", help="also write {model: {dataset: {task: metrics}}} to this json file")
     add_debug_argument(p)
     p.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides: KEY VALUE ...")
     args = p.parse_args(argv)
     setup_logger(name="resnet_det")
     setup_logger(name="detectron2", abbrev_name="d2")  # inference_on_dataset's progress lines
-    cfg = load_config(args.config, args.opts)
-    results = evaluate_onnx(cfg, args.onnx, args.threads)
-    for dataset, tasks in results.items():
-        for task, metrics in tasks.items():
-            main_metrics = {k: v for k, v in metrics.items() if "-" not in k}
-            print(f"{dataset} {task} (ONNX Runtime):\n{create_small_table(main_metrics)}")
+    cfg = load_config(args.config, ["MODEL.DEVICE", "cpu", *args.opts])
+    results = {f"{args.runtime} {args.precision}": evaluate_onnx(cfg, args.onnx, args.threads, args.runtime,
+                                                                 args.precision)}
+    if args.weights:
+        results["PyTorch"] = evaluate_pytorch(cfg, args.weights)
+    for dataset in cfg.DATASETS.TEST:
+        rows = {model: {k: v for k, v in r[dataset]["bbox"].items() if "-" not in k} for model, r in results.items()}
+        keys = list(next(iter(rows.values())))
+        print(f"{dataset} bbox\n" + tabulate([[m, *(f"{row[k]:.3f}" for k in keys)] for m, row in rows.items()],
+                                             headers=["model", *keys], tablefmt="pipe"))
     if args.out:
-        with open(args.out, "w") as f:
-            json.dump({d: {t: {k: float(v) for k, v in m.items()} for t, m in tasks.items()}
-                       for d, tasks in results.items()}, f, indent=2)
+        write_json(args.out, {m: {d: {t: {k: float(v) for k, v in mt.items()} for t, mt in ts.items()}
+                                  for d, ts in r.items()} for m, r in results.items()})
     return 0
 
 

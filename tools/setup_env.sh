@@ -55,8 +55,8 @@ else
   "$PYTHON" -c "import detectron2; print('[setup] detectron2', detectron2.__version__)"
 fi
 
-echo "[setup] resnet_det (editable) + training stack + serving extra + dev tools"
-pip_quiet install -q --no-build-isolation -e ".[train,serve,dev]"
+echo "[setup] resnet_det (editable) + training stack + serving and OpenVINO extras + dev tools"
+pip_quiet install -q --no-build-isolation -e ".[train,serve,openvino,dev]"
 
 # The browser test of tools/serve.py's page (tests/test_serve_browser.py) drives the system's
 # Chromium with Playwright; a browser that playwright downloads itself does not run here.

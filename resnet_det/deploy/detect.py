@@ -16,12 +16,14 @@ from pathlib import Path
 
 from PIL import Image
 
+from resnet_det.deploy.runtime import PRECISIONS, RUNTIMES, OnnxDetector
 from resnet_det.utils.cli import add_debug_argument, run_cli
 from resnet_det.utils.draw import MAX_SIDE, class_color, class_name, draw_boxes
 from resnet_det.utils.files import write_json
 from resnet_det.utils.image import MAX_PIXELS, ImageError, list_images
 
-__all__ = ["EXIT_SOME_FAILED", "detect_folder", "detection_records", "main"]
+__all__ = ["EXIT_SOME_FAILED", "add_detect_arguments", "add_runtime_arguments", "detect_folder", "detection_records",
+           "main", "report"]
 
 logger = logging.getLogger(__name__)
 EXIT_SOME_FAILED = 1
@@ -85,6 +87,14 @@ def add_detect_arguments(parser) -> None:
                         help=f"refuse images with more pixels (default {MAX_PIXELS}, Pillow's bomb limit)")
 
 
+def add_runtime_arguments(parser) -> None:
+    """``--runtime``, ``--precision`` and ``--threads`` of the exported model's runner."""
+    parser.add_argument("--runtime", default="onnxruntime", choices=RUNTIMES, help="default: onnxruntime")
+    parser.add_argument("--precision", default="fp32", choices=PRECISIONS,
+                        help="fp32 (default), bf16 (OpenVINO, where the CPU has it), int8 (export --int8)")
+    parser.add_argument("--threads", type=int, help="runtime threads (default: the runtime's choice)")
+
+
 def report(records, failures, output) -> int:
     """Print the run's summary; the exit status (0, or :data:`EXIT_SOME_FAILED`)."""
     total = sum(len(r["detections"]) for r in records)
@@ -97,16 +107,15 @@ def report(records, failures, output) -> int:
 
 
 def _detect(argv=None) -> int:
-    from resnet_det.deploy.runtime import OnnxDetector
-
     p = argparse.ArgumentParser(prog="resnet-det-detect", description=main.__doc__)
     p.add_argument("--onnx", required=True, help="model.onnx written by tools/export_model.py")
     add_detect_arguments(p)
-    p.add_argument("--threads", type=int, help="runtime threads (default: the runtime's choice)")
+    add_runtime_arguments(p)
     add_debug_argument(p)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    detector = OnnxDetector(args.onnx, threads=args.threads, max_pixels=args.max_pixels)
+    detector = OnnxDetector(args.onnx, runtime=args.runtime, precision=args.precision, threads=args.threads,
+                            max_pixels=args.max_pixels)
     return report(*detect_folder(detector, args.input, args.output, score_threshold=args.confidence_threshold,
                                  max_side=args.max_size), args.output)
 

@@ -274,16 +274,32 @@ def command_line(argv=None, doc=None) -> int:
 
 def _export(argv=None, doc=None):
     from resnet_det.config import load_config
+    from resnet_det.export.quantize import calibration_files, calibration_images, quantize_int8
 
     p = argparse.ArgumentParser(prog="resnet-det-export", description=doc or __doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", "--config-file", dest="config", required=True, help="detector yaml")
     p.add_argument("--weights", required=True, help="detector checkpoint (.pth/.safetensors)")
     p.add_argument("--output", required=True, help="directory for model.onnx and model.json")
+    p.add_argument("--int8", action="store_true", help="also write model.int8.onnx (NNCF post-training quantization)")
+    p.add_argument("--calibration", metavar="DATA", help="with --int8: a registered dataset name or an image folder")
+    p.add_argument("--calibration-images", type=int, default=300, metavar="N",
+                   help="with --int8: how many calibration images (default 300, NNCF's)")
     add_debug_argument(p)
     p.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides: KEY VALUE ...")
     args = p.parse_args(argv)
-    info = export_from_config(load_config(args.config, args.opts), args.weights, args.output)
+    if args.int8 != bool(args.calibration) or args.calibration_images < 1:
+        p.error("--int8 and --calibration DATA go together (and --calibration-images N >= 1)")
+    cfg = load_config(args.config, args.opts)
+    files, calibration = calibration_files(args.calibration, cfg) if args.int8 else (None, None)
+    info = export_from_config(cfg, args.weights, args.output)
     print(f"{info['onnx']} ({info['bytes'] / 2**20:.1f} MiB, exported in {info['seconds']:.1f} s, "
           f"onnx.checker passed) and {info['json']}")
+    if args.int8:
+        images, skipped = calibration_images(files, args.calibration_images, cfg.INPUT.MIN_SIZE_TEST,
+                                             cfg.INPUT.MAX_SIZE_TEST, seed=max(cfg.SEED, 0))
+        logger.info("quantizing to int8 on %d calibration images of %s (%d unreadable skipped)", len(images),
+                    args.calibration, skipped)
+        record = quantize_int8(args.output, images, dict(calibration, skipped=skipped))
+        print(f"{Path(args.output) / record['file']} (int8, {len(images)} calibration images of {args.calibration})")
     return 0

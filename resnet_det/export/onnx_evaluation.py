@@ -1,5 +1,6 @@
-"""COCO / VOC metrics of an exported model on a registered dataset, through the evaluators and
-the inference loop the PyTorch model is evaluated with (needs detectron2; the runner does not)."""
+"""COCO / VOC metrics of an exported model (any runtime and precision) on a registered dataset,
+through the evaluators and the inference loop the PyTorch model is evaluated with, and of the
+PyTorch model beside it (needs detectron2; the runner does not)."""
 from __future__ import annotations
 
 import logging
@@ -11,10 +12,11 @@ from detectron2.structures import Boxes, Instances
 
 from resnet_det.data.datasets import check_datasets, register_all_datasets
 from resnet_det.deploy.runtime import OnnxDetector
+from resnet_det.engine.detection import Trainer
 from resnet_det.evaluation.evaluators import build_evaluator
 from resnet_det.utils.image import read_image_checked
 
-__all__ = ["OnnxModel", "evaluate_onnx"]
+__all__ = ["OnnxModel", "evaluate_onnx", "evaluate_pytorch"]
 
 logger = logging.getLogger(__name__)
 
@@ -42,14 +44,21 @@ class OnnxModel:
         return outputs
 
 
-def evaluate_onnx(cfg, onnx_path, threads: int | None = None) -> dict:
-    """``{dataset: {task: metrics}}`` of the exported model on each of ``cfg.DATASETS.TEST``
-    (registered and checked as train_det.py --eval-only does), with the same evaluators."""
+def evaluate_onnx(cfg, onnx_path, threads: int | None = None, runtime="onnxruntime", precision="fp32") -> dict:
+    """``{dataset: {task: metrics}}`` of the exported model (on ``runtime`` in ``precision``) on
+    each of ``cfg.DATASETS.TEST``, registered and checked as train_det.py --eval-only does, with
+    the same evaluators."""
     register_all_datasets(cfg)
     check_datasets(list(cfg.DATASETS.TEST))
-    model = OnnxModel(OnnxDetector(onnx_path, threads=threads))
-    results = {}
-    for name in cfg.DATASETS.TEST:
-        data = [[d] for d in DatasetCatalog.get(name)]  # batches of one, as the test loader
-        results[name] = inference_on_dataset(model, data, build_evaluator(cfg, name))
-    return results
+    model = OnnxModel(OnnxDetector(onnx_path, runtime=runtime, precision=precision, threads=threads))
+    return {name: inference_on_dataset(model, [[d] for d in DatasetCatalog.get(name)], build_evaluator(cfg, name))
+            for name in cfg.DATASETS.TEST}  # batches of one, as the test loader
+
+
+def evaluate_pytorch(cfg, weights) -> dict:
+    """The same for the PyTorch model ``weights`` of ``cfg`` (train_det.py --eval-only's evaluation)."""
+    from resnet_det.engine.predictor import Predictor
+
+    predictor = Predictor(cfg, weights)
+    return {name: inference_on_dataset(predictor.model, Trainer.build_test_loader(predictor.cfg, name),
+                                       build_evaluator(predictor.cfg, name)) for name in cfg.DATASETS.TEST}
