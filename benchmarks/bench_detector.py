@@ -17,11 +17,13 @@ to detectron2 against itself under harmless changes (thread count, channels_last
 pixel scaled by 1 + 1e-6 N(0,1)): the float noise floor and the network's own sensitivity.
 ``--weights`` puts a trained detectron2 model's weights (converted once from the model zoo's
 pickle with ``tools/convert_weights.py --allow-pickle``) in both instead of random ones, and
-``--image`` a photo in place of the noise image. The ONNX Runtime contender (on by default,
-``--no-onnx`` skips it) is our model before its deploy step exported by ``resnet_det.deploy``
-(whole detector, one file) and run by ``OnnxDetector`` with ``--threads`` intra-op threads,
-timed in the same alternation; its export time, file size, and the peak RSS of a process
-serving it (numpy, Pillow, onnxruntime only) beside that of one running detectron2's model.
+``--image`` a photo in place of the noise image. The exported contenders (on by default,
+``--no-onnx`` skips them) are our model before its deploy step exported by
+``resnet_det.export`` (whole detector, one file) and run by ``OnnxDetector`` with
+``--threads`` threads on each ``--runtimes`` pair (ONNX Runtime fp32; OpenVINO fp32 and bf16;
+both on the NNCF int8 model, quantized here), timed in the same alternation; the export time,
+file sizes, and the peak RSS of a process serving fp32 (numpy, Pillow, onnxruntime only) beside
+that of one running detectron2's model.
 ``--floor`` adds each design's fp32 compute floor (its multiply-adds over the machine's measured
 matmul rate). ``--profile`` prints where the time goes instead. ``--train`` also times one
 training iteration (batch 1) of each, in separate processes so each reports its own peak RSS.
@@ -153,10 +155,13 @@ def _as_arrays(instances) -> dict:
 def compare(a, b) -> dict:
     """How far detections ``b`` are from reference ``a`` (detectron2 ``Instances`` or the ONNX
     detector's dicts): :func:`resnet_det.deploy.compare.match_detections` (counts, one-to-one
-    pairs with the same class and IoU >= 0.99, largest box and score differences)."""
+    pairs with the same class and IoU >= 0.99, largest box and score differences; and the pairs
+    at IoU >= 0.9, the looser match that reduced precisions are held to)."""
     from resnet_det.deploy.compare import match_detections
 
-    out = match_detections(_as_arrays(a), _as_arrays(b))
+    a, b = _as_arrays(a), _as_arrays(b)
+    out = match_detections(a, b)
+    out["matched_iou_0.9"] = match_detections(a, b, 0.9)["matched"]
     return {k: v for k, v in out.items() if v is not None}
 
 
@@ -212,20 +217,22 @@ def inference(args, design):
         return run
 
     contenders = {k: runner(k, m) for k, m in variants.items()}
+    unavailable = {}
     if onnx is not None:
-        from resnet_det.deploy import OnnxDetector
-
-        detector = OnnxDetector(onnx["onnx"], threads=args.threads, providers=["CPUExecutionProvider"])
         rgb = image.permute(1, 2, 0).numpy()[:, :, ::-1].copy()  # the bench image is BGR CHW
-
-        def run_onnx():
-            start = time.perf_counter()
-            outputs[ONNX_NAME] = detector(rgb)
-            first_call.setdefault(ONNX_NAME, time.perf_counter() - start)
-
-        contenders[ONNX_NAME] = run_onnx
         onnx["rgb"] = rgb
-        variants[ONNX_NAME] = detector
+        detectors, unavailable = runtime_contenders(onnx, args, rgb)
+
+        def deploy_runner(name, detector):
+            def run():
+                start = time.perf_counter()
+                outputs[name] = detector(rgb)
+                first_call.setdefault(name, time.perf_counter() - start)
+            return run
+
+        for name, detector in detectors.items():
+            contenders[name] = deploy_runner(name, detector)
+            variants[name] = detector
     seconds = time_alternating(contenders, repeats=args.repeats, warmup=1)
     agreement = {k: compare(outputs["detectron2"], outputs[k]) for k in variants if k != "detectron2"}
     # Float-noise floors: detectron2 against itself under changes that only reorder additions:
@@ -248,10 +255,43 @@ def inference(args, design):
         noise = theirs([{**inputs[0], "image": image.float() * jitter}])[0]["instances"]
     agreement["noise floor: detectron2, input x (1 + 1e-6 N(0,1))"] = compare(outputs["detectron2"], noise)
     floor = compute_floor(theirs, inputs, args.threads, seconds["detectron2"]) if args.floor else None
-    return seconds, agreement, first_call, onnx, floor
+    return seconds, agreement, first_call, onnx, floor, unavailable
 
 
-ONNX_NAME = "onnxruntime (resnet_det.deploy)"
+ONNX_NAME = "onnxruntime fp32"  # the runner's default: the peak-memory contender
+
+
+def runtime_contenders(onnx: dict, args, rgb) -> tuple[dict, dict]:
+    """``{"<runtime> <precision>": OnnxDetector}`` for each of ``--runtimes`` this machine runs,
+    and ``{name: reason}`` for the others (the runner's own one-line error). int8 needs
+    ``model.int8.onnx``: quantized here (``resnet_det.export.quantize``) on
+    ``--calibration-images`` uniform-noise images of the benchmark's size, as the graph's random
+    weights are timed on noise; the quantizer's time is reported."""
+    import time
+
+    import numpy as np
+
+    from resnet_det.deploy import DeployError, OnnxDetector
+    from resnet_det.export.quantize import quantize_int8
+
+    export_dir = Path(onnx["onnx"]).parent
+    if any(spec.endswith(":int8") for spec in args.runtimes):
+        rng = np.random.default_rng(0)
+        images = [rng.integers(0, 256, rgb.shape, dtype=np.uint8) for _ in range(args.calibration_images)]
+        start = time.perf_counter()
+        quantize_int8(export_dir, images, {"kind": "uniform noise", "seed": 0, "source": "bench_detector.py"})
+        onnx["int8_s"] = time.perf_counter() - start
+        onnx["int8_bytes"] = (export_dir / "model.int8.onnx").stat().st_size
+    detectors, unavailable = {}, {}
+    for spec in args.runtimes:
+        runtime, precision = spec.split(":")
+        try:
+            detectors[f"{runtime} {precision}"] = OnnxDetector(
+                export_dir, runtime=runtime, precision=precision, threads=args.threads,
+                providers=["CPUExecutionProvider"] if runtime == "onnxruntime" else None)
+        except DeployError as e:
+            unavailable[f"{runtime} {precision}"] = str(e)
+    return detectors, unavailable
 
 
 def ort_matmul_ceiling(threads: int, n: int = 2048, repeats: int = 5) -> float:
@@ -537,7 +577,13 @@ def main():
                         "multiply-adds (detectron2's FlopCountAnalysis) over this machine's measured "
                         "fp32 matmul rate, as a ratio of detectron2's time in the same run")
     p.add_argument("--no-onnx", dest="onnx", action="store_false",
-                   help="skip the ONNX Runtime contender (export, timing, peak memory)")
+                   help="skip the exported contenders (export, timing, peak memory)")
+    p.add_argument("--runtimes", nargs="+", metavar="RUNTIME:PRECISION",
+                   default=["onnxruntime:fp32", "openvino:fp32", "openvino:bf16", "onnxruntime:int8", "openvino:int8"],
+                   help="the exported detector's runtime x precision contenders (default: all five); "
+                        "those this machine cannot run are listed with the reason")
+    p.add_argument("--calibration-images", type=int, default=8,
+                   help="noise images NNCF calibrates the int8 contenders on (default 8)")
     p.add_argument("--train-child", help=argparse.SUPPRESS)
     p.add_argument("--memory-child", help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -558,19 +604,24 @@ def main():
         return
     results = {}
     for design in designs:
-        seconds, agreement, first_call, onnx, floor = inference(args, design)
+        seconds, agreement, first_call, onnx, floor, unavailable = inference(args, design)
         base = seconds["detectron2"]
         rows = [{"model": k, "s/image": s, "ratio vs detectron2": s / base,
                  "first call s": first_call[k]} for k, s in seconds.items()]
         print(f"\n{design}: inference, {args.height}x{args.width}, {args.threads} threads, "
               f"median of {args.repeats} alternated runs")
+        rows += [{"model": k, "s/image": "-", "ratio vs detectron2": "-", "first call s": f"not run: {why}"}
+                 for k, why in unavailable.items()]
         print_table(rows, ["model", "s/image", "ratio vs detectron2", "first call s"])
-        print(f"{design}: detections against detectron2's (one-to-one: same class, IoU >= 0.99)")
+        print(f"{design}: detections against detectron2's (one-to-one: same class, IoU >= 0.99; and >= 0.9)")
         print_table([{"model": k, "detections (d2, this)": "%d, %d" % tuple(a["count"]),
-                      "matched": a["matched"], "max box diff px": a.get("max_box_diff_px", "-"),
+                      "matched": a["matched"], "matched IoU>=0.9": a["matched_iou_0.9"],
+                      "max box diff px": a.get("max_box_diff_px", "-"),
                       "max score diff": a.get("max_score_diff", "-")} for k, a in agreement.items()],
-                    ["model", "detections (d2, this)", "matched", "max box diff px", "max score diff"])
-        results[design] = {"inference_s": seconds, "first_call_s": first_call, "agreement": agreement}
+                    ["model", "detections (d2, this)", "matched", "matched IoU>=0.9", "max box diff px",
+                     "max score diff"])
+        results[design] = {"inference_s": seconds, "first_call_s": first_call, "agreement": agreement,
+                           "not_run": unavailable}
         if floor is not None:
             results[design]["floor"] = floor
             print(f"{design}: fp32 compute floor: {floor['gmac']:.1f} GMAC (conv {floor['conv_gmac']:.1f}, "
@@ -581,6 +632,10 @@ def main():
         if onnx is not None:
             memory = {"detectron2": inference_memory(f"detectron2:{design}", args, None),
                       ONNX_NAME: inference_memory("onnx", args, onnx["onnx"], onnx["rgb"])}
+            if "int8_s" in onnx:
+                print(f"{design}: int8 quantization (NNCF, {args.calibration_images} images) {onnx['int8_s']:.1f} s, "
+                      f"model.int8.onnx {onnx['int8_bytes'] / 2**20:.1f} MiB")
+                results[design]["int8"] = {"quantize_s": onnx["int8_s"], "file_mb": onnx["int8_bytes"] / 2**20}
             print(f"{design}: ONNX export {onnx['seconds']:.1f} s, model.onnx {onnx['bytes'] / 2**20:.1f} MiB; "
                   "peak RSS of a process that builds the model and runs two inferences:")
             print_table([{"model": k, "peak_rss_mb": v} for k, v in memory.items()], ["model", "peak_rss_mb"])

@@ -376,7 +376,7 @@ def test_console_command_of_a_serving_install_runs_without_torch(c4, tmp_path):
     assert np.allclose([d["bbox_xyxy"] for d in good["detections"]], expected["boxes"], atol=0.01)
 
 
-def test_openvino_runs_the_exported_graph_as_onnx_runtime_does(c4, tmp_path):
+def test_openvino_runs_the_exported_graph_as_onnx_runtime_does(c4, tmp_path, monkeypatch):
     from resnet_det.deploy import runtime_choices
 
     onnx_path = c4[2]["onnx"]
@@ -392,6 +392,16 @@ def test_openvino_runs_the_exported_graph_as_onnx_runtime_does(c4, tmp_path):
         OnnxDetector(onnx_path, precision="bf16")
     with pytest.raises(DeployError, match="records no int8 model: export with tools/export_model.py .* --int8"):
         OnnxDetector(onnx_path, runtime="openvino", precision="int8")
+    from resnet_det.deploy import runtime as runtime_module
+
+    monkeypatch.setattr(runtime_module, "_cpu_has", lambda precision: False)  # a CPU without bf16 units
+    with pytest.raises(DeployError, match="this CPU has no native bf16 .*; use precision 'fp32'"):
+        OnnxDetector(onnx_path, runtime="openvino", precision="bf16")
+    assert ("openvino", "bf16") not in runtime_choices(onnx_path)
+    monkeypatch.setitem(sys.modules, "openvino", None)  # not installed: import fails
+    with pytest.raises(DeployError, match=r"runtime 'openvino' is not installed: pip install 'resnet_det\[openvino\]'"):
+        OnnxDetector(onnx_path, runtime="openvino")
+    assert runtime_choices(onnx_path) == [("onnxruntime", "fp32")]
 
 
 def test_int8_export_runs_on_both_runtimes_and_bad_inputs_are_named(c4, tmp_path):

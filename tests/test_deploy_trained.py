@@ -72,3 +72,30 @@ def test_trained_detector_exports_with_the_same_detections_and_ap(arch, toy_env,
     ap_onnx = evaluate_onnx(cfg, tmp_path / "onnx" / "model.onnx", threads=2)["toy_coco_val"]["bbox"]["AP"]
     print(f"{arch}: COCO AP PyTorch {ap_torch:.3f}, ONNX Runtime {ap_onnx:.3f}")
     assert np.isfinite(ap_torch) and abs(ap_onnx - ap_torch) <= 0.1
+
+
+@pytest.mark.slow
+def test_int8_detector_keeps_the_fp32_ap_on_both_runtimes(tmp_path):
+    """NNCF int8 of a toy-trained R18-FPN, calibrated on its training images: COCO AP and AP50
+    within 1.0 point of the fp32 export's on 100 toy val images, on ONNX Runtime and OpenVINO."""
+    root = tmp_path / "data"  # 100 val images: on the 8 of the module's set AP moves by points
+    make_toy_data(root, seed=1, kinds=["coco"], num_det_train=64, num_det_val=100, det_size=(96, 128))
+    env = dict(os.environ, OMP_NUM_THREADS="2", PYTHONWARNINGS="ignore", PYTHONPATH=str(ROOT))
+    config = ROOT / "configs" / "toy" / "faster_rcnn_r18_fpn_coco.yaml"
+    opts = SMALL + ["SOLVER.MAX_ITER", "300", *dataset_opts(root)]
+    _tool(env, "train_det.py", "--config", config, *opts, "OUTPUT_DIR", tmp_path / "train")
+    _tool(env, "export_model.py", "--config", config, "--weights", tmp_path / "train" / "model_final.pth",
+          "--output", tmp_path / "onnx", "--int8", "--calibration", "toy_coco_train", *opts)
+    meta = json.loads((tmp_path / "onnx" / "model.json").read_text())
+    assert meta["int8"]["calibration"] == {"kind": "dataset", "source": "toy_coco_train", "images": 64, "skipped": 0}
+
+    cfg = load_config(str(config), opts)
+    fp32 = evaluate_onnx(cfg, tmp_path / "onnx", threads=2)["toy_coco_val"]["bbox"]
+    # A quantization that broke the detector would score near 0: the bound must be able to see it.
+    assert fp32["AP"] >= 2 and fp32["AP50"] >= 5, f"the fp32 detector is too weak for the bound: {fp32}"
+    for runtime in ("onnxruntime", "openvino"):
+        int8 = evaluate_onnx(cfg, tmp_path / "onnx", threads=2, runtime=runtime, precision="int8")
+        int8 = int8["toy_coco_val"]["bbox"]
+        print(f"\nfp32 AP {fp32['AP']:.2f} AP50 {fp32['AP50']:.2f}; int8 on {runtime}: "
+              f"AP {int8['AP']:.2f} AP50 {int8['AP50']:.2f}")
+        assert abs(int8["AP"] - fp32["AP"]) <= 1.0 and abs(int8["AP50"] - fp32["AP50"]) <= 1.0

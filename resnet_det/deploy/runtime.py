@@ -11,7 +11,6 @@ either.
 from __future__ import annotations
 
 import importlib
-import importlib.util
 import json
 import os
 from pathlib import Path
@@ -148,7 +147,7 @@ def runtime_choices(path=None) -> list[tuple[str, str]]:
     int8 = load_model_json(json_path).get("int8") if json_path else None
     choices = []
     for runtime in RUNTIMES:
-        for precision in PRECISIONS if importlib.util.find_spec(runtime) else ():
+        for precision in PRECISIONS:
             try:
                 _check_choice(runtime, precision, int8, json_path)
                 choices.append((runtime, precision))

@@ -9,6 +9,7 @@ preprocessing, so the statistics are those of the tensors the graph sees when it
 from __future__ import annotations
 
 import json
+import logging
 import random
 import uuid
 from pathlib import Path
@@ -73,6 +74,7 @@ def quantize_int8(export_dir, images, calibration: dict) -> dict:
     meta = load_model_json(export_dir / "model.json")
     model = onnx.load(str(export_dir / "model.onnx"))
     del model.metadata_props[:]
+    nncf.set_log_level(logging.WARNING)  # not a line per node left in fp32; the progress bars stay
     quantized = nncf.quantize(model, nncf.Dataset(images, lambda image: {"image": image}), subset_size=len(images),
                               target_device=nncf.TargetDevice.CPU,
                               ignored_scope=nncf.IgnoredScope(patterns=IGNORED_SCOPE, validate=False))
