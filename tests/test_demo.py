@@ -1,5 +1,5 @@
 """The demos' drawing: a detector's boxes on a folder of images with their json
-(resnet_det.deploy.detect with the PyTorch predictor), and the ground-truth-vs-detections grid."""
+(resnet_det.deploy.detect with the PyTorch predictor)."""
 import json
 
 import numpy as np
@@ -9,19 +9,12 @@ from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.modeling import build_model
 from PIL import Image
 
-from projects.toy_data import TOY_CLASSES, dataset_opts, make_toy_data
+from projects.toy_data import TOY_CLASSES, dataset_opts
 from resnet_det.config import load_config
 from resnet_det.deploy.detect import detect_folder
 from resnet_det.engine.predictor import Predictor
 
 CONFIG = "configs/toy/faster_rcnn_r18_c4_coco.yaml"
-
-
-@pytest.fixture
-def toy(tmp_path):
-    root = tmp_path / "toy"
-    make_toy_data(root, kinds=["coco"], num_det_train=4, num_det_val=2)
-    return root
 
 
 def test_demo_draws_boxes_where_detections_are(tmp_path, toy):

@@ -10,17 +10,10 @@ from detectron2.modeling import build_model
 from PIL import Image
 
 from projects.demo.grid import DET_COLOR, GT_COLOR, LEGEND_HEIGHT, draw_detection_grid, draw_gt_and_detections, tile
-from projects.toy_data import TOY_CLASSES, dataset_opts, make_toy_data
+from projects.toy_data import TOY_CLASSES, dataset_opts
 from resnet_det.config import load_config
 
 CONFIG = "configs/toy/faster_rcnn_r18_c4_coco.yaml"
-
-
-@pytest.fixture
-def toy(tmp_path):
-    root = tmp_path / "toy"
-    make_toy_data(root, kinds=["coco"], num_det_train=4, num_det_val=2)
-    return root
 
 
 # ---------------------------------------------------------------- ground truth vs detections

@@ -21,3 +21,13 @@ def toy_cls_root(tmp_path_factory):
     out = tmp_path_factory.mktemp("toycls")
     make_toy_data(out, kinds=("classification",), num_train_per_class=8, num_val_per_class=2, cls_size=32)
     return str(out / "imagenet")
+
+
+@pytest.fixture
+def toy(tmp_path):
+    """Toy COCO data (4 train / 2 val images) in this test's tmp_path/toy."""
+    from projects.toy_data import make_toy_data
+
+    root = tmp_path / "toy"
+    make_toy_data(root, kinds=["coco"], num_det_train=4, num_det_val=2)
+    return root
