@@ -26,8 +26,6 @@ import statistics
 import time
 from pathlib import Path
 
-import torch
-
 from projects.compare import measure
 from projects.compare.backbones import Spec, describe_run, parse_spec, run_overrides
 from projects.compare.report import write_outputs
@@ -92,7 +90,6 @@ def measure_run(cfg, folder, threads: int, latency_images: int, warmup: int, pro
     start = time.perf_counter()
     predictor = measure.load_predictor(cfg, weights)
     images = [predictor.read(f) for f in measure.test_images(cfg, latency_images)]
-    torch.set_num_threads(threads)
     figures = {"accuracy": measure.accuracy(cfg, folder), **measure.size_and_cost(predictor, images[0]),
                **measure.time_latency(predictor, onnx, images, threads, warmup), "export": str(onnx)}
     speeds = ", ".join(f"{k} {v:.0f} ms" for k, v in figures["latency_ms"].items() if v is not None)
@@ -121,44 +118,60 @@ def _specs(texts) -> list[Spec]:
     return specs
 
 
-def compare_backbones(base_config, backbones, output, opts=(), *, threads=2, latency_images=10, warmup=2) -> dict:
-    """Train (or reuse) one run per backbone spec in ``output/<label>``, measure each, write the
-    comparison files into ``output``; returns the comparison (as comparison.json holds it)."""
-    output = Path(output)
+def _plan(base_config, specs, output, opts) -> list[tuple]:
+    """``(spec, folder, overrides, cfg, state)`` of each run; every config is loaded and every
+    folder checked (:func:`run_state`) before anything trains."""
     base_cfg = load_config(base_config, list(opts))
     plans = []
-    for spec in _specs(backbones):  # every config and folder checked before anything trains
-        folder = output / spec.label
+    for spec in specs:
+        folder = Path(output) / spec.label
         run_opts = list(opts) + run_overrides(base_cfg, spec)
         cfg = load_config(base_config, run_opts + ["OUTPUT_DIR", str(folder)])
         plans.append((spec, folder, run_opts, cfg, run_state(cfg, folder)))
-    trains = sum(state in ("new", "unfinished") for *_, state in plans)
-    finished = sum(state != "diverged" for *_, state in plans)
-    progress = Progress({"train": trains, "export": finished, "measure": finished})
-    print(f"{len(plans)} run(s) in {output}: {trains} to train, {len(plans) - trains} reused", flush=True)
+    return plans
+
+
+def _train_all(base_config, plans, progress) -> dict:
+    """Train the new and unfinished runs in turn; returns each label's final state."""
     states = {}
     for spec, folder, run_opts, _, state in plans:
-        if state in ("new", "unfinished"):
+        if state not in ("new", "unfinished"):
+            progress.done("train", spec.label, 0, f"reused ({state})", measured=False)
+        else:
             print(f"[{spec.label}] train: {'resuming' if state == 'unfinished' else 'starting'} "
                   f"(log: {folder / 'log.txt'})", flush=True)
             record = train(base_config, run_opts, folder, resume=state == "unfinished")
             state = record["status"]
-            if state == "diverged":
+            if state == "diverged":  # nothing to export or measure
                 progress.todo["export"] -= 1
                 progress.todo["measure"] -= 1
             progress.done("train", spec.label, record["segments"][-1]["wall_s"], state)
-        else:
-            progress.done("train", spec.label, 0, f"reused ({state})", measured=False)
         states[spec.label] = state
+    return states
+
+
+def compare_backbones(base_config, backbones, output, opts=(), *, threads=2, latency_images=10, warmup=2) -> dict:
+    """Train (or reuse) one run per backbone spec in ``output/<label>``, measure each, write the
+    comparison files into ``output``; returns the comparison (as comparison.json holds it)."""
+    plans = _plan(base_config, _specs(backbones), output, opts)
+    trains = sum(state in ("new", "unfinished") for *_, state in plans)
+    finished = sum(state != "diverged" for *_, state in plans)
+    progress = Progress({"train": trains, "export": finished, "measure": finished})
+    print(f"{len(plans)} run(s) in {output}: {trains} to train, {len(plans) - trains} reused", flush=True)
+    states = _train_all(base_config, plans, progress)
+    # Measured after all trainings, one after the other: the latencies see the same machine.
     runs = []
     for spec, folder, _, cfg, _ in plans:
         description = {"name": spec.name, "design": spec.design, "depth": spec.depth, "init": spec.kind,
-                       "weights": spec.weights, "seed": cfg.SEED}
+                       "weights": cfg.MODEL.WEIGHTS, "seed": cfg.SEED}
         run = _record(spec.label, description, folder, states[spec.label], read_record(folder).get("message"))
         if run["status"] == "finished":
             run.update(measure_run(cfg, folder, threads, latency_images, warmup, progress, spec.label))
         runs.append(run)
-    result = _result(runs, str(base_config), opts, threads, latency_images)
+    return _write(_result(runs, str(base_config), opts, threads, latency_images), output)
+
+
+def _write(result, output) -> dict:
     paths = write_outputs(result, output)
     print(f"wrote {', '.join(str(p) for p in paths.values())}", flush=True)
     return result
@@ -189,10 +202,7 @@ def compare_runs(folders, output, *, threads=2, latency_images=10, warmup=2) -> 
         if state == "finished":
             run.update(measure_run(cfg, folder, threads, latency_images, warmup, progress, folder.name))
         runs.append(run)
-    result = _result(runs, None, [], threads, latency_images)
-    paths = write_outputs(result, output)
-    print(f"wrote {', '.join(str(p) for p in paths.values())}", flush=True)
-    return result
+    return _write(_result(runs, None, [], threads, latency_images), output)
 
 
 def main(argv=None, doc=None):

@@ -120,6 +120,10 @@ def plot(runs, path, metric="AP") -> Path:
     for key in runtimes:  # legend entries: the colour of each runtime
         left.scatter([], [], color=colours[key], marker="s", label=key)
     left.set_xscale("log")
+    from matplotlib.ticker import FuncFormatter
+
+    for axis in (left.xaxis.set_major_formatter, left.xaxis.set_minor_formatter):  # 300, not 3x10^2
+        axis(FuncFormatter(lambda v, _: f"{v:g}"))
     left.set_xlabel("latency per image (ms, log scale)")
     right.set_xlabel("parameters (M)")
     for ax in (left, right):
