@@ -66,19 +66,19 @@ class Progress:
 
 
 def _train_info(folder) -> dict:
-    """The training's wall time and peak RSS: the comparison's record, else detectron2's
-    'Total training time' lines of log.txt (the training loop only; no peak memory)."""
+    """The training's wall time, CPU time and peak RSS: the comparison's record, else detectron2's
+    'Total training time' lines of log.txt (the training loop's wall time only)."""
     record = read_record(folder)
     if "train_wall_s" in record:
-        return {"wall_s": record["train_wall_s"], "peak_rss_bytes": record.get("peak_rss_bytes"),
-                "source": "compare_run.json"}
+        return {"wall_s": record["train_wall_s"], "cpu_s": record.get("train_cpu_s"),
+                "peak_rss_bytes": record.get("peak_rss_bytes"), "source": "compare_run.json"}
     log = Path(folder) / "log.txt"
     spans = re.findall(r"Total training time: (?:(\d+) days?, )?(\d+):(\d\d):(\d\d)", log.read_text()) if (
         log.is_file()) else []
     if not spans:
-        return {"wall_s": None, "peak_rss_bytes": None, "source": None}
+        return {"wall_s": None, "cpu_s": None, "peak_rss_bytes": None, "source": None}
     seconds = sum(int(d or 0) * 86400 + int(h) * 3600 + int(m) * 60 + int(s) for d, h, m, s in spans)
-    return {"wall_s": seconds, "peak_rss_bytes": None, "source": "log.txt (training loop only)"}
+    return {"wall_s": seconds, "cpu_s": None, "peak_rss_bytes": None, "source": "log.txt (training loop only)"}
 
 
 def measure_run(cfg, folder, threads: int, latency_images: int, warmup: int, progress: Progress, label: str) -> dict:

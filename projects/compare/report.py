@@ -35,7 +35,7 @@ def columns(runs) -> list[tuple[str, str]]:
     return ([("label", ""), ("backbone", ""), ("init", ""), ("seed", ""), ("status", ""), ("params", "M"),
              ("GFLOPs", ""), ("AP", ""), ("AP50", ""), ("AP75", "")]
             + [(k, "") for k in _per_class(runs)]
-            + [("train", "min"), ("peak RSS", "GiB")]
+            + [("train", "min"), ("train CPU", "min"), ("peak RSS", "GiB")]
             + [(k, "ms") for k in _runtimes(runs)])
 
 
@@ -47,6 +47,7 @@ def _value(run, title):
         "params": run["params"] / 1e6 if run.get("params") is not None else None,
         "GFLOPs": run.get("gflops"),
         "train": train["wall_s"] / 60 if train.get("wall_s") is not None else None,
+        "train CPU": train["cpu_s"] / 60 if train.get("cpu_s") is not None else None,
         "peak RSS": train["peak_rss_bytes"] / 2**30 if train.get("peak_rss_bytes") else None,
     }
     if title in simple:
@@ -85,7 +86,8 @@ def _markdown(result) -> str:
              f"{m['threads']} threads, on {m['cpu']} ({m['cpu_count']} CPUs), {m['date']}; "
              "load average before/after timing per run in comparison.json (other work slows every figure).",
              "GFLOPs: fvcore multiply-adds on the first test image at the test size; params: the whole detector.",
-             "train: wall time of the training process (evaluation included); peak RSS: its largest process."]
+             "train: wall time of the training process (evaluation included), train CPU: its CPU time "
+             "(loader workers included); peak RSS: its largest process."]
     for run in runs:
         if run.get("message"):
             notes.append(f"{run['label']}: {run['status']}: {run['message'].splitlines()[0][:300]}")

@@ -1,7 +1,7 @@
 """One training per backbone through tools/train_det.py, each in its own OUTPUT_DIR and process.
 
-A child process per training gives each run its own peak RSS (``os.wait4``'s rusage; in one
-process all trainings would share one peak) and leaves the folder exactly as a user's
+A child process per training gives each run its own peak RSS and CPU time (``os.wait4``'s
+rusage; in one process all trainings would share one peak) and leaves the folder exactly as a user's
 ``train_det`` run: inspectable, resumable with ``--resume``, usable with ``--runs``. The
 comparison's own record of a run (wall time, peak memory, divergence) is :data:`RECORD`
 beside the run's files.
@@ -109,10 +109,14 @@ def train(base_config, opts, folder, resume: bool) -> dict:
         child.returncode = os.waitstatus_to_exitcode(status)
     wall = time.perf_counter() - start
     record = read_record(folder)
-    segment = {"wall_s": round(wall, 1), "peak_rss_bytes": usage.ru_maxrss * 1024, "resumed": resume,
-               "returncode": child.returncode, "ended": time.strftime("%Y-%m-%d %H:%M:%S")}
+    # CPU time (the child and its loader workers): the compute, which other work on a shared
+    # machine does not inflate as it inflates the wall time.
+    segment = {"wall_s": round(wall, 1), "cpu_s": round(usage.ru_utime + usage.ru_stime, 1),
+               "peak_rss_bytes": usage.ru_maxrss * 1024, "resumed": resume, "returncode": child.returncode,
+               "ended": time.strftime("%Y-%m-%d %H:%M:%S")}
     segments = record.get("segments", []) + [segment]
     record = {"segments": segments, "train_wall_s": round(sum(s["wall_s"] for s in segments), 1),
+              "train_cpu_s": round(sum(s["cpu_s"] for s in segments), 1),
               "peak_rss_bytes": max(s["peak_rss_bytes"] for s in segments), "command": cmd}
     text = console_path.read_text(errors="replace")
     if child.returncode == 0:

@@ -84,6 +84,8 @@ def test_table_figures_are_the_runs_own(compared):
         assert record["status"] == "finished" and len(record["segments"]) == 1
         assert run["train"]["wall_s"] == record["train_wall_s"] > 0
         assert run["train"]["peak_rss_bytes"] == record["peak_rss_bytes"] > 200 * 2**20
+        assert run["train"]["cpu_s"] == record["train_cpu_s"] > 1
+        assert row["train CPU (min)"] == f"{record['train_cpu_s'] / 60:.1f}"
         # PyTorch and every installed runtime/precision, each timed.
         expected = {"pytorch"} | {f"{r}-{p}" for r, p in runtime_choices(folder / "export" / "model.onnx")}
         assert set(run["latency_ms"]) == expected and all(v > 0 for v in run["latency_ms"].values())
