@@ -127,7 +127,10 @@ def time_latency(predictor, onnx, images, threads: int, warmup: int = 2) -> dict
         except DeployError as e:  # e.g. a precision this export cannot run in: a gap, not a stop
             latency[key], errors[key] = None, str(e)
             continue
-        latency[key] = _median_ms(detector, images, warmup)
+        try:
+            latency[key] = _median_ms(detector, images, warmup)
+        except Exception as e:  # a runtime failing on an image is a gap in the table, not a stop
+            latency[key], errors[key] = None, f"{type(e).__name__}: {str(e).strip()[:300]}"
     return {"latency_ms": latency, "latency_errors": errors, "images": len(images), "warmup": warmup,
             "load_average": [round(load_before, 2), round(os.getloadavg()[0], 2)]}
 

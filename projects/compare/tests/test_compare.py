@@ -194,3 +194,17 @@ def test_a_diverged_training_is_recognised_by_its_message():
             "for the traceback)\n")
     assert _divergence(text).startswith("Loss became infinite") and "(set" not in _divergence(text)
     assert _divergence("error: MODEL.WEIGHTS does not fit the config") is None
+
+
+def test_a_diverged_run_is_recorded_and_left_out_of_the_measurements(compared, tmp_path):
+    _, opts, _ = compared
+    result = compare_backbones(BASE, ["r18:label=blowup"], tmp_path, opts + ["SOLVER.BASE_LR", "1e30"], **TIMING)
+    (run,) = result["runs"]
+    assert run["status"] == "diverged" and "diverged at iteration" in run["message"]
+    assert "latency_ms" not in run and "accuracy" not in run
+    assert json.loads((tmp_path / "blowup" / RECORD).read_text())["status"] == "diverged"
+    assert "| blowup | r18 | random | 0 | diverged |" in (tmp_path / "comparison.md").read_text()
+    # Asked again, it is not trained again.
+    again = compare_backbones(BASE, ["r18:label=blowup"], tmp_path, opts + ["SOLVER.BASE_LR", "1e30"], **TIMING)
+    assert again["runs"][0]["status"] == "diverged"
+    assert len(json.loads((tmp_path / "blowup" / RECORD).read_text())["segments"]) == 1
