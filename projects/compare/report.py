@@ -122,17 +122,20 @@ def plot(runs, path, metric="AP") -> Path:
     for key in runtimes:  # legend entries: the colour of each runtime
         left.scatter([], [], color=colours[key], marker="s", label=key)
     left.set_xscale("log")
-    from matplotlib.ticker import FuncFormatter
+    from matplotlib.ticker import FuncFormatter, LogLocator
 
+    left.xaxis.set_minor_locator(LogLocator(subs=(2, 3, 5)))
     for axis in (left.xaxis.set_major_formatter, left.xaxis.set_minor_formatter):  # 300, not 3x10^2
         axis(FuncFormatter(lambda v, _: f"{v:g}"))
     left.set_xlabel("latency per image (ms, log scale)")
     right.set_xlabel("parameters (M)")
     for ax in (left, right):
         ax.set_ylabel(f"{metric} (%)")
+        # From 0: differences drawn to scale, not magnified; room above for the labels.
+        ax.set_ylim(0, 1.15 * max([r["accuracy"][metric] for r in done], default=1) + 0.5)
         ax.grid(alpha=0.3)
         if done:
-            ax.legend(fontsize=8, loc="best")
+            ax.legend(fontsize=8, loc="lower right")  # the points sit above 0
     left.set_title("accuracy vs latency (colour: runtime, marker: backbone)", fontsize=10)
     right.set_title("accuracy vs parameters (marker: backbone)", fontsize=10)
     return save_figure(fig, path)
