@@ -274,7 +274,7 @@ def command_line(argv=None, doc=None) -> int:
 
 def _export(argv=None, doc=None):
     from resnet_det.config import load_config
-    from resnet_det.export.quantize import calibration_files, calibration_images, quantize_int8
+    from resnet_det.export.quantize import calibration_files, quantize_export
 
     p = argparse.ArgumentParser(prog="resnet-det-export", description=doc or __doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -291,15 +291,13 @@ def _export(argv=None, doc=None):
     if args.int8 != bool(args.calibration) or args.calibration_images < 1:
         p.error("--int8 and --calibration DATA go together (and --calibration-images N >= 1)")
     cfg = load_config(args.config, args.opts)
-    files, calibration = calibration_files(args.calibration, cfg) if args.int8 else (None, None)
+    if args.int8:
+        calibration_files(args.calibration, cfg)  # a wrong --calibration stops before the export
     info = export_from_config(cfg, args.weights, args.output)
     print(f"{info['onnx']} ({info['bytes'] / 2**20:.1f} MiB, exported in {info['seconds']:.1f} s, "
           f"onnx.checker passed) and {info['json']}")
     if args.int8:
-        images, skipped = calibration_images(files, args.calibration_images, cfg.INPUT.MIN_SIZE_TEST,
-                                             cfg.INPUT.MAX_SIZE_TEST, seed=max(cfg.SEED, 0))
-        logger.info("quantizing to int8 on %d calibration images of %s (%d unreadable skipped)", len(images),
-                    args.calibration, skipped)
-        record = quantize_int8(args.output, images, dict(calibration, skipped=skipped))
-        print(f"{Path(args.output) / record['file']} (int8, {len(images)} calibration images of {args.calibration})")
+        record = quantize_export(cfg, args.output, args.calibration, args.calibration_images)
+        print(f"{Path(args.output) / record['file']} (int8, {record['calibration']['images']} calibration images "
+              f"of {args.calibration})")
     return 0

@@ -18,8 +18,9 @@ from resnet_det.deploy.runtime import METADATA_KEY, DeployError, load_model_json
 from resnet_det.utils.files import write_json
 from resnet_det.utils.image import IMAGE_SUFFIXES, ImageError
 
-__all__ = ["INT8_FILE", "calibration_files", "calibration_images", "quantize_int8"]
+__all__ = ["INT8_FILE", "calibration_files", "calibration_images", "quantize_export", "quantize_int8"]
 
+logger = logging.getLogger(__name__)
 INT8_FILE = "model.int8.onnx"
 _NETWORK = ("backbone/", "rpn_head/", "res5/", "box_head/", "box_predictor/")  # the exporter's module names
 IGNORED_SCOPE = [r"^/(?!" + "|".join(_NETWORK) + r").*"]  # every node outside them
@@ -88,3 +89,14 @@ def quantize_int8(export_dir, images, calibration: dict) -> dict:
                     "quantizer": {"tool": "nncf", "version": nncf.__version__, "ignored_scope": IGNORED_SCOPE}}
     write_json(export_dir / "model.json", meta)
     return meta["int8"]
+
+
+def quantize_export(cfg, export_dir, source, count: int) -> dict:
+    """Quantize the export in ``export_dir`` on ``count`` images of ``source`` (a folder or a
+    dataset ``cfg`` registers), read at ``cfg``'s test size; returns the int8 record."""
+    files, calibration = calibration_files(source, cfg)
+    images, skipped = calibration_images(files, count, cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST,
+                                         seed=max(cfg.SEED, 0))
+    logger.info("quantizing to int8 on %d calibration images of %s (%d unreadable skipped)", len(images),
+                source, skipped)
+    return quantize_int8(export_dir, images, dict(calibration, skipped=skipped))
