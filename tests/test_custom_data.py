@@ -144,7 +144,7 @@ def test_num_classes_must_match_the_dataset(labelimg):
 
 
 def test_browser_draws_each_ground_truth_box_in_its_class_colour(labelimg, tmp_path):
-    from resnet_det.vis.browse import class_color
+    from resnet_det.utils.draw import class_color
 
     out = tmp_path / "browse"
     cmd = [sys.executable, str(ROOT / "tools" / "browse_dataset.py"), "--config", str(TOY_VOC),
@@ -177,7 +177,7 @@ def test_browser_draws_each_ground_truth_box_in_its_class_colour(labelimg, tmp_p
 
 
 def test_crops_of_the_boxes_make_an_imagenet_layout_folder(labelimg, tmp_path):
-    from resnet_det.data.crops import export_crops
+    from projects.browse import export_crops
 
     cfg = load_config(str(TOY_VOC), own_data_opts(labelimg["root"]))
     counts = export_crops(cfg, tmp_path / "val", "test", context=0.0, min_side=1)
@@ -198,9 +198,31 @@ def test_crops_of_the_boxes_make_an_imagenet_layout_folder(labelimg, tmp_path):
     assert np.array_equal(crop, image[int(y0):int(np.ceil(y1)), int(x0):int(np.ceil(x1))])
 
 
+def test_crops_skip_an_unreadable_photo_as_training_does_and_strict_names_it(labelimg, tmp_path, caplog):
+    import shutil
+
+    from projects.browse import export_crops
+    from resnet_det.utils.image import ImageError
+
+    root = tmp_path / "mine"
+    shutil.copytree(labelimg["root"], root, symlinks=True)
+    cfg = load_config(str(TOY_VOC), own_data_opts(root))
+    register_all_datasets(cfg)
+    records = [r for r in DatasetCatalog.get("mine_test") if r["annotations"]]
+    broken = Path(records[0]["file_name"])
+    broken.write_bytes(broken.read_bytes()[:-40])  # truncated, as a photo cut short in transfer
+    with caplog.at_level(logging.WARNING):
+        counts = export_crops(cfg, tmp_path / "val", "test", context=0.0, min_side=1)
+    assert sum(counts.values()) == sum(len(r["annotations"]) for r in records[1:])
+    assert f"{broken}: cannot decode image" in caplog.text
+    strict = load_config(str(TOY_VOC), own_data_opts(root, TOY_CLASSES) + ["DATASETS.STRICT", "True"])
+    with pytest.raises(ImageError, match=f"{broken}: cannot decode image"):
+        export_crops(strict, tmp_path / "strict", "test")
+
+
 def test_background_crops_give_a_one_class_dataset_the_two_classes_pretraining_needs(labelimg, tmp_path):
+    from projects.browse.crops import BACKGROUND, _background_boxes, export_crops
     from resnet_det.config import load_pretrain_cfg
-    from resnet_det.data.crops import BACKGROUND, _background_boxes, export_crops
     from resnet_det.engine.classification import build_datasets
 
     one_class = own_data_opts(labelimg["root"], classes=["square"])

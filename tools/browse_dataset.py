@@ -24,6 +24,9 @@ KEY VALUE overrides work as in tools/train_det.py, e.g. your own VOC-layout fold
 """
 import argparse
 import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, for projects/
 
 from resnet_det.utils.cli import add_debug_argument, run_cli, silence_known_warnings
 
@@ -31,9 +34,8 @@ silence_known_warnings()  # before detectron2's imports, which warn
 
 from detectron2.utils.logger import setup_logger  # noqa: E402
 
+from projects.browse import browse_dataset, export_crops  # noqa: E402
 from resnet_det.config import load_config  # noqa: E402
-from resnet_det.data.crops import export_crops  # noqa: E402
-from resnet_det.vis.browse import browse_dataset  # noqa: E402
 
 
 def main(argv=None):

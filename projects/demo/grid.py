@@ -9,8 +9,7 @@ import numpy as np
 from detectron2.data import DatasetCatalog
 from PIL import Image, ImageDraw
 
-from resnet_det.data.crops import ground_truth
-from resnet_det.data.datasets import register_all_datasets
+from resnet_det.data.datasets import ground_truth, register_all_datasets
 from resnet_det.engine.predictor import Predictor
 from resnet_det.utils.draw import class_name, draw_boxes
 from resnet_det.utils.files import write_json

@@ -21,8 +21,8 @@ from detectron2.structures import BoxMode
 from resnet_det.data.voc import read_voc_xml, voc_filename, voc_image_suffix, voc_number
 
 __all__ = ["DatasetError", "register_all_datasets", "register_coco_json", "register_voc", "check_datasets",
-           "dataset_class_names", "load_coco_json_checked", "load_voc_instances_checked", "sanitize_boxes",
-           "set_strict", "is_strict"]
+           "dataset_class_names", "ground_truth", "split_datasets", "load_coco_json_checked",
+           "load_voc_instances_checked", "sanitize_boxes", "set_strict", "is_strict"]
 
 logger = logging.getLogger(__name__)
 
@@ -597,3 +597,20 @@ def dataset_class_names(cfg) -> list[str] | None:
             categories = read_json(json_file).get("categories", [])
             return [c["name"] for c in sorted(categories, key=lambda c: c["id"])]
     return None
+
+
+def split_datasets(cfg, split) -> list[str]:
+    """DATASETS.TRAIN (``split`` "train") or DATASETS.TEST ("test"), registered and checked."""
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    names = list(cfg.DATASETS.TRAIN if split == "train" else cfg.DATASETS.TEST)
+    register_all_datasets(cfg)
+    check_datasets(names)
+    return names
+
+
+def ground_truth(record) -> tuple[list, list]:
+    """``(boxes xyxy, class ids)`` of a dataset record's non-crowd annotations."""
+    anns = [a for a in record.get("annotations", []) if not a.get("iscrowd", 0)]
+    boxes = [BoxMode.convert(a["bbox"], a["bbox_mode"], BoxMode.XYXY_ABS) for a in anns]
+    return boxes, [a["category_id"] for a in anns]

@@ -3,38 +3,22 @@
 (``tools/browse_dataset.py --crops``; docs/custom_data.md)."""
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
 from detectron2.data import DatasetCatalog, MetadataCatalog
-from detectron2.structures import BoxMode
 from PIL import Image
 
-from resnet_det.data.datasets import check_datasets, register_all_datasets
+from resnet_det.data.datasets import ground_truth, split_datasets
 from resnet_det.utils.draw import class_name
-from resnet_det.utils.image import read_image_checked
+from resnet_det.utils.image import ImageError, read_image_checked
 
-__all__ = ["BACKGROUND", "export_crops", "ground_truth", "split_datasets"]
+__all__ = ["BACKGROUND", "export_crops"]
 
+logger = logging.getLogger(__name__)
 BACKGROUND = "background"  # the class folder of the crops that hold no object
-
-
-def split_datasets(cfg, split) -> list[str]:
-    """DATASETS.TRAIN (``split`` "train") or DATASETS.TEST ("test"), registered and checked."""
-    if split not in ("train", "test"):
-        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
-    names = list(cfg.DATASETS.TRAIN if split == "train" else cfg.DATASETS.TEST)
-    register_all_datasets(cfg)
-    check_datasets(names)
-    return names
-
-
-def ground_truth(record) -> tuple[list, list]:
-    """``(boxes xyxy, class ids)`` of a dataset record's non-crowd annotations."""
-    anns = [a for a in record.get("annotations", []) if not a.get("iscrowd", 0)]
-    boxes = [BoxMode.convert(a["bbox"], a["bbox_mode"], BoxMode.XYXY_ABS) for a in anns]
-    return boxes, [a["category_id"] for a in anns]
 
 
 def _background_boxes(rng, boxes, width, height, count, tries=50):
@@ -70,8 +54,14 @@ def export_crops(cfg, output_dir, split="train", context=0.1, min_side=8, num=No
             boxes, class_ids = ground_truth(record)
             if not boxes:
                 continue
-            image = read_image_checked(record["file_name"], "RGB", (record["height"], record["width"]),
-                                       cfg.DATASETS.MAX_IMAGE_PIXELS or None, strict=True)
+            try:
+                image = read_image_checked(record["file_name"], "RGB", (record["height"], record["width"]),
+                                           cfg.DATASETS.MAX_IMAGE_PIXELS or None, strict=cfg.DATASETS.STRICT)
+            except ImageError as e:
+                if cfg.DATASETS.STRICT:
+                    raise
+                logger.warning(f"skipped (training skips it too): {e}")
+                continue
             height, width = image.shape[:2]
             empty = _background_boxes(rng, boxes, width, height, background) if background else []
             labelled = [(box, class_name(class_names, c), context) for box, c in zip(boxes, class_ids)]

@@ -12,7 +12,7 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.detection_utils import convert_image_to_rgb
 from PIL import Image
 
-from resnet_det.data.crops import ground_truth, split_datasets
+from resnet_det.data.datasets import ground_truth, split_datasets
 from resnet_det.data.mapper import RobustDatasetMapper
 from resnet_det.utils.draw import MAX_SIDE, class_color, class_name, draw_boxes
 from resnet_det.utils.image import ImageError, read_image_checked
