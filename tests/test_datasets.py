@@ -493,6 +493,23 @@ def test_unreadable_images_are_skipped_in_training_and_raise_in_eval(tmp_path, c
             m(record(path))
 
 
+def test_an_unreadable_test_image_in_a_loader_worker_is_one_line_naming_it(tmp_path, capsys):
+    """Evaluation reads through DataLoader workers, which torch re-raises as the error's type with
+    the worker's traceback for a message: the command line prints the message only."""
+    import torch.utils.data
+
+    from resnet_det.utils.cli import run_cli
+
+    path = bad_image(tmp_path, "truncated")
+    test_mapper = mapper(False)
+    loader = torch.utils.data.DataLoader([record(path)], batch_size=1, num_workers=1,
+                                         collate_fn=lambda batch: [test_mapper(d) for d in batch])
+    assert run_cli(lambda: list(loader)) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err[0].startswith(f"error: {path}: cannot decode image (OSError: image file is truncated")
+    assert "Traceback" not in "\n".join(err) and len(err) == 2
+
+
 def test_png_named_jpg_cmyk_and_grayscale_load_as_rgb(tmp_path):
     pixels = noise_image()
     png = tmp_path / "really_a_png.jpg"

@@ -113,6 +113,11 @@ def add_debug_argument(parser) -> None:
 
 def _message(error) -> str:
     text = str(error.args[0]) if isinstance(error, KeyError) and error.args else str(error)
+    if text.startswith("Caught ") and "DataLoader worker" in text:
+        # torch re-raises a loader worker's error as its type with the worker's traceback for a
+        # message; the message is the traceback's last line, after "module.Type: ".
+        last = text.rstrip().splitlines()[-1]
+        text = last.split(f"{type(error).__name__}: ", 1)[-1]
     return text or type(error).__name__
 
 
