@@ -15,10 +15,24 @@ from resnet_det.data.datasets import ground_truth, split_datasets
 from resnet_det.utils.draw import class_name
 from resnet_det.utils.image import ImageError, read_image_checked
 
-__all__ = ["BACKGROUND", "export_crops"]
+__all__ = ["BACKGROUND", "export_crops", "read_record_image"]
 
 logger = logging.getLogger(__name__)
 BACKGROUND = "background"  # the class folder of the crops that hold no object
+
+
+def read_record_image(cfg, record):
+    """The RGB image of a dataset record, checked against its annotated size; None (with a
+    warning naming the file) when it cannot be read, as training skips it; an ImageError with
+    DATASETS.STRICT."""
+    try:
+        return read_image_checked(record["file_name"], "RGB", (record["height"], record["width"]),
+                                  cfg.DATASETS.MAX_IMAGE_PIXELS or None, strict=cfg.DATASETS.STRICT)
+    except ImageError as e:
+        if cfg.DATASETS.STRICT:
+            raise
+        logger.warning(f"skipped (training skips it too): {e}")
+        return None
 
 
 def _background_boxes(rng, boxes, width, height, count, tries=50):
@@ -54,13 +68,8 @@ def export_crops(cfg, output_dir, split="train", context=0.1, min_side=8, num=No
             boxes, class_ids = ground_truth(record)
             if not boxes:
                 continue
-            try:
-                image = read_image_checked(record["file_name"], "RGB", (record["height"], record["width"]),
-                                           cfg.DATASETS.MAX_IMAGE_PIXELS or None, strict=cfg.DATASETS.STRICT)
-            except ImageError as e:
-                if cfg.DATASETS.STRICT:
-                    raise
-                logger.warning(f"skipped (training skips it too): {e}")
+            image = read_record_image(cfg, record)
+            if image is None:
                 continue
             height, width = image.shape[:2]
             empty = _background_boxes(rng, boxes, width, height, background) if background else []

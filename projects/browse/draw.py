@@ -3,7 +3,6 @@ training augmentation, so a user sees that the annotations are right before trai
 (``tools/browse_dataset.py``, like detectron2's tools/visualize_data.py)."""
 from __future__ import annotations
 
-import logging
 from collections import Counter
 from pathlib import Path
 
@@ -12,14 +11,12 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.detection_utils import convert_image_to_rgb
 from PIL import Image
 
+from projects.browse.crops import read_record_image
 from resnet_det.data.datasets import ground_truth, split_datasets
 from resnet_det.data.mapper import RobustDatasetMapper
 from resnet_det.utils.draw import MAX_SIDE, class_color, class_name, draw_boxes
-from resnet_det.utils.image import ImageError, read_image_checked
 
 __all__ = ["browse_dataset"]
-
-logger = logging.getLogger(__name__)
 
 
 def browse_dataset(cfg, output_dir, split="train", augment=False, num=None, max_side=MAX_SIDE) -> dict:
@@ -37,13 +34,8 @@ def browse_dataset(cfg, output_dir, split="train", augment=False, num=None, max_
             if num is not None and len(written) >= num:
                 break
             if mapper is None:
-                try:
-                    image = read_image_checked(record["file_name"], "RGB", (record["height"], record["width"]),
-                                               cfg.DATASETS.MAX_IMAGE_PIXELS or None, strict=cfg.DATASETS.STRICT)
-                except ImageError as e:
-                    if cfg.DATASETS.STRICT:
-                        raise
-                    logger.warning(f"skipped (training skips it too): {e}")
+                image = read_record_image(cfg, record)
+                if image is None:
                     continue
                 boxes, class_ids = ground_truth(record)
             else:

@@ -11,8 +11,10 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -99,6 +101,10 @@ def train(base_config, opts, folder, resume: bool) -> dict:
     with open(console_path, "a") as console:
         console.write(f"\n$ {' '.join(cmd)}\n")
         console.flush()
+        # A DataLoader used earlier in this process leaves torch's SIGCHLD handler behind, which
+        # checks that loader's workers whenever any child exits: not this child's business.
+        in_main = threading.current_thread() is threading.main_thread()
+        previous = signal.signal(signal.SIGCHLD, signal.SIG_DFL) if in_main else None
         child = subprocess.Popen(cmd, stdout=console, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
         try:
             _, status, usage = os.wait4(child.pid, 0)
@@ -106,6 +112,9 @@ def train(base_config, opts, folder, resume: bool) -> dict:
             child.kill()  # ^C: the child got it too; make sure it does not outlive the comparison
             child.wait()
             raise
+        finally:
+            if in_main:
+                signal.signal(signal.SIGCHLD, previous)
         child.returncode = os.waitstatus_to_exitcode(status)
     wall = time.perf_counter() - start
     record = read_record(folder)

@@ -219,14 +219,18 @@ def build_test_loader(dataset, batch_size, *, rank=0, world_size=1, num_workers=
 def iterate_loader(loader, dataset=None):
     """Iterate ``loader``; a dead worker becomes a :class:`DataLoaderWorkerError` naming the
     samples it was decoding (instead of a bare 'worker exited unexpectedly')."""
+    iterator = iter(loader)
     try:
-        yield from loader  # the consumer's own errors are raised where it runs, not in here
+        yield from iterator  # the consumer's own errors are raised where it runs, not in here
     except (RuntimeError, ConnectionError) as e:
         msg = str(e) or type(e).__name__
         # A worker killed while the main process fetched a batch's shared memory from it
         # surfaces as a ConnectionError rather than the loader's RuntimeError.
         if not isinstance(e, ConnectionError) and "DataLoader worker" not in msg and "timed out" not in msg:
             raise
+        # Stop the other workers now: the error keeps the iterator alive, and while it lives
+        # torch's SIGCHLD handler would raise again, anywhere, on the next child process's exit.
+        getattr(iterator, "_shutdown_workers", lambda: None)()
         where = dataset.inflight_samples() if dataset is not None and hasattr(dataset, "inflight_samples") else []
         raise DataLoaderWorkerError(
             f"data loading failed ({msg.splitlines()[0]}); samples being decoded: "
