@@ -135,7 +135,7 @@ def plot(runs, path, metric="AP") -> Path:
         ax.set_ylim(0, 1.15 * max([r["accuracy"][metric] for r in done], default=1) + 0.5)
         ax.grid(alpha=0.3)
         if done:
-            ax.legend(fontsize=8, loc="lower right")  # the points sit above 0
+            ax.legend(fontsize=8, loc="best")  # where it hides the fewest points
     left.set_title("accuracy vs latency (colour: runtime, marker: backbone)", fontsize=10)
     right.set_title("accuracy vs parameters (marker: backbone)", fontsize=10)
     return save_figure(fig, path)
