@@ -185,7 +185,7 @@ def test_killed_runs_resume_to_the_uninterrupted_weights(toy_env, tmp_path):
     straight, killed = tmp_path / "straight", tmp_path / "killed"
     _run(toy_env, TOY_VOC, straight, *RESUME)
 
-    opts = [*SMALL, "OUTPUT_DIR", str(killed), *RESUME]
+    opts = [*SMALL, "OUTPUT_DIR", str(killed), *dataset_opts(toy_env["TOY_ROOT"]), *RESUME]
     cmd = [str(TOOL), "--config", str(TOY_VOC), *opts]
     proc = subprocess.run(
         [sys.executable, str(KILL_DURING_SAVE), "2", *cmd],
@@ -318,7 +318,9 @@ def test_logs_hold_progress_not_dumps_colour_codes_or_upstream_warnings(toy_env,
     assert "Running with full config" not in log and "Contents of args.config_file" not in log
     assert "Full config written to OUTPUT_DIR/config.yaml" in log
     assert f"DATALOADER.NUM_WORKERS {workers} is more than the {available_cpus()} CPU(s)" in log
-    assert len(log.splitlines()) < 150, "a short run's log is not a config dump"
+    # No config dump (config.yaml holds it); detectron2's model summary stays, as in its own logs.
+    config_keys = [line for line in (out / "config.yaml").read_text().splitlines() if line.endswith(":")]
+    assert not [line for line in log.splitlines() if line in config_keys], "the log holds a config dump"
     for warning in UPSTREAM:
         assert warning not in proc.stderr and warning not in log, warning
     # The PyTorch demo (detectron2's DefaultPredictor) on the trained weights: no warnings either.

@@ -21,7 +21,7 @@ from projects.paper.degradation import (
     train_model,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def test_parse_model_spec():

@@ -16,7 +16,7 @@ from projects.paper.layer_responses import (
 )
 from resnet_det.models import build_resnet
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def _trained_like(model):
