@@ -14,17 +14,13 @@ from pathlib import Path
 
 import torch
 
+from resnet_det.engine.launch import cpu_model
+
 
 def machine_info() -> dict:
     """CPU model, thread count, torch version and device: printed with every result."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
     info = {
-        "cpu": cpu,
+        "cpu": cpu_model(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__,

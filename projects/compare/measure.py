@@ -26,6 +26,7 @@ from resnet_det.config import ConfigError
 from resnet_det.data.datasets import register_all_datasets
 from resnet_det.deploy import DeployError, OnnxDetector, runtime_choices
 from resnet_det.engine.detection import RESULTS_FILE
+from resnet_det.engine.launch import cpu_model
 from resnet_det.engine.predictor import Predictor
 from resnet_det.export.exporter import export_from_config
 from resnet_det.export.quantize import INT8_FILE, quantize_export
@@ -39,13 +40,7 @@ EXPORT_DIR = "export"
 
 def machine(threads: int) -> dict:
     """The CPU model, core count, threads used and load average: what the timings depend on."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                   if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return {"cpu": cpu, "cpu_count": os.cpu_count(), "threads": threads, "torch": torch.__version__,
+    return {"cpu": cpu_model(), "cpu_count": os.cpu_count(), "threads": threads, "torch": torch.__version__,
             "platform": platform.platform(), "date": time.strftime("%Y-%m-%d %H:%M")}
 
 

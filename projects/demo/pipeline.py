@@ -19,7 +19,6 @@ import argparse
 import json
 import logging
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -32,6 +31,7 @@ from projects.toy_data import dataset_opts, make_toy_data
 from resnet_det.config import load_config, load_pretrain_cfg
 from resnet_det.engine.classification import train
 from resnet_det.engine.detection import RESULTS_FILE, train_detector
+from resnet_det.engine.launch import cpu_model
 
 __all__ = ["EXPECTED", "DEMO_DATA", "DATA_STAMP", "StageError", "check_expected", "run_pipeline", "main"]
 
@@ -83,17 +83,6 @@ def _cpu_seconds():
     # This process's threads plus its finished child processes (data-loader workers).
     t = os.times()
     return t.user + t.system + t.children_user + t.children_system
-
-
-def _cpu_model() -> str:
-    """The CPU's model name (Linux /proc/cpuinfo), else what ``platform`` knows."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def _stage(times, name, folder, fn, *args, **kwargs):
@@ -204,7 +193,7 @@ def run_pipeline(out: Path, *, quick=False, baseline=False, seed=0) -> dict:
     data_dir = out / "data"
     times = {}
     summary = {"quick": quick, "seed": seed, "threads": torch.get_num_threads(),
-               "cpu": _cpu_model(), "cpu_count": os.cpu_count()}
+               "cpu": cpu_model(), "cpu_count": os.cpu_count()}
     start, cpu = time.perf_counter(), _cpu_seconds()
     _stage(times, "data", data_dir, make_data, data_dir, quick)
     summary["pretrain"] = _stage(times, "pretrain", out / "pretrain", pretrain, data_dir,

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import logging
 import os
+import platform
 
 import torch
 from detectron2.engine import default_argument_parser, launch
 
 from resnet_det.utils.cli import add_debug_argument, in_worker
 
-__all__ = ["available_cpus", "cap_workers", "launch_main", "quiet_config_dump", "resolve_device",
+__all__ = ["available_cpus", "cpu_model", "cap_workers", "launch_main", "quiet_config_dump", "resolve_device",
            "training_argument_parser"]
 
 
@@ -39,6 +40,18 @@ def resolve_device(requested: str) -> tuple[str, str | None]:
     if requested.startswith("cuda") and not torch.cuda.is_available():
         return "cpu", f"CUDA is not available on this machine: using the CPU instead of {requested}"
     return requested, None
+
+
+def cpu_model() -> str:
+    """The CPU's model name (Linux /proc/cpuinfo), else what ``platform`` knows."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def available_cpus() -> int:
