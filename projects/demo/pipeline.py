@@ -48,9 +48,9 @@ DATA_STAMP = "demo_data.json"  # the settings the data was made with, so a rerun
 # (threads 1 and 2, seeds 0-2), rounded outwards; the README states the same ranges (a test
 # compares them).
 EXPECTED = {
-    "pretrain.val_top1_err": (20.0, 27.0),
-    "detect.AP": (51.0, 59.0),
-    "detect.AP50": (70.0, 81.0),
+    "pretrain.val_top1_err": (13.0, 22.0),
+    "detect.AP": (52.0, 67.0),
+    "detect.AP50": (73.0, 89.0),
 }
 
 # --quick: every stage runs, on a few images for a few iterations (tests).
