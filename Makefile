@@ -21,9 +21,10 @@ test:
 test-slow:
 	$(PYTEST) -q -m slow
 
-# The whole project on toy data (8 min wall on an idle 2-core CPU, 13-14 min on a shared one;
-# see projects/demo/README.md): toy data -> pretraining -> detection from the exported backbone ->
-# COCO evaluation -> ground truth vs detections drawn. Extra flags: make demo DEMO_FLAGS="--baseline"
-# (also the random-init detector, both mAPs, both drawn), DEMO_FLAGS="--seed 1 --threads 1".
+# The whole project on toy data (8 min wall on an idle 2-core CPU, 12-35 min when shared
+# with other jobs; see projects/demo/README.md): toy data -> pretraining -> detection from the
+# exported backbone -> COCO evaluation -> ground truth vs detections drawn. Extra flags:
+# make demo DEMO_FLAGS="--baseline" (also the random-init detector, both mAPs, both drawn),
+# DEMO_FLAGS="--seed 1 --threads 1".
 demo:
 	$(PYTHON) tools/demo_pipeline.py --out output/demo $(DEMO_FLAGS)
